@@ -1,0 +1,1 @@
+"""academy_ray: Academy-style agents as detached Ray actors."""

