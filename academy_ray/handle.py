@@ -1,0 +1,226 @@
+"""`Handle`: a small, picklable reference to an agent, by namespace and name."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, TypeVar
+
+import ray
+from ray.exceptions import (
+    ActorDiedError,
+    ActorUnavailableError,
+    GetTimeoutError,
+    RayActorError,
+    RayTaskError,
+    TaskCancelledError,
+)
+
+from academy_ray.exception import (
+    ActionTimeoutError,
+    AgentNotFoundError,
+    AgentTerminatedError,
+    AgentUnavailableError,
+)
+from academy_ray.spec import AgentInfo
+
+AgentT = TypeVar("AgentT")
+
+
+def lookup_actor(name: str, namespace: str) -> Any:
+    """Returns the Ray actor handle of the agent's host.
+
+    Raises:
+        AgentNotFoundError: If no such agent lives in ``namespace``.
+    """
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        raise AgentNotFoundError(name, namespace) from None
+
+
+def translate_error(error: BaseException, name: str, namespace: str) -> BaseException:
+    """Maps what Ray raised for a call to what academy_ray's callers get.
+
+    An exception raised by the action itself comes back as its own type (with the remote traceback in its
+    notes); a dead, stopped or restarting agent becomes a typed `AgentError`.
+    """
+    if isinstance(error, RayTaskError):
+        cause = error.cause
+        if isinstance(cause, TaskCancelledError):
+            return asyncio.CancelledError(f"action of agent {name!r} was cancelled")
+        if isinstance(cause, RayActorError):
+            return translate_error(cause, name, namespace)
+        if isinstance(cause, BaseException):
+            return cause
+        return error
+    if isinstance(error, ActorUnavailableError):
+        return AgentUnavailableError(name, str(error).splitlines()[0])
+    if isinstance(error, (ActorDiedError, RayActorError)):
+        try:
+            lookup_actor(name, namespace)
+        except AgentNotFoundError:
+            return AgentTerminatedError(name, "the agent has stopped or its process died for good")
+        return AgentUnavailableError(name, "its process died during the call; it is being restarted")
+    if isinstance(error, GetTimeoutError):
+        return ActionTimeoutError(f"call to agent {name!r} timed out")
+    return error
+
+
+class Handle(Generic[AgentT]):
+    """Calls a running agent's actions: ``await handle.some_action(x)``.
+
+    Handles are cheap and picklable: pass them to other agents as arguments. ``handle.sync.some_action(x)``
+    is the blocking form for scripts and notebooks (do not use it inside an agent).
+
+    Args:
+        name: The agent's name.
+        namespace: The Ray namespace it lives in.
+        timeout: Default limit in seconds for each call; on expiry the remote action is cancelled and
+            `ActionTimeoutError` raised. None waits as long as the action runs.
+    """
+
+    __slots__ = ("_actor", "_callers", "name", "namespace", "timeout")
+
+    def __init__(self, name: str, namespace: str, *, timeout: float | None = None) -> None:
+        self.name = name
+        self.namespace = namespace
+        self.timeout = timeout
+        self._actor: Any = None
+        self._callers: dict[str, Callable[..., Coroutine[Any, Any, Any]]] = {}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_handle, (self.name, self.namespace, self.timeout))
+
+    def __repr__(self) -> str:
+        return f"Handle({self.name!r}, namespace={self.namespace!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Handle) and (other.name, other.namespace) == (self.name, self.namespace)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.namespace))
+
+    def with_timeout(self, timeout: float | None) -> Handle[AgentT]:
+        """A handle to the same agent whose calls time out after ``timeout`` seconds."""
+        return Handle(self.name, self.namespace, timeout=timeout)
+
+    @property
+    def actor(self) -> Any:
+        """The Ray actor handle of the agent's host (looked up once)."""
+        if self._actor is None:
+            self._actor = lookup_actor(self.name, self.namespace)
+        return self._actor
+
+    def __getattr__(self, action: str) -> Callable[..., Coroutine[Any, Any, Any]]:
+        if action.startswith("_"):
+            raise AttributeError(action)
+        caller = self._callers.get(action)
+        if caller is None:
+
+            async def caller(*args: Any, **kwargs: Any) -> Any:
+                return await self.action(action, *args, **kwargs)
+
+            caller.__name__ = action
+            self._callers[action] = caller
+        return caller
+
+    async def action(self, action: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Calls ``action`` with the arguments and returns its result.
+
+        Cancelling the awaiting task cancels the remote action.
+
+        Raises:
+            ActionNotFoundError: The agent has no such action.
+            ActionArgumentError: The arguments do not fit the action's signature or annotations.
+            AgentNotFoundError: No such agent.
+            AgentTerminatedError: The agent has stopped or died.
+            AgentUnavailableError: The agent's process was lost during the call (it may be restarting).
+            ActionTimeoutError: The handle's timeout expired.
+            Exception: Whatever the action raised, as its own type.
+        """
+        return await self._await(self._submit("agent_call", self.name, action, *args, **kwargs))
+
+    def _submit(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.actor, method).remote(*args, **kwargs)
+        except RayActorError as error:
+            raise translate_error(error, self.name, self.namespace) from None
+
+    async def _await(self, ref: Any) -> Any:
+        try:
+            if self.timeout is None:
+                return await ref
+            return await asyncio.wait_for(asyncio.shield(ref), self.timeout)
+        except asyncio.TimeoutError:
+            ray.cancel(ref)
+            raise ActionTimeoutError(
+                f"call to agent {self.name!r} did not return within {self.timeout} s; it was cancelled"
+            ) from None
+        except asyncio.CancelledError:
+            ray.cancel(ref)
+            raise
+        except ray.exceptions.RayError as error:
+            raise translate_error(error, self.name, self.namespace) from None
+
+    async def ping(self) -> float:
+        """Round-trip time to the agent's host in seconds (also proves it is reachable)."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await self._await(self._submit("agent_ready", self.name))
+        return loop.time() - start
+
+    async def info(self) -> AgentInfo:
+        """Status, node and actions of the agent (waits while it is starting)."""
+        return await self._await(self._submit("agent_ready", self.name))  # type: ignore[no-any-return]
+
+    async def shutdown(self) -> None:
+        """Asks the agent to shut down and waits until it has (its process then exits)."""
+        await self._await(self._submit("agent_stop", self.name))
+
+    async def wait(self) -> AgentInfo | None:
+        """Returns once the agent has shut down; None if its process is already gone."""
+        try:
+            return await self._await(self._submit("agent_wait", self.name))  # type: ignore[no-any-return]
+        except (AgentTerminatedError, AgentNotFoundError):
+            return None
+
+    @property
+    def sync(self) -> BlockingHandle:
+        """The blocking form of this handle."""
+        return BlockingHandle(self)
+
+
+class BlockingHandle:
+    """Blocking calls on an agent: ``handle.sync.some_action(x)``; same errors as `Handle`."""
+
+    __slots__ = ("_handle",)
+
+    def __init__(self, handle: Handle[Any]) -> None:
+        self._handle = handle
+
+    def __getattr__(self, action: str) -> Callable[..., Any]:
+        if action.startswith("_"):
+            raise AttributeError(action)
+        return lambda *args, **kwargs: self.action(action, *args, **kwargs)
+
+    def action(self, action: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Calls ``action`` and blocks until it returns."""
+        handle = self._handle
+        ref = handle._submit("agent_call", handle.name, action, *args, **kwargs)
+        try:
+            return ray.get(ref, timeout=handle.timeout)
+        except GetTimeoutError:
+            ray.cancel(ref)
+            raise ActionTimeoutError(
+                f"call to agent {handle.name!r} did not return within {handle.timeout} s; it was cancelled"
+            ) from None
+        except KeyboardInterrupt:
+            ray.cancel(ref)
+            raise
+        except ray.exceptions.RayError as error:
+            raise translate_error(error, handle.name, handle.namespace) from None
+
+
+def _rebuild_handle(name: str, namespace: str, timeout: float | None) -> Handle[Any]:
+    return Handle(name, namespace, timeout=timeout)

@@ -1,0 +1,124 @@
+"""The host: an async Ray actor that runs one agent (or several, co-hosted) and dispatches their calls."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import warnings
+from datetime import datetime, timezone
+from typing import Any
+
+import ray
+
+from academy_ray.exception import AgentExistsError, AgentNotFoundError
+from academy_ray.runner import AgentRunner
+from academy_ray.spec import AgentInfo, AgentSpec
+
+logger = logging.getLogger(__name__)
+
+SELF_EXIT_DELAY_S = 0.5
+"""Delay between the last hosted agent finishing and the host process exiting (lets replies go out)."""
+
+
+class AgentHost:
+    """Ray actor class hosting agents; created detached and named after its (first) agent.
+
+    Every method is a coroutine so that the actor is an async actor: actions run concurrently with each
+    other and with the agents' loops on one event loop. When every hosted agent has shut down, the host kills
+    its own actor so the name is freed and no process lingers.
+    """
+
+    def __init__(self, *specs: AgentSpec) -> None:
+        self._runners: dict[str, AgentRunner] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        context = ray.get_runtime_context()
+        self._node_id = context.get_node_id()
+        with warnings.catch_warnings():  # Ray 2.60 warns about its own use of a deprecated property here
+            warnings.simplefilter("ignore")
+            self._restarted = bool(context.was_current_actor_reconstructed)
+            self._self_actor = context.current_actor
+        for spec in specs:
+            self._add(spec)
+
+    def _add(self, spec: AgentSpec) -> AgentRunner:
+        if spec.name in self._runners:
+            raise AgentExistsError(spec.name, spec.namespace)
+        runner = AgentRunner(spec)
+        self._runners[spec.name] = runner
+        task = asyncio.get_running_loop().create_task(runner.run())
+        self._tasks.add(task)
+        task.add_done_callback(self._on_runner_done)
+        return runner
+
+    def _on_runner_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not self._tasks:
+            asyncio.get_running_loop().call_later(SELF_EXIT_DELAY_S, self._exit)
+
+    def _exit(self) -> None:
+        if self._tasks:  # an agent was added meanwhile
+            return
+        logger.info("all agents of this host have shut down; exiting")
+        ray.kill(self._self_actor, no_restart=True)
+
+    def _runner(self, name: str) -> AgentRunner:
+        runner = self._runners.get(name)
+        if runner is None:
+            namespace = ray.get_runtime_context().namespace
+            raise AgentNotFoundError(name, namespace)
+        return runner
+
+    # ---- the hot path ---------------------------------------------------------------------------------------
+
+    async def agent_call(self, agent: str, action: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Runs ``action`` of the hosted agent ``agent`` with the given arguments."""
+        runner = self._runners.get(agent) or self._runner(agent)
+        return await runner.call(action, args, kwargs)
+
+    # ---- control ---------------------------------------------------------------------------------------------
+
+    async def agent_add(self, spec: AgentSpec) -> AgentInfo:
+        """Co-hosts another agent in this process and waits until it serves calls."""
+        runner = self._add(spec)
+        await runner.wait_ready()
+        return self._info(runner)
+
+    async def agent_ready(self, agent: str) -> AgentInfo:
+        """Waits until the agent serves calls; raises `AgentStartupError` if its startup failed."""
+        runner = self._runner(agent)
+        await runner.wait_ready()
+        return self._info(runner)
+
+    async def agent_info(self) -> list[AgentInfo]:
+        """Describes every agent in this host."""
+        return [self._info(runner) for runner in self._runners.values()]
+
+    async def agent_stop(self, agent: str) -> AgentInfo:
+        """Shuts the agent down (loops stop, ``agent_on_shutdown`` runs) and waits until it has."""
+        runner = self._runner(agent)
+        await runner.ready.wait()
+        runner.request_shutdown()
+        await runner.done.wait()
+        return self._info(runner)
+
+    async def agent_wait(self, agent: str) -> AgentInfo:
+        """Returns once the agent has shut down (by itself or when asked)."""
+        runner = self._runner(agent)
+        await runner.done.wait()
+        return self._info(runner)
+
+    def _info(self, runner: AgentRunner) -> AgentInfo:
+        return AgentInfo(
+            name=runner.spec.name,
+            namespace=runner.spec.namespace,
+            agent_class=f"{runner.agent_class.__module__}.{runner.agent_class.__qualname__}",
+            status=runner.status,
+            node_id=self._node_id,
+            pid=os.getpid(),
+            since=datetime.fromtimestamp(runner.since, tz=timezone.utc),
+            restarted=self._restarted,
+            error=runner.error,
+            actions=sorted(runner.agent_class.agent_actions()),
+        )
+

@@ -1,0 +1,189 @@
+"""Runs one agent inside a host: startup, control loops, action dispatch and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from academy_ray.agent import Agent
+from academy_ray.context import AgentContext
+from academy_ray.exception import (
+    ActionNotFoundError,
+    AgentStartupError,
+    AgentTerminatedError,
+)
+from academy_ray.spec import AgentSpec, AgentStatus
+from academy_ray.validation import ActionValidator
+
+logger = logging.getLogger(__name__)
+
+LOOP_RESTART_BACKOFF_S = (0.1, 30.0)
+"""First and largest delay before a failed loop is run again under the ``"restart"`` policy."""
+
+
+def _add_remote_traceback(error: BaseException, agent: str, action: str) -> None:
+    text = "".join(traceback.format_exception(error))
+    error.add_note(f"\n--- raised in action {action!r} of agent {agent!r} ---\n{text.rstrip()}")
+
+
+class AgentRunner:
+    """Owns one agent instance for the life of its host process.
+
+    Calls that arrive while the agent is starting wait until startup has finished (so a restarted agent never
+    serves a call before its state is restored). After shutdown every call gets `AgentTerminatedError`.
+    """
+
+    def __init__(self, spec: AgentSpec) -> None:
+        self.spec = spec
+        self.status: AgentStatus = "starting"
+        self.since = time.time()
+        self.error: str | None = None
+        self.ready = asyncio.Event()
+        self.done = asyncio.Event()
+        self.agent: Agent | None = None
+        self._startup_error: BaseException | None = None
+        self._shutdown_event = asyncio.Event()
+        self._executor = ThreadPoolExecutor(
+            max_workers=spec.executor_workers, thread_name_prefix=f"agent-{spec.name}"
+        )
+        self._bound: dict[str, Any] = {}
+        self._validators: dict[str, ActionValidator] = {}
+        self._loops: dict[str, asyncio.Task[None]] = {}
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Starts the agent, runs its loops until shutdown is requested, then shuts it down."""
+        try:
+            await self._start()
+        except BaseException as error:  # noqa: BLE001 - reported to launch() and to every caller
+            self._startup_error = error
+            self._set_status("failed", f"startup failed: {type(error).__name__}: {error}")
+            logger.exception("agent %r failed to start", self.spec.name)
+            self.ready.set()
+            self.done.set()
+            self._executor.shutdown(wait=False)
+            return
+        self._set_status("running")
+        self.ready.set()
+        for loop_name in self.agent_class.agent_loops():
+            self._loops[loop_name] = asyncio.ensure_future(self._run_loop(loop_name))
+        await self._shutdown_event.wait()
+        await self._stop()
+
+    @property
+    def agent_class(self) -> type[Agent]:
+        """The agent's class."""
+        return self.spec.agent_class
+
+    async def _start(self) -> None:
+        agent = self.agent_class(*self.spec.args, **self.spec.kwargs)
+        agent._agent_context_ = AgentContext(
+            name=self.spec.name,
+            namespace=self.spec.namespace,
+            shutdown_event=self._shutdown_event,
+            executor=self._executor,
+        )
+        self.agent = agent
+        for action_name in self.agent_class.agent_actions():
+            self._bound[action_name] = getattr(agent, action_name)
+        await agent.agent_on_startup()
+
+    def request_shutdown(self) -> None:
+        """Asks the agent to shut down (as `Agent.agent_shutdown` does)."""
+        self._shutdown_event.set()
+
+    async def _stop(self) -> None:
+        self._set_status("stopping")
+        if self._loops:
+            _, late = await asyncio.wait(self._loops.values(), timeout=self.spec.shutdown_grace_s)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+        assert self.agent is not None
+        try:
+            await self.agent.agent_on_shutdown()
+        except Exception:
+            logger.exception("agent_on_shutdown of agent %r raised", self.spec.name)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._set_status("stopped")
+        self.done.set()
+
+    def _set_status(self, status: AgentStatus, error: str | None = None) -> None:
+        self.status = status
+        self.since = time.time()
+        if error is not None:
+            self.error = error
+
+    # ---- loops --------------------------------------------------------------------------------------------
+
+    async def _run_loop(self, loop_name: str) -> None:
+        method = getattr(self.agent, loop_name)
+        delay = LOOP_RESTART_BACKOFF_S[0]
+        while True:
+            try:
+                await method(self._shutdown_event)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                policy = self.agent_class.agent_loop_error_policy
+                logger.exception(
+                    "loop %r of agent %r raised (policy: %s)", loop_name, self.spec.name, policy
+                )
+                if policy == "shutdown":
+                    self.error = f"loop {loop_name!r} raised"
+                    self._shutdown_event.set()
+                    return
+                if policy == "ignore" or self._shutdown_event.is_set():
+                    return
+                try:
+                    await asyncio.wait_for(self._shutdown_event.wait(), timeout=delay)
+                    return
+                except asyncio.TimeoutError:
+                    delay = min(delay * 2, LOOP_RESTART_BACKOFF_S[1])
+
+    # ---- actions ------------------------------------------------------------------------------------------
+
+    async def wait_ready(self) -> None:
+        """Returns once the agent serves calls.
+
+        Raises:
+            AgentStartupError: If startup failed, chained to the original error.
+        """
+        await self.ready.wait()
+        if self._startup_error is not None:
+            error = AgentStartupError(
+                f"agent {self.spec.name!r} ({self.agent_class.__name__}) failed to start: "
+                f"{type(self._startup_error).__name__}: {self._startup_error}"
+            )
+            error.add_note("".join(traceback.format_exception(self._startup_error)).rstrip())
+            raise error from self._startup_error
+
+    async def call(self, action: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Runs one action call and returns its result (or raises its exception with the traceback noted)."""
+        if self.status != "running":
+            if not self.ready.is_set():
+                await self.ready.wait()
+            if self.status != "running":
+                raise AgentTerminatedError(self.spec.name, self.error or f"agent is {self.status}")
+        method = self._bound.get(action)
+        if method is None:
+            raise ActionNotFoundError(
+                self.spec.name, self.agent_class.__name__, action, list(self._bound)
+            )
+        validator = self._validators.get(action)
+        if validator is None:
+            validator = ActionValidator(self.spec.name, action, self.agent_class.agent_actions()[action])
+            self._validators[action] = validator
+        args, kwargs = validator(self.agent, args, kwargs)
+        try:
+            return await method(*args, **kwargs)
+        except Exception as error:
+            _add_remote_traceback(error, self.spec.name, action)
+            raise

@@ -1,0 +1,312 @@
+"""`Runtime`: connects to Ray and launches, finds, lists, stops and waits for agents (Academy's Manager role)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+import ray
+
+from academy_ray._sync import run_sync
+from academy_ray.agent import Agent
+from academy_ray.exception import (
+    AgentExistsError,
+    AgentNotFoundError,
+    AgentStartupError,
+    AgentTerminatedError,
+    AgentUnavailableError,
+)
+from academy_ray.handle import Handle, lookup_actor, translate_error
+from academy_ray.host import AgentHost
+from academy_ray.spec import AgentInfo, AgentResources, AgentSpec
+
+logger = logging.getLogger(__name__)
+
+AgentT = TypeVar("AgentT", bound=Agent)
+
+DEFAULT_NAMESPACE = "academy"
+LIST_TIMEOUT_S = 5.0
+"""How long `Runtime.list` waits for one host to answer before reporting it ``unreachable``."""
+
+_host_actor_class: Any = None
+
+
+def _remote_host() -> Any:
+    global _host_actor_class  # noqa: PLW0603
+    if _host_actor_class is None:
+        _host_actor_class = ray.remote(AgentHost)
+    return _host_actor_class
+
+
+class Runtime:
+    """Connects to Ray and manages agents in one namespace.
+
+    Args:
+        address: None starts an embedded local Ray (unless ``RAY_ADDRESS`` is set, as inside a
+            ``ray job submit`` job, which is joined); ``"auto"`` joins the cluster ``ray start`` began on this
+            machine; ``"ray://host:10001"`` or ``"host:6379"`` joins that cluster. If Ray is already initialised
+            in this process it is used as it is.
+        namespace: Ray namespace of the agents (default: ``$ACADEMY_RAY_NAMESPACE`` or ``"academy"``); agents
+            in other namespaces are invisible to this runtime.
+        init_kwargs: Extra keyword arguments for ``ray.init`` (ignored when Ray is already initialised).
+        default_resources: Resources of agents launched without ``resources=``.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        namespace: str | None = None,
+        init_kwargs: Mapping[str, Any] | None = None,
+        default_resources: AgentResources | None = None,
+    ) -> None:
+        self.namespace = namespace or default_namespace()
+        self.default_resources = default_resources or AgentResources()
+        self._owns_ray = False
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"namespace": self.namespace}
+            kwargs.update(init_kwargs or {})
+            if address is None:
+                address = os.environ.get("RAY_ADDRESS") or "local"
+            ray.init(address=address, **kwargs)
+            self._owns_ray = True
+
+    # ---- context management ----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Disconnects from Ray if this runtime connected. Agents keep running (they are detached); an
+        embedded local Ray started by this runtime stops with it."""
+        if self._owns_ray and ray.is_initialized():
+            ray.shutdown()
+        self._owns_ray = False
+
+    async def __aenter__(self) -> Runtime:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- agents ------------------------------------------------------------------------------------------------
+
+    async def launch(
+        self,
+        agent: type[AgentT],
+        *,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        resources: AgentResources | Mapping[str, Any] | None = None,
+        get_if_exists: bool = False,
+        max_restarts: int = -1,
+        executor_workers: int = 4,
+    ) -> Handle[AgentT]:
+        """Starts ``agent(*args, **kwargs)`` as a detached, named Ray actor and waits until it serves calls.
+
+        Args:
+            agent: The `Agent` subclass.
+            args: Positional arguments of its constructor.
+            kwargs: Keyword arguments of its constructor.
+            name: Name in the namespace (default: class name and a random suffix).
+            resources: What its host reserves (`AgentResources` or a dict of its fields).
+            get_if_exists: Return the existing agent's handle instead of failing when the name is taken.
+            max_restarts: How often Ray restarts the host after its process dies (-1: always).
+            executor_workers: Threads for `Agent.agent_run_sync`.
+
+        Raises:
+            AgentExistsError: The name is taken (and ``get_if_exists`` is False).
+            AgentStartupError: The constructor or ``agent_on_startup`` raised.
+            pydantic.ValidationError: A bad name, class or resources.
+        """
+        name = name or f"{agent.__name__}-{uuid.uuid4().hex[:8]}"
+        spec = AgentSpec(
+            name=name,
+            namespace=self.namespace,
+            agent_class=agent,
+            args=tuple(args),
+            kwargs=dict(kwargs or {}),
+            executor_workers=executor_workers,
+        )
+        if resources is None:
+            reserved = self.default_resources
+        elif isinstance(resources, AgentResources):
+            reserved = resources
+        else:
+            reserved = AgentResources.model_validate(dict(resources))
+        if _name_taken(name, self.namespace):
+            if get_if_exists:
+                return self.get(name)
+            raise AgentExistsError(name, self.namespace)
+        options = {
+            "name": name,
+            "namespace": self.namespace,
+            "lifetime": "detached",
+            "max_restarts": max_restarts,
+            "max_task_retries": 0,
+            "max_concurrency": 10_000,
+            **reserved.actor_options(),
+        }
+        try:
+            actor = _remote_host().options(**options).remote(spec)
+        except ValueError as error:  # lost a race for the name
+            if "already" in str(error).lower():
+                if get_if_exists:
+                    return self.get(name)
+                raise AgentExistsError(name, self.namespace) from None
+            raise
+        try:
+            await actor.agent_ready.remote(name)
+        except ray.exceptions.RayError as error:
+            ray.kill(actor, no_restart=True)
+            translated = translate_error(error, name, self.namespace)
+            if isinstance(translated, AgentStartupError):
+                raise translated from translated.__cause__
+            raise AgentStartupError(f"agent {name!r} failed to start: {translated}") from translated
+        handle: Handle[AgentT] = Handle(name, self.namespace)
+        handle._actor = actor
+        return handle
+
+    def get(self, name: str) -> Handle[Any]:
+        """A handle to the live agent ``name`` of this namespace (from any driver process).
+
+        Raises:
+            AgentNotFoundError: No such agent in this namespace.
+        """
+        handle: Handle[Any] = Handle(name, self.namespace)
+        handle._actor = lookup_actor(name, self.namespace)
+        return handle
+
+    async def list(self) -> list[AgentInfo]:
+        """Every agent of this namespace with its class, status, node and since when."""
+        names = sorted(
+            entry["name"]
+            for entry in ray.util.list_named_actors(all_namespaces=True)
+            if entry["namespace"] == self.namespace
+        )
+        found = await asyncio.gather(*(self._describe(name) for name in names))
+        return [info for infos in found for info in infos]
+
+    async def _describe(self, name: str) -> list[AgentInfo]:
+        try:
+            actor = lookup_actor(name, self.namespace)
+        except AgentNotFoundError:
+            return []
+        if not hasattr(actor, "agent_info"):
+            return []  # a named actor that is not an agent host
+        try:
+            infos: list[AgentInfo] = await asyncio.wait_for(
+                asyncio.ensure_future(actor.agent_info.remote()), LIST_TIMEOUT_S
+            )
+            return infos
+        except (asyncio.TimeoutError, ray.exceptions.RayError) as error:
+            return [
+                AgentInfo(
+                    name=name,
+                    namespace=self.namespace,
+                    agent_class="?",
+                    status="unreachable",
+                    error=f"{type(error).__name__}: {error}".splitlines()[0],
+                )
+            ]
+
+    async def stop(self, agent: str | Handle[Any], *, timeout: float = 30.0) -> None:
+        """Shuts the agent down gracefully (``agent_on_shutdown`` runs), then removes its actor.
+
+        After ``timeout`` seconds the actor is killed regardless.
+
+        Raises:
+            AgentNotFoundError: No such agent in this namespace.
+        """
+        name = agent.name if isinstance(agent, Handle) else agent
+        actor = lookup_actor(name, self.namespace)
+        try:
+            await asyncio.wait_for(asyncio.ensure_future(actor.agent_stop.remote(name)), timeout)
+        except (asyncio.TimeoutError, ray.exceptions.RayError) as error:
+            logger.warning("agent %r did not shut down cleanly (%s); killing it", name, error)
+        ray.kill(actor, no_restart=True)
+
+    async def wait(
+        self,
+        agents: Iterable[str | Handle[Any]],
+        *,
+        timeout: float | None = None,
+        return_when: str = asyncio.ALL_COMPLETED,
+    ) -> None:
+        """Waits until the agents have shut down (``return_when`` as in `asyncio.wait`).
+
+        Raises:
+            TimeoutError: If they have not within ``timeout`` seconds.
+        """
+        handles = [a if isinstance(a, Handle) else Handle(a, self.namespace) for a in agents]
+        if not handles:
+            return
+        tasks = [asyncio.ensure_future(_wait_quietly(h)) for h in handles]
+        done, pending = await asyncio.wait(tasks, timeout=timeout, return_when=return_when)
+        for task in pending:
+            task.cancel()
+        if (return_when == asyncio.ALL_COMPLETED and pending) or not done:
+            raise TimeoutError(f"{len(pending)} agent(s) still running after {timeout} s")
+
+    @property
+    def sync(self) -> BlockingRuntime:
+        """The blocking form of this runtime, for scripts and notebooks."""
+        return BlockingRuntime(self)
+
+
+async def _wait_quietly(handle: Handle[Any]) -> None:
+    try:
+        await handle.wait()
+    except AgentUnavailableError:
+        await asyncio.sleep(0.2)
+        await _wait_quietly(handle)
+    except (AgentTerminatedError, AgentNotFoundError):
+        return
+
+
+def _name_taken(name: str, namespace: str) -> bool:
+    try:
+        lookup_actor(name, namespace)
+    except AgentNotFoundError:
+        return False
+    return True
+
+
+class BlockingRuntime:
+    """`Runtime`'s methods in blocking form: ``rt.sync.launch(Cls, name="a")``."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def launch(self, agent: type[AgentT], **options: Any) -> Handle[AgentT]:
+        """Blocking `Runtime.launch`."""
+        return run_sync(self._runtime.launch(agent, **options))
+
+    def get(self, name: str) -> Handle[Any]:
+        """`Runtime.get`."""
+        return self._runtime.get(name)
+
+    def list(self) -> list[AgentInfo]:
+        """Blocking `Runtime.list`."""
+        return run_sync(self._runtime.list())
+
+    def stop(self, agent: str | Handle[Any], *, timeout: float = 30.0) -> None:
+        """Blocking `Runtime.stop`."""
+        run_sync(self._runtime.stop(agent, timeout=timeout))
+
+    def wait(self, agents: Iterable[str | Handle[Any]], **options: Any) -> None:
+        """Blocking `Runtime.wait`."""
+        run_sync(self._runtime.wait(agents, **options))
+
+
+def default_namespace() -> str:
+    """The namespace used when none is given: ``$ACADEMY_RAY_NAMESPACE`` or ``"academy"``."""
+    return os.environ.get("ACADEMY_RAY_NAMESPACE", DEFAULT_NAMESPACE)

@@ -1,0 +1,93 @@
+"""Wire types shared by the runtime, the host actor and the CLI."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+AgentStatus = Literal["starting", "running", "stopping", "stopped", "failed", "unreachable"]
+"""Life-cycle states an agent reports (``unreachable``: its host did not answer, e.g. while restarting)."""
+
+
+class AgentResources(BaseModel):
+    """What an agent's host process reserves on its node.
+
+    Attributes:
+        num_cpus: Logical CPUs (0 lets many light agents share a node).
+        num_gpus: GPUs (fractions allowed).
+        memory_bytes: Memory to reserve, if any.
+        custom: Custom Ray resources, e.g. ``{"agent_slot": 1}``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_cpus: float = Field(default=0.0, ge=0)
+    num_gpus: float = Field(default=0.0, ge=0)
+    memory_bytes: int | None = Field(default=None, ge=0)
+    custom: dict[str, float] = Field(default_factory=dict)
+
+    def actor_options(self) -> dict[str, Any]:
+        """The matching keyword arguments of Ray's ``.options()``."""
+        options: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.memory_bytes:
+            options["memory"] = self.memory_bytes
+        if self.custom:
+            options["resources"] = dict(self.custom)
+        return options
+
+
+class AgentSpec(BaseModel):
+    """Everything a host needs to (re)create an agent; sent to the host actor when it is created.
+
+    Attributes:
+        name: The agent's name (also its Ray actor's name).
+        namespace: Ray namespace.
+        agent_class: The `Agent` subclass.
+        args: Positional arguments of the class.
+        kwargs: Keyword arguments of the class.
+        executor_workers: Threads for `Agent.agent_run_sync`.
+        shutdown_grace_s: How long loops get to return after shutdown is requested before they are cancelled.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    name: str
+    namespace: str
+    agent_class: type
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    executor_workers: int = Field(default=4, ge=1)
+    shutdown_grace_s: float = Field(default=5.0, ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_usable(cls, value: str) -> str:
+        if not value or len(value) > 200 or not value.isprintable() or "/" in value:  # noqa: PLR2004
+            raise ValueError("agent names are 1-200 printable characters without '/'")
+        return value
+
+    @field_validator("agent_class")
+    @classmethod
+    def _is_agent_class(cls, value: type) -> type:
+        from academy_ray.agent import Agent
+
+        if not (isinstance(value, type) and issubclass(value, Agent)):
+            raise ValueError(f"{value!r} is not a subclass of academy_ray.Agent")
+        return value
+
+
+class AgentInfo(BaseModel):
+    """What `Runtime.list` and the CLI show about one agent."""
+
+    name: str
+    namespace: str
+    agent_class: str
+    status: AgentStatus
+    node_id: str | None = None
+    pid: int | None = None
+    since: datetime | None = None
+    restarted: bool = False
+    error: str | None = None
+    actions: list[str] = Field(default_factory=list)

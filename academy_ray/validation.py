@@ -1,0 +1,99 @@
+"""Checks an action call's arguments against the action's signature and type annotations (pydantic)."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import pydantic
+
+from academy_ray.exception import ActionArgumentError
+
+logger = logging.getLogger(__name__)
+
+_CONFIG = pydantic.ConfigDict(arbitrary_types_allowed=True)
+_Adapter = pydantic.TypeAdapter[Any]
+
+
+def _adapter_for(annotation: Any) -> _Adapter | None:
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return None
+    try:
+        return pydantic.TypeAdapter(annotation, config=_CONFIG)
+    except Exception:  # noqa: BLE001 - an annotation pydantic cannot handle is simply not validated
+        try:
+            return pydantic.TypeAdapter(annotation)
+        except Exception:  # noqa: BLE001
+            logger.debug("annotation %r is not validated", annotation)
+            return None
+
+
+def _first_problem(error: pydantic.ValidationError) -> str:
+    first = error.errors(include_url=False)[0]
+    location = ".".join(str(part) for part in first.get("loc", ()))
+    where = f" at {location}" if location else ""
+    return f"{first['msg']}{where} (got {type(first.get('input')).__name__})"
+
+
+class ActionValidator:
+    """Validates calls of one action; built once per agent class and action.
+
+    Arity and names are checked with `inspect.Signature.bind`; annotated parameters are validated (and
+    coerced, as pydantic does in lax mode) with a `pydantic.TypeAdapter`. Unannotated parameters, ``Any`` and
+    annotations pydantic cannot build a schema for pass through unchanged.
+    """
+
+    def __init__(self, agent: str, action: str, method: Callable[..., Any]) -> None:
+        self.agent = agent
+        self.action = action
+        self.signature = inspect.signature(method)
+        try:
+            hints = typing.get_type_hints(method)
+        except Exception:  # noqa: BLE001 - unresolvable forward references: validate arity only
+            hints = {}
+        self.adapters: dict[str, tuple[inspect._ParameterKind, _Adapter]] = {}
+        for parameter in list(self.signature.parameters.values())[1:]:
+            adapter = _adapter_for(hints.get(parameter.name, inspect.Parameter.empty))
+            if adapter is not None:
+                self.adapters[parameter.name] = (parameter.kind, adapter)
+
+    def __call__(
+        self, owner: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Returns the validated ``(args, kwargs)`` to call the bound method with.
+
+        Raises:
+            ActionArgumentError: Naming the parameter at fault.
+        """
+        try:
+            bound = self.signature.bind(owner, *args, **kwargs)
+        except TypeError as error:
+            parameter = _parameter_named_in(str(error))
+            raise ActionArgumentError(self.agent, self.action, parameter, str(error)) from None
+        if not self.adapters:
+            return args, kwargs
+        arguments = bound.arguments
+        for name, (kind, adapter) in self.adapters.items():
+            if name not in arguments:
+                continue
+            value = arguments[name]
+            try:
+                if kind is inspect.Parameter.VAR_POSITIONAL:
+                    arguments[name] = tuple(adapter.validate_python(item) for item in value)
+                elif kind is inspect.Parameter.VAR_KEYWORD:
+                    arguments[name] = {k: adapter.validate_python(v) for k, v in value.items()}
+                else:
+                    arguments[name] = adapter.validate_python(value)
+            except pydantic.ValidationError as error:
+                raise ActionArgumentError(self.agent, self.action, name, _first_problem(error)) from None
+        return bound.args[1:], bound.kwargs
+
+
+def _parameter_named_in(message: str) -> str | None:
+    """Pulls the parameter name out of `inspect.Signature.bind`'s messages ("missing ... argument: 'x'")."""
+    if "'" in message:
+        return message.split("'")[1]
+    return None
