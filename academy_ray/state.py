@@ -302,6 +302,8 @@ def encode_state_segments(
         elif kind == "table":
             header_fields.append({"name": name, "kind": kind, "block": add_block(fields[name])})
 
+    position = {name: i for i, name in enumerate(fields)}
+    header_fields.sort(key=lambda entry: position[entry["name"]])
     header = json.dumps({
         "format": "academy-ray-state",
         "version": FORMAT_VERSION,
