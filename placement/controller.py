@@ -1,0 +1,239 @@
+"""`PlacementController`: the detached Ray actor that owns the scheduler, inventory and decisions.
+
+It places demands, calls each demand's *launcher* inside itself once the reservation is ready,
+queues demands that do not fit yet (visible through :meth:`PlacementController.pending`), and
+watches the nodes: when a node dies, every demand placed on it is placed again on live nodes by the
+policy (a new placement group) and its launcher is called again with the new decision
+(cause ``"node <id> lost"``).
+
+**Launchers must be idempotent**: a launcher is a picklable callable ``launcher(decision) -> None``
+(sync or async) that creates the Ray actor with ``Actor.options(**decision.actor_options(), ...)``.
+On re-placement it is called again with a new decision, so it must first kill or replace any
+earlier actor of the same name (e.g. ``ray.kill(ray.get_actor(name, namespace))`` when it exists),
+then create the new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from placement.decision import Decision
+from placement.demand import Demand
+from placement.errors import InfeasibleDemandError, NoCapacityError, PlacementTimeoutError
+from placement.policy import make_policy
+from placement.scheduler import PinMode, Scheduler
+
+log = logging.getLogger(__name__)
+
+Launcher = Callable[[Decision], Union[None, Awaitable[None]]]
+
+
+@dataclass
+class _Queued:
+    demand: Demand
+    launcher: Launcher
+    cause: str
+    waiters: list[asyncio.Future[Decision]] = field(default_factory=list)
+
+
+class PlacementController:
+    """Holds a :class:`Scheduler` and runs placement, queueing and re-placement (async actor body).
+
+    Use it through :class:`placement.client.PlacementClient`; it can also be driven in-process.
+
+    Args:
+        policy: Policy name (see :func:`placement.policy.make_policy`).
+        poll_s: How often to check nodes and retry queued demands.
+        pin: Placement-group pinning mode (see :mod:`placement.scheduler`).
+        ready_timeout_s: How long a placement group may take to become ready.
+    """
+
+    def __init__(self, policy: str = "locality", poll_s: float = 0.5, pin: PinMode = "soft",
+                 ready_timeout_s: float = 60.0) -> None:
+        self.scheduler = Scheduler(make_policy(policy), pin=pin)
+        self.poll_s = poll_s
+        self.ready_timeout_s = ready_timeout_s
+        self._launchers: dict[str, Launcher] = {}
+        self._queue: dict[str, _Queued] = {}
+        self._failures: dict[str, str] = {}
+        self._history: list[Decision] = []
+        self._lock: asyncio.Lock | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ internals
+    def _start(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        return self._lock
+
+    async def _launch(self, decision: Decision, launcher: Launcher) -> None:
+        result = launcher(decision)
+        if inspect.isawaitable(result):
+            await result
+
+    async def _place_and_launch(self, demand: Demand, launcher: Launcher, cause: str) -> Decision:
+        decision = await self.scheduler.place_async(demand, cause=cause, timeout=self.ready_timeout_s)
+        try:
+            await self._launch(decision, launcher)
+        except BaseException:
+            self.scheduler.release(demand.name)
+            self._launchers.pop(demand.name, None)
+            raise
+        self._launchers[demand.name] = launcher
+        self._failures.pop(demand.name, None)
+        self._history.append(decision)
+        return decision
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_s)
+            try:
+                await self.check()
+            except Exception:  # noqa: BLE001 - the watcher must survive a transient GCS error
+                log.exception("placement watcher check failed")
+
+    async def check(self) -> None:
+        """Re-places demands on dead nodes, then retries the queue (the watcher calls this)."""
+        lock = self._start()
+        async with lock:
+            for lost in self.scheduler.lost():
+                self.scheduler.forget_node(lost.node_id)
+                launcher = self._launchers[lost.name]
+                cause = f"node {lost.node_id} lost"
+                try:
+                    await self._place_and_launch(lost.demand, launcher, cause)
+                except NoCapacityError:
+                    self.scheduler.release(lost.name)
+                    self._queue[lost.name] = _Queued(lost.demand, launcher, cause)
+                except Exception as exc:  # noqa: BLE001 - recorded and visible via failures()
+                    self._safe_release(lost.name)
+                    self._launchers.pop(lost.name, None)
+                    self._failures[lost.name] = f"{cause}; re-placement failed: {exc!r}"
+            await self._drain()
+
+    def _safe_release(self, name: str) -> None:
+        if self.scheduler.explain(name) is not None:
+            self.scheduler.release(name)
+
+    async def _drain(self) -> None:
+        for name, queued in list(self._queue.items()):
+            try:
+                decision = await self._place_and_launch(queued.demand, queued.launcher, queued.cause)
+            except NoCapacityError:
+                continue
+            except Exception as exc:  # noqa: BLE001 - handed to the waiters (or recorded)
+                del self._queue[name]
+                self._failures[name] = repr(exc)
+                for fut in queued.waiters:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            del self._queue[name]
+            for fut in queued.waiters:
+                if not fut.done():
+                    fut.set_result(decision)
+
+    # ------------------------------------------------------------------ public API
+    async def place(self, demand: Demand, launcher: Launcher, timeout: float | None = None) -> Decision:
+        """Places ``demand``, calls ``launcher(decision)`` here, records and returns the decision.
+
+        A feasible demand that does not fit now waits in the queue (see :meth:`pending`) until it
+        fits, or until ``timeout`` seconds (``None``: no limit).
+
+        Raises:
+            InfeasibleDemandError: no live node could ever fit it.
+            PlacementTimeoutError: still queued after ``timeout`` seconds (it is dequeued).
+        """
+        lock = self._start()
+        async with lock:
+            if demand.name in self._queue:
+                raise ValueError(f"{demand.name!r} is already queued")
+            try:
+                return await self._place_and_launch(demand, launcher, "placed")
+            except NoCapacityError:
+                fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+                self._queue[demand.name] = _Queued(demand, launcher, "placed", [fut])
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            async with lock:
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    return fut.result()
+                self._queue.pop(demand.name, None)
+            raise PlacementTimeoutError(
+                f"{demand.name!r} still waiting for capacity after {timeout} s"
+            ) from None
+
+    async def release(self, name: str) -> bool:
+        """Releases ``name``'s reservation (or drops it from the queue); False if unknown.
+
+        The launched actor is not killed here: stop it first, then release.
+        """
+        lock = self._start()
+        async with lock:
+            queued = self._queue.pop(name, None)
+            if queued is not None:
+                for fut in queued.waiters:
+                    if not fut.done():
+                        fut.set_exception(PlacementTimeoutError(f"{name!r} released while queued"))
+                return True
+            self._launchers.pop(name, None)
+            if self.scheduler.explain(name) is None:
+                return False
+            self.scheduler.release(name)
+            await self._drain()
+            return True
+
+    async def explain(self, name: str) -> Decision | None:
+        """The current decision for ``name`` (None if not placed)."""
+        return self.scheduler.explain(name)
+
+    async def decisions(self) -> list[Decision]:
+        """All current decisions."""
+        return self.scheduler.decisions()
+
+    async def history(self) -> list[Decision]:
+        """Every decision made, re-placements included, oldest first."""
+        return list(self._history)
+
+    async def pending(self) -> list[Demand]:
+        """Demands waiting for capacity, oldest first."""
+        return [q.demand for q in self._queue.values()]
+
+    async def failures(self) -> dict[str, str]:
+        """Names whose re-placement failed, with why."""
+        return dict(self._failures)
+
+    async def report(self, node_id: str, key: str, nbytes: int, kind: str) -> None:
+        """Inventory report: ``node_id`` now holds ``key`` (``nbytes`` of ``kind``)."""
+        self.scheduler.inventory.record(node_id, key, nbytes, kind)
+
+    async def forget(self, node_id: str, key: str) -> None:
+        """Inventory report: ``node_id`` evicted ``key``."""
+        self.scheduler.inventory.forget(node_id, key)
+
+    async def inventory(self, node_id: str | None = None) -> list[dict[str, Any]]:
+        """Inventory entries (all, or one node's) as dicts."""
+        return [item.model_dump(mode="json") for item in self.scheduler.inventory.items(node_id)]
+
+    async def release_all(self) -> int:
+        """Releases every reservation and empties the queue; returns how many were released."""
+        names = [d.name for d in self.scheduler.decisions()] + list(self._queue)
+        for name in names:
+            await self.release(name)
+        return len(names)
+
+    async def ping(self) -> str:
+        """Liveness probe; also starts the node watcher."""
+        self._start()
+        return "ok"
+
+
+__all__ = ["InfeasibleDemandError", "Launcher", "PlacementController", "PlacementTimeoutError"]
