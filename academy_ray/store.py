@@ -1,0 +1,868 @@
+"""Versioned, write-once agent checkpoints on fsspec storage, with epoch fencing.
+
+Layout under ``<uri>/<namespace>/<name>/``::
+
+    epochs/<e:012d>.claim            activation e exists (exclusive create)
+    epochs/<e:012d>.start            {"start": s}: activation e restored from checkpoint s (0: none)
+    payloads/<e:012d>-<token>.arrow  the encoded state (academy_ray.state format), unique name
+    checkpoints/<s:012d>.json        manifest of checkpoint s (exclusive create: the commit point)
+
+Every object is created once and never overwritten: locally a temporary file in the same directory is
+fsynced then hard-linked to its name (``os.link`` fails if the name exists) and the directory is fsynced;
+on S3 a ``PUT`` with ``If-None-Match: *``; on ``memory://`` a locked check-and-set. A payload is written
+before its manifest, so a crash never leaves a visible manifest without its full payload; a reader also
+verifies size and sha256 and skips (with a warning naming it) a checkpoint that fails.
+
+Fencing. An activation takes epoch ``e`` by creating ``epochs/e.claim`` (exclusive; ``e`` = newest + 1,
+retried on conflict), *then* lists the checkpoints and records ``epochs/e.start`` = the newest valid seq
+it restores from. A checkpoint ``(s, a)`` (seq ``s`` written by epoch ``a``) is **valid** unless some epoch
+``b > a`` recorded a start ``< s`` (``b`` restored from an older state, so ``s`` was written by a stale copy
+after ``b`` looked). A writer of epoch ``a`` refuses early when a newer epoch exists, creates its manifest
+exclusively (the loser of a race for a seq re-checks the epochs), and *after* the create lists the epochs
+again: if any ``b > a`` has no start yet or a start ``< s`` it raises :class:`StaleEpochError`. So a save
+that returned was seen by every later activation (it lists after claiming, hence after the save's create),
+and a save that a newer activation did not see is refused and ignored by readers. A stale copy learns it
+on its next save and can never clobber the live copy's state: the live copy's checkpoints stay valid and
+newest, the stale ones are ignored.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+import uuid
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.memory import MemoryFileSystem
+from pydantic import BaseModel, Field
+
+from academy_ray.state import Compression, EncodedState, StateEncodingError, decode_state, encode_state_segments
+
+__all__ = [
+    "AgentCheckpoints",
+    "CheckpointError",
+    "CheckpointInfo",
+    "CheckpointNotFoundError",
+    "CheckpointStore",
+    "CorruptCheckpointError",
+    "StaleEpochError",
+    "StorageUnavailableError",
+]
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:@+=-]{0,199}$")
+_SEQ_RE = re.compile(r"^(\d{12})\.json$")
+_CLAIM_RE = re.compile(r"^(\d{12})\.claim$")
+_START_RE = re.compile(r"^(\d{12})\.start$")
+_PAYLOAD_RE = re.compile(r"^(\d{12})-[0-9a-f]{32}\.arrow$")
+_CHUNK = 8 << 20
+_MEMORY_LOCK = threading.Lock()
+# s3fs defaults retry for minutes against a dead endpoint: keep connecting bounded.
+_S3_DEFAULTS: dict[str, Any] = {"retries": 2, "connect_timeout": 3, "read_timeout": 60}
+_S3_CONFIG_DEFAULTS: dict[str, Any] = {"retries": {"max_attempts": 2, "mode": "standard"}}
+
+
+class CheckpointError(Exception):
+    """Base class of checkpoint store errors."""
+
+
+class StaleEpochError(CheckpointError):
+    """A newer activation of the agent exists: this (stale) copy may not write checkpoints anymore."""
+
+
+class StorageUnavailableError(CheckpointError):
+    """The storage could not be reached or failed (the cause is chained)."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint's manifest or payload is missing, truncated or fails its checksum."""
+
+
+class CheckpointNotFoundError(CheckpointError, LookupError):
+    """No checkpoint with that sequence number."""
+
+
+class CheckpointInfo(BaseModel):
+    """The manifest of one checkpoint.
+
+    Attributes:
+        namespace: Agent namespace.
+        name: Agent name.
+        agent_class: Import path of the agent class.
+        seq: Sequence number (1, 2, ...), unique per agent.
+        epoch: Activation epoch that wrote it.
+        created: Creation time (UTC).
+        size: Payload size in bytes.
+        checksum: sha256 (hex) of the payload.
+        schema_: Field name to kind (serialised as ``schema``).
+        path: Payload URL.
+        compression: Payload compression (``None`` or ``"lz4"``).
+        extra: Free-form metadata given to ``save``.
+        fenced: Set by :meth:`AgentCheckpoints.list`: True when a newer activation fenced it off (never
+            restored).
+    """
+
+    model_config = {"populate_by_name": True}
+
+    namespace: str
+    name: str
+    agent_class: str
+    seq: int
+    epoch: int
+    created: dt.datetime
+    size: int
+    checksum: str
+    schema_: dict[str, str] = Field(default_factory=dict, alias="schema")
+    path: str
+    compression: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+    fenced: bool = False
+
+    @property
+    def schema(self) -> dict[str, str]:  # type: ignore[override]
+        """Field name to kind (``json``, ``bytes``, ``model``, ``ndarray``, ``table``)."""
+        return self.schema_
+
+
+def _is_precondition_failed(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}"
+    return "PreconditionFailed" in text or "Precondition Failed" in text or "(412)" in text
+
+
+def _unavailable_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [OSError, TimeoutError, ConnectionError]
+    try:
+        import botocore.exceptions as bex
+
+        types += [bex.BotoCoreError, bex.ClientError]
+    except ImportError:  # pragma: no cover - s3 extra not installed
+        pass
+    try:
+        import aiohttp
+
+        types.append(aiohttp.ClientError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(types)
+
+
+class CheckpointStore:
+    """Checkpoints of many agents under one fsspec URI.
+
+    Picklable: only the configuration travels, the filesystem is re-created on first use.
+
+    Args:
+        uri: ``file:///abs/path``, ``memory://prefix``, ``s3://bucket/prefix`` or any fsspec URL.
+        storage_options: fsspec keyword arguments (for s3: key, secret, client_kwargs, ...). For s3 the
+            connect timeout and retries default to small values so that a dead endpoint fails fast.
+        keep_last: Checkpoints kept per agent (the newest valid ones); ``None`` keeps all.
+        compression: Payload compression, ``None`` (default) or ``"lz4"``.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        storage_options: dict[str, Any] | None = None,
+        keep_last: int | None = 10,
+        *,
+        compression: Compression = None,
+    ) -> None:
+        if keep_last is not None and keep_last < 1:
+            raise ValueError(f"keep_last must be >= 1 or None, not {keep_last}")
+        if compression not in (None, "lz4"):
+            raise ValueError(f"compression must be None or 'lz4', not {compression!r}")
+        self.uri = uri
+        self.storage_options = dict(storage_options or {})
+        self.keep_last = keep_last
+        self.compression: Compression = compression
+        protocol = fsspec.core.split_protocol(uri)[0] or "file"
+        self.protocol = protocol
+        self._fs: fsspec.AbstractFileSystem | None = None
+        self._root: str | None = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "uri": self.uri,
+            "storage_options": self.storage_options,
+            "keep_last": self.keep_last,
+            "compression": self.compression,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(  # type: ignore[misc]
+            state["uri"], state["storage_options"], state["keep_last"], compression=state["compression"]
+        )
+
+    def __repr__(self) -> str:
+        return f"CheckpointStore({self.uri!r}, keep_last={self.keep_last})"
+
+    def _options(self) -> dict[str, Any]:
+        options = dict(self.storage_options)
+        if self.protocol in ("s3", "s3a"):
+            for key, value in _S3_DEFAULTS.items():
+                options.setdefault(key, value)
+            config = dict(options.get("config_kwargs") or {})
+            for key, value in _S3_CONFIG_DEFAULTS.items():
+                config.setdefault(key, value)
+            config.setdefault("connect_timeout", options.pop("connect_timeout"))
+            config.setdefault("read_timeout", options.pop("read_timeout"))
+            options.pop("connect_timeout", None)
+            options.pop("read_timeout", None)
+            options["config_kwargs"] = config
+        return options
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """The fsspec filesystem (created on first use)."""
+        self._ensure()
+        assert self._fs is not None
+        return self._fs
+
+    @property
+    def root(self) -> str:
+        """The root path inside :attr:`fs`."""
+        self._ensure()
+        assert self._root is not None
+        return self._root
+
+    def _ensure(self) -> None:
+        if self._fs is None:
+            with self._lock:
+                if self._fs is None:
+                    try:
+                        fs, root = fsspec.core.url_to_fs(self.uri, **self._options())
+                    except ImportError:
+                        raise
+                    except (ValueError, TypeError):
+                        raise
+                    except Exception as exc:  # noqa: BLE001
+                        raise StorageUnavailableError(f"cannot open checkpoint storage {self.uri}: {exc}") from exc
+                    self._root = root.rstrip("/")
+                    self._fs = fs
+
+    def for_agent(self, namespace: str, name: str) -> AgentCheckpoints:
+        """The checkpoints of one agent.
+
+        Raises:
+            ValueError: ``namespace`` or ``name`` is not a safe path component.
+        """
+        for label, value in (("namespace", namespace), ("name", name)):
+            if not isinstance(value, str) or not _NAME_RE.match(value):
+                raise ValueError(
+                    f"agent {label} {value!r} must match {_NAME_RE.pattern} to be used as a storage path"
+                )
+        return AgentCheckpoints(self, namespace, name)
+
+    def list_agents(self) -> list[tuple[str, str]]:
+        """Lists ``(namespace, name)`` of the agents that have objects in this store."""
+        out: list[tuple[str, str]] = []
+        with _storage_errors(self.uri, "list agents"):
+            for ns in _ls_names(self.fs, self.root):
+                for name in _ls_names(self.fs, f"{self.root}/{ns}"):
+                    out.append((ns, name))
+        return sorted(out)
+
+
+def _ls_names(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
+    try:
+        entries = fs.ls(path, detail=False, refresh=True) if not isinstance(fs, LocalFileSystem) else os.listdir(path)
+    except FileNotFoundError:
+        return []
+    except TypeError:  # a filesystem without `refresh`
+        entries = fs.ls(path, detail=False)
+    return [str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries]
+
+
+@contextmanager
+def _storage_errors(uri: str, op: str) -> Iterator[None]:
+    try:
+        yield
+    except (CheckpointError, FileNotFoundError, FileExistsError, StateEncodingError):
+        raise
+    except _unavailable_types() as exc:
+        if _is_precondition_failed(exc):
+            raise FileExistsError(str(exc)) from exc
+        raise StorageUnavailableError(
+            f"checkpoint storage {uri} failed during {op}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+class _Hasher:
+    """sha256 that runs its large updates in a helper thread, in order, beside the caller's I/O."""
+
+    def __init__(self, threaded: bool) -> None:
+        self._sha = hashlib.sha256()
+        self._pool = (
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ckpt-sha") if threaded else None
+        )
+        self._pending: list[concurrent.futures.Future[None]] = []
+
+    def update(self, chunk: memoryview) -> None:
+        if self._pool is None:
+            self._sha.update(chunk)
+        else:
+            self._pending.append(self._pool.submit(self._sha.update, chunk))
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._sha.hexdigest()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            try:
+                for fut in self._pending:
+                    fut.result()
+            finally:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+
+
+_THREADED_MIN = 4 << 20
+
+
+def _hash_views(views: Iterator[memoryview], sink: Callable[[memoryview], None] | None) -> str:
+    """Hashes (and optionally writes) a stream of views, hashing in a thread beside the writes."""
+    all_views = list(views)
+    hasher = _Hasher(threaded=sink is not None and sum(v.nbytes for v in all_views) >= _THREADED_MIN)
+    try:
+        for view in all_views:
+            for start in range(0, view.nbytes, _CHUNK):
+                chunk = view[start : start + _CHUNK]
+                hasher.update(chunk)
+                if sink is not None:
+                    sink(chunk)
+        return hasher.hexdigest()
+    finally:
+        hasher.close()
+
+
+class _Backend:
+    """Write-once object operations on one fsspec filesystem."""
+
+    def __init__(self, store: CheckpointStore) -> None:
+        self.store = store
+        self.fs = store.fs
+        self.local = isinstance(self.fs, LocalFileSystem)
+        self.memory = isinstance(self.fs, MemoryFileSystem)
+
+    def create(self, path: str, data: EncodedState | bytes) -> str:
+        """Creates ``path`` with ``data`` unless it exists (FileExistsError). Returns the sha256."""
+        views: Callable[[], Iterator[memoryview]]
+        if isinstance(data, EncodedState):
+            views = data.iter_views
+        else:
+            blob = data
+            views = lambda: iter([memoryview(blob)])  # noqa: E731
+        if self.local:
+            return self._create_local(path, views())
+        body = data.to_bytes() if isinstance(data, EncodedState) else data
+        digest = _hash_views(iter([memoryview(body)]), None)
+        if self.memory:
+            with _MEMORY_LOCK:
+                if self.fs.exists(path):
+                    raise FileExistsError(path)
+                self.fs.pipe_file(path, body)
+            return digest
+        try:
+            self.fs.pipe_file(path, body, mode="create")
+        except FileExistsError:
+            raise
+        except Exception as exc:
+            if _is_precondition_failed(exc):
+                raise FileExistsError(path) from exc
+            raise
+        return digest
+
+    def _create_local(self, path: str, views: Iterator[memoryview]) -> str:
+        directory = os.path.dirname(path)
+        if not os.path.isdir(directory):
+            os.makedirs(directory, exist_ok=True)
+            _fsync_dir(os.path.dirname(directory))
+        tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            try:
+                def write(chunk: memoryview) -> None:
+                    while chunk.nbytes:
+                        chunk = chunk[os.write(fd, chunk):]
+
+                digest = _hash_views(views, write)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.link(tmp, path)  # atomic, refuses an existing name
+        finally:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        _fsync_dir(directory)
+        return digest
+
+    def read(self, path: str) -> tuple[bytearray, str]:
+        """Reads a whole object into a writable buffer; returns it with its sha256."""
+        if self.local:
+            with open(path, "rb", buffering=0) as f:
+                size = os.fstat(f.fileno()).st_size
+                buf = bytearray(size)
+                view = memoryview(buf)
+                hasher = _Hasher(threaded=size >= _THREADED_MIN)
+                try:
+                    pos = 0
+                    while pos < size:
+                        n = f.readinto(view[pos : pos + _CHUNK])
+                        if not n:
+                            break
+                        hasher.update(view[pos : pos + n])
+                        pos += n
+                    digest = hasher.hexdigest()
+                finally:
+                    hasher.close()
+                del view
+                if pos != size:
+                    del buf[pos:]
+                return buf, digest
+        buf = bytearray(self.fs.cat_file(path))
+        return buf, _hash_views(iter([memoryview(buf)]), None)
+
+    def read_small(self, path: str) -> bytes:
+        if self.local:
+            with open(path, "rb") as f:
+                return f.read()
+        return bytes(self.fs.cat_file(path))
+
+    def names(self, path: str) -> list[str]:
+        return _ls_names(self.fs, path)
+
+    def remove(self, path: str) -> None:
+        try:
+            if self.local:
+                os.unlink(path)
+            else:
+                self.fs.rm_file(path)
+        except FileNotFoundError:
+            pass
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+_MISSING = -1  # an epoch whose start is not recorded yet
+
+
+class AgentCheckpoints:
+    """The checkpoints of one agent (synchronous; call from a thread in async code).
+
+    Typical activation::
+
+        epoch = ckpts.acquire_epoch()
+        latest = ckpts.load_latest()          # restore
+        ckpts.save(fields, epoch=epoch, agent_class="pkg.Cls")
+    """
+
+    def __init__(self, store: CheckpointStore, namespace: str, name: str) -> None:
+        self.store = store
+        self.namespace = namespace
+        self.name = name
+        self._dir = f"{store.root}/{namespace}/{name}"
+        self._b = _Backend(store)
+
+    def __repr__(self) -> str:
+        return f"AgentCheckpoints({self.store.uri!r}, {self.namespace!r}, {self.name!r})"
+
+    # ------------------------------------------------------------------ paths and listings
+    def _epoch_path(self, epoch: int, suffix: str) -> str:
+        return f"{self._dir}/epochs/{epoch:012d}.{suffix}"
+
+    def _manifest_path(self, seq: int) -> str:
+        return f"{self._dir}/checkpoints/{seq:012d}.json"
+
+    def _url(self, path: str) -> str:
+        return str(self.store.fs.unstrip_protocol(path))
+
+    def _guard(self, op: str) -> Any:
+        return _storage_errors(self.store.uri, f"{op} ({self.namespace}/{self.name})")
+
+    def _epochs(self) -> dict[int, int]:
+        """Epoch -> recorded start seq (``_MISSING`` when the activation has not recorded it yet)."""
+        names = self._b.names(f"{self._dir}/epochs")
+        epochs: dict[int, int] = {}
+        starts: dict[int, str] = {}
+        for n in names:
+            if m := _CLAIM_RE.match(n):
+                epochs.setdefault(int(m.group(1)), _MISSING)
+            elif m := _START_RE.match(n):
+                starts[int(m.group(1))] = n
+        for epoch in starts:
+            try:
+                doc = json.loads(self._b.read_small(f"{self._dir}/epochs/{starts[epoch]}"))
+                epochs[epoch] = int(doc["start"])
+            except FileNotFoundError:
+                epochs.setdefault(epoch, _MISSING)
+            except (ValueError, KeyError, TypeError):
+                logger.warning("unreadable epoch start record %s", starts[epoch])
+                epochs.setdefault(epoch, _MISSING)
+        return epochs
+
+    def _seqs(self) -> list[int]:
+        return sorted(int(m.group(1)) for n in self._b.names(f"{self._dir}/checkpoints") if (m := _SEQ_RE.match(n)))
+
+    @staticmethod
+    def _fenced(seq: int, epoch: int, epochs: Mapping[int, int]) -> bool:
+        """Reader rule: (seq, epoch) is fenced if a newer activation recorded that it restored an older seq."""
+        return any(b > epoch and start != _MISSING and start < seq for b, start in epochs.items())
+
+    @staticmethod
+    def _writer_fenced(seq: int, epoch: int, epochs: Mapping[int, int]) -> bool:
+        """Writer rule (conservative): a newer activation that has not recorded its start also fences."""
+        return any(b > epoch and (start == _MISSING or start < seq) for b, start in epochs.items())
+
+    def _manifest(self, seq: int) -> CheckpointInfo:
+        try:
+            raw = self._b.read_small(self._manifest_path(seq))
+        except FileNotFoundError:
+            raise CheckpointNotFoundError(
+                f"agent {self.namespace}/{self.name} has no checkpoint {seq} in {self.store.uri}"
+            ) from None
+        try:
+            return CheckpointInfo.model_validate_json(raw)
+        except ValueError as exc:
+            raise CorruptCheckpointError(
+                f"checkpoint {seq} manifest {self._url(self._manifest_path(seq))} is unreadable: {exc}"
+            ) from exc
+
+    def _newest_valid_seq(self, epochs: Mapping[int, int]) -> int:
+        for seq in reversed(self._seqs()):
+            try:
+                info = self._manifest(seq)
+            except (CheckpointNotFoundError, CorruptCheckpointError):
+                continue
+            if not self._fenced(seq, info.epoch, epochs):
+                return seq
+        return 0
+
+    # ------------------------------------------------------------------ activation
+    def acquire_epoch(self) -> int:
+        """Starts a new activation: claims an epoch larger than any before and records its restore point.
+
+        Returns:
+            The new epoch.
+
+        Raises:
+            StorageUnavailableError: The storage failed.
+        """
+        with self._guard("acquire epoch"):
+            for _ in range(100):
+                epoch = max(self._epochs(), default=0) + 1
+                claim = json.dumps({"epoch": epoch, "created": _now().isoformat(), "pid": os.getpid()})
+                try:
+                    self._b.create(self._epoch_path(epoch, "claim"), claim.encode())
+                except FileExistsError:
+                    continue
+                break
+            else:  # pragma: no cover - 100 lost races in a row
+                raise CheckpointError(f"could not claim an epoch for {self.namespace}/{self.name}")
+            start = self._newest_valid_seq(self._epochs())
+            record = json.dumps({"epoch": epoch, "start": start, "created": _now().isoformat()})
+            self._b.create(self._epoch_path(epoch, "start"), record.encode())
+            logger.info("agent %s/%s: epoch %d starts from checkpoint %d", self.namespace, self.name, epoch, start)
+            return epoch
+
+    def current_epoch(self) -> int:
+        """The newest epoch claimed so far (0 if none)."""
+        with self._guard("list epochs"):
+            return max(self._epochs(), default=0)
+
+    def _check_epoch(self, epoch: int) -> None:
+        epochs = self._epochs()
+        if epoch not in epochs:
+            raise CheckpointError(
+                f"epoch {epoch} was never acquired for agent {self.namespace}/{self.name}: call acquire_epoch()"
+            )
+        newer = max(epochs)
+        if newer > epoch:
+            raise StaleEpochError(
+                f"agent {self.namespace}/{self.name}: epoch {epoch} is stale, activation {newer} started since"
+            )
+
+    # ------------------------------------------------------------------ writing
+    def save(
+        self,
+        fields: Mapping[str, Any],
+        *,
+        epoch: int,
+        agent_class: str,
+        extra: dict[str, Any] | None = None,
+    ) -> CheckpointInfo:
+        """Writes a new checkpoint (write-once) and applies retention.
+
+        Args:
+            fields: The state (see :mod:`academy_ray.state`). Arrays are written from their memory: do not
+                mutate them until ``save`` returns.
+            epoch: The writer's activation epoch (from :meth:`acquire_epoch`).
+            agent_class: Import path of the agent class.
+            extra: Free-form JSON metadata stored in the manifest.
+
+        Returns:
+            The manifest of the new checkpoint, durable when this returns.
+
+        Raises:
+            StaleEpochError: A newer activation exists; nothing this call wrote will ever be restored.
+            StateEncodingError: A field cannot be encoded.
+            StorageUnavailableError: The storage failed (nothing half-written is visible).
+        """
+        encoded = encode_state_segments(fields, compression=self.store.compression)
+        return self._commit(encoded, encoded.schema, epoch=epoch, agent_class=agent_class,
+                            extra=dict(extra or {}), compression=self.store.compression)
+
+    def _commit(
+        self,
+        payload: EncodedState | bytes,
+        schema: dict[str, str],
+        *,
+        epoch: int,
+        agent_class: str,
+        extra: dict[str, Any],
+        compression: str | None,
+    ) -> CheckpointInfo:
+        with self._guard("save"):
+            self._check_epoch(epoch)  # cheap early refusal
+            payload_path = f"{self._dir}/payloads/{epoch:012d}-{uuid.uuid4().hex}.arrow"
+            checksum = self._b.create(payload_path, payload)
+            size = payload.size if isinstance(payload, EncodedState) else len(payload)
+            try:
+                info = self._create_manifest(
+                    payload_path, checksum, size, schema,
+                    epoch=epoch, agent_class=agent_class, extra=extra, compression=compression,
+                )
+            except BaseException:
+                self._b.remove(payload_path)
+                raise
+            epochs = self._epochs()
+            if self._writer_fenced(info.seq, epoch, epochs):
+                # The manifest stays (write-once; a newer activation may even have restored it), but
+                # readers ignore it unless that activation did.
+                raise StaleEpochError(
+                    f"agent {self.namespace}/{self.name}: epoch {epoch} was fenced by activation "
+                    f"{max(epochs)} while writing checkpoint {info.seq}"
+                )
+            try:
+                self._retain(epochs)
+            except StorageUnavailableError:
+                raise
+            except Exception:  # noqa: BLE001 - retention is best effort
+                logger.warning("retention failed for %s/%s", self.namespace, self.name, exc_info=True)
+            return info
+
+    def _create_manifest(
+        self,
+        payload_path: str,
+        checksum: str,
+        size: int,
+        schema: dict[str, str],
+        *,
+        epoch: int,
+        agent_class: str,
+        extra: dict[str, Any],
+        compression: str | None,
+    ) -> CheckpointInfo:
+        for _ in range(1000):
+            seq = max(self._seqs(), default=0) + 1
+            info = CheckpointInfo(
+                namespace=self.namespace, name=self.name, agent_class=agent_class, seq=seq, epoch=epoch,
+                created=_now(), size=size, checksum=checksum, schema=schema, path=self._url(payload_path),
+                compression=compression, extra=extra,
+            )
+            body = info.model_dump_json(by_alias=True, exclude={"fenced"}).encode()
+            try:
+                self._b.create(self._manifest_path(seq), body)
+                return info
+            except FileExistsError:
+                # Lost the race for this seq: a newer activation may be the winner.
+                newer = max(self._epochs(), default=0)
+                if newer > epoch:
+                    raise StaleEpochError(
+                        f"agent {self.namespace}/{self.name}: epoch {epoch} lost checkpoint {seq} to a newer "
+                        f"activation {newer}"
+                    ) from None
+        raise CheckpointError(f"could not allocate a checkpoint seq for {self.namespace}/{self.name}")
+
+    def _retain(self, epochs: Mapping[int, int]) -> None:
+        keep_last = self.store.keep_last
+        if keep_last is None:
+            return
+        seqs = self._seqs()
+        if len(seqs) <= keep_last:
+            return
+        valid: list[int] = []
+        manifests: dict[int, CheckpointInfo | None] = {}
+        for seq in reversed(seqs):
+            try:
+                info = self._manifest(seq)
+            except (CheckpointNotFoundError, CorruptCheckpointError):
+                manifests[seq] = None
+                continue
+            manifests[seq] = info
+            if not self._fenced(seq, info.epoch, epochs):
+                valid.append(seq)
+                if len(valid) >= keep_last:
+                    break
+        if len(valid) < keep_last:
+            return
+        oldest_kept = valid[-1]
+        for seq in seqs:
+            if seq >= oldest_kept:
+                break
+            try:
+                info = manifests.get(seq) or self._manifest(seq)
+            except CorruptCheckpointError:
+                info = None
+            except CheckpointNotFoundError:
+                continue
+            # Manifest first: a listed manifest never points to a payload already deleted by us.
+            self._b.remove(self._manifest_path(seq))
+            if info is not None:
+                self._b.remove(self._payload_path(info))
+
+    def _payload_path(self, info: CheckpointInfo) -> str:
+        return f"{self._dir}/payloads/{info.path.rstrip('/').rsplit('/', 1)[-1]}"
+
+    # ------------------------------------------------------------------ reading
+    def _read_payload(self, info: CheckpointInfo) -> bytearray:
+        path = self._payload_path(info)
+        try:
+            data, digest = self._b.read(path)
+        except FileNotFoundError:
+            raise CorruptCheckpointError(
+                f"checkpoint {info.seq} payload {info.path} is missing"
+            ) from None
+        if len(data) != info.size:
+            raise CorruptCheckpointError(
+                f"checkpoint {info.seq} payload {info.path} has {len(data)} bytes, expected {info.size}"
+            )
+        if digest != info.checksum:
+            raise CorruptCheckpointError(f"checkpoint {info.seq} payload {info.path} fails its sha256 checksum")
+        return data
+
+    def _decode(self, info: CheckpointInfo, data: bytearray) -> dict[str, Any]:
+        try:
+            return decode_state(data)
+        except StateEncodingError as exc:
+            raise CorruptCheckpointError(f"checkpoint {info.seq} payload {info.path} is undecodable: {exc}") from exc
+
+    def load(self, seq: int) -> dict[str, Any]:
+        """Loads checkpoint ``seq`` (fenced or not).
+
+        Raises:
+            CheckpointNotFoundError: No such checkpoint.
+            CorruptCheckpointError: It fails its checks.
+            StorageUnavailableError: The storage failed.
+        """
+        with self._guard(f"load checkpoint {seq}"):
+            info = self._manifest(seq)
+            return self._decode(info, self._read_payload(info))
+
+    def info(self, seq: int) -> CheckpointInfo:
+        """The manifest of checkpoint ``seq`` (``fenced`` set)."""
+        with self._guard(f"read manifest {seq}"):
+            info = self._manifest(seq)
+            info.fenced = self._fenced(seq, info.epoch, self._epochs())
+            return info
+
+    def load_latest(self) -> tuple[CheckpointInfo, dict[str, Any]] | None:
+        """Loads the newest valid checkpoint, skipping (with a warning naming it) corrupt ones.
+
+        Returns:
+            ``(manifest, fields)``, or ``None`` when the agent has no valid checkpoint.
+
+        Raises:
+            StorageUnavailableError: The storage failed (never mistaken for corruption).
+        """
+        with self._guard("load latest checkpoint"):
+            epochs = self._epochs()
+            for seq in reversed(self._seqs()):
+                try:
+                    info = self._manifest(seq)
+                    if self._fenced(seq, info.epoch, epochs):
+                        logger.info("skipping fenced checkpoint %d (epoch %d) of %s/%s",
+                                    seq, info.epoch, self.namespace, self.name)
+                        continue
+                    return info, self._decode(info, self._read_payload(info))
+                except CheckpointNotFoundError:
+                    continue  # deleted by retention meanwhile
+                except CorruptCheckpointError as exc:
+                    message = (
+                        f"skipping corrupt checkpoint seq={seq} of agent {self.namespace}/{self.name} "
+                        f"at {self._url(self._manifest_path(seq))}: {exc}"
+                    )
+                    logger.warning(message)
+                    warnings.warn(message, RuntimeWarning, stacklevel=2)
+            return None
+
+    def list(self) -> list[CheckpointInfo]:
+        """All checkpoints, oldest first (``fenced`` set; unreadable manifests are left out with a warning)."""
+        with self._guard("list checkpoints"):
+            epochs = self._epochs()
+            out: list[CheckpointInfo] = []
+            for seq in self._seqs():
+                try:
+                    info = self._manifest(seq)
+                except CheckpointNotFoundError:
+                    continue
+                except CorruptCheckpointError as exc:
+                    logger.warning("%s", exc)
+                    continue
+                info.fenced = self._fenced(seq, info.epoch, epochs)
+                out.append(info)
+            return out
+
+    def rollback(self, seq: int, *, epoch: int) -> CheckpointInfo:
+        """Writes the content of checkpoint ``seq`` as the new newest checkpoint (history is kept).
+
+        Raises:
+            CheckpointNotFoundError: No such checkpoint.
+            CorruptCheckpointError: It fails its checks.
+            StaleEpochError: ``epoch`` is stale.
+        """
+        with self._guard(f"roll back to {seq}"):
+            info = self._manifest(seq)
+            data = self._read_payload(info)
+            extra = {**info.extra, "rollback_of": seq}
+            return self._commit(bytes(data), dict(info.schema), epoch=epoch, agent_class=info.agent_class,
+                                extra=extra, compression=info.compression)
+
+    def delete_all(self) -> None:
+        """Deletes every object of this agent, epochs included."""
+        with self._guard("delete all"):
+            try:
+                self.store.fs.rm(self._dir, recursive=True)
+            except FileNotFoundError:
+                pass
