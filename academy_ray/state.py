@@ -310,6 +310,7 @@ def encode_state_segments(
         "compression": compression,
         "fields": header_fields,
         "blocks": blocks,
+        "data_length": offset,
     }, separators=(",", ":")).encode()
     prefix = _PREFIX.pack(MAGIC, len(header)) + header
     prefix += bytes(_pad(len(prefix)))
@@ -407,6 +408,9 @@ def decode_state(data: bytes | bytearray | memoryview) -> dict[str, Any]:
     buf = pa.py_buffer(view)
     base = buf.address
     header, data_start = _read_header(buf)
+    expected = data_start + int(header.get("data_length", -1))
+    if expected != buf.size:
+        raise StateEncodingError(f"state payload has {buf.size} bytes, its header says {expected}")
     try:
         tables: dict[int, pa.Table] = {}
         for index, block in enumerate(header["blocks"]):
