@@ -71,7 +71,8 @@ _PAYLOAD_RE = re.compile(r"^(\d{12})-[0-9a-f]{32}\.arrow$")
 _CHUNK = 8 << 20
 _MEMORY_LOCK = threading.Lock()
 # s3fs defaults retry for minutes against a dead endpoint: keep connecting bounded.
-_S3_DEFAULTS: dict[str, Any] = {"retries": 2, "connect_timeout": 3, "read_timeout": 60}
+_S3_DEFAULTS: dict[str, Any] = {"connect_timeout": 3, "read_timeout": 20}
+_S3_RETRIES = 1  # s3fs's own retry loop (class default 5, with exponential sleeps); botocore retries once more
 _S3_CONFIG_DEFAULTS: dict[str, Any] = {"retries": {"max_attempts": 2, "mode": "standard"}}
 
 
@@ -138,8 +139,22 @@ class CheckpointInfo(BaseModel):
 
 
 def _is_precondition_failed(exc: BaseException) -> bool:
-    text = f"{type(exc).__name__} {exc}"
-    return "PreconditionFailed" in text or "Precondition Failed" in text or "(412)" in text
+    """True for an S3 conditional-create refusal (HTTP 412), however s3fs wraps it."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict):
+            error = response.get("Error", {}) or {}
+            status = (response.get("ResponseMetadata", {}) or {}).get("HTTPStatusCode")
+            if error.get("Code") in ("PreconditionFailed", "412") or status == 412:
+                return True
+        text = f"{type(seen).__name__} {seen}"
+        if "PreconditionFailed" in text or "pre-conditions you specified did not hold" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _unavailable_types() -> tuple[type[BaseException], ...]:
@@ -251,6 +266,8 @@ class CheckpointStore:
                         raise
                     except Exception as exc:  # noqa: BLE001
                         raise StorageUnavailableError(f"cannot open checkpoint storage {self.uri}: {exc}") from exc
+                    if self.protocol in ("s3", "s3a") and hasattr(fs, "retries"):
+                        fs.retries = min(int(fs.retries), _S3_RETRIES)
                     self._root = root.rstrip("/")
                     self._fs = fs
 
@@ -279,11 +296,13 @@ class CheckpointStore:
 
 def _ls_names(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
     try:
-        entries = fs.ls(path, detail=False, refresh=True) if not isinstance(fs, LocalFileSystem) else os.listdir(path)
+        if isinstance(fs, LocalFileSystem):
+            entries = os.listdir(path)
+        else:
+            fs.invalidate_cache(path)  # listings must be fresh: fencing depends on them
+            entries = fs.ls(path, detail=False)
     except FileNotFoundError:
         return []
-    except TypeError:  # a filesystem without `refresh`
-        entries = fs.ls(path, detail=False)
     return [str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries]
 
 
