@@ -1,1 +1,57 @@
-"""serving package (see shared/DESIGN.md)."""
+"""serving: many models on Ray Serve (see shared/DESIGN.md, "serving").
+
+* :class:`ModelSpec` / :class:`ModelRegistry`: what models exist and where their weights live.
+* :func:`publish_model`: upload a local model folder with its checksum manifest.
+* :class:`ModelCache` / :func:`node_cache`: the per-node model cache (object storage -> local disk).
+* :mod:`serving.engines`: the ``Engine`` protocol, transformers and vLLM engines.
+* :func:`build_app` / :func:`serve_models`: the Serve app (OpenAI-compatible HTTP API).
+* :class:`Client`: the Python client agents use.
+"""
+
+from __future__ import annotations
+
+from serving.cache import CacheConfig, CacheStats, LocalModel, ModelCache, node_cache
+from serving.client import Client, Completion
+from serving.errors import (
+    AuthenticationError,
+    CacheBudgetError,
+    ContextLengthError,
+    EngineError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    ServingError,
+    WeightsError,
+)
+from serving.spec import EngineKind, ModelRegistry, ModelSpec
+from serving.storage import Manifest, fetch_model, publish_model
+
+__all__ = [
+    "AuthenticationError",
+    "CacheBudgetError",
+    "CacheConfig",
+    "CacheStats",
+    "Client",
+    "Completion",
+    "ContextLengthError",
+    "EngineError",
+    "EngineKind",
+    "InvalidRequestError",
+    "LocalModel",
+    "Manifest",
+    "ModelCache",
+    "ModelNotFoundError",
+    "ModelRegistry",
+    "ModelSpec",
+    "ServingError",
+    "WeightsError",
+    "fetch_model",
+    "node_cache",
+    "publish_model",
+]
+
+
+def build_app(*args, **kwargs):  # type: ignore[no-untyped-def]  # noqa: ANN002, ANN003, ANN201
+    """See :func:`serving.app.build_app` (imported lazily: it pulls in Ray Serve)."""
+    from serving.app import build_app as _build
+
+    return _build(*args, **kwargs)

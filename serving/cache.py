@@ -1,0 +1,396 @@
+"""Per-node model cache: object storage -> node-local disk (or ``/dev/shm``), LRU by bytes.
+
+One detached cache actor per node (:func:`node_cache`) owns a folder on that node. Replicas on the
+node ask it for a model's local folder with :meth:`ModelCache.ensure`: a hit returns at once, a miss
+fetches the folder once (however many callers ask at the same time), verifies every file's sha256
+against the manifest, and evicts least-recently-used models (never one leased to a loading caller)
+to stay within the byte budget. The cache's inventory is reported to ``placement``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from serving.errors import CacheBudgetError, WeightsError
+from serving.inventory import InventorySink, NullSink, PlacementSink
+from serving.spec import ModelSpec
+from serving.storage import MANIFEST_NAME, Manifest, fetch_model, read_manifest
+
+logger = logging.getLogger(__name__)
+
+ORIGIN_NAME = ".serving-origin.json"
+Tier = Literal["disk", "object_storage"]
+
+
+def default_cache_root() -> str:
+    """``/dev/shm/academy-serving-cache`` where ``/dev/shm`` is writable, else the temp dir."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return str(shm / "academy-serving-cache")
+    return str(Path(tempfile.gettempdir()) / "academy-serving-cache")
+
+
+class CacheConfig(BaseModel):
+    """Settings of a node model cache.
+
+    Attributes:
+        root: node-local folder for model copies (``/dev/shm/...`` keeps them in RAM).
+        budget_bytes: most bytes of model copies kept; LRU models are evicted beyond it.
+        namespace: Ray namespace of the cache actors.
+        name_prefix: actor name prefix; the node id is appended.
+        lease_seconds: how long a caller's lease protects a model from eviction while it loads.
+        report_to_placement: report inventory changes through ``placement``'s client.
+    """
+
+    root: str = Field(default_factory=default_cache_root)
+    budget_bytes: int = Field(default=8 << 30, gt=0)
+    namespace: str = "academy-serving"
+    name_prefix: str = "model-cache"
+    lease_seconds: float = Field(default=600.0, gt=0)
+    report_to_placement: bool = True
+
+
+class LocalModel(BaseModel):
+    """A verified local copy of a model, as handed to an engine."""
+
+    model_id: str
+    path: str
+    nbytes: int
+    tier: Tier = Field(description="where the bytes came from: 'disk' (hit) or 'object_storage'")
+    seconds: float = Field(description="time the cache spent answering, fetch included")
+    node_id: str = ""
+
+
+class CacheStats(BaseModel):
+    """Counters and contents of one node cache.
+
+    ``hits``/``misses`` are per tier: a ``disk`` hit found a local copy, a ``disk`` miss fetched
+    from object storage. ``engine`` counts come from replicas reporting engine loads (misses) on
+    this node. ``coalesced`` counts callers that joined a fetch already in flight.
+    """
+
+    node_id: str
+    root: str
+    budget_bytes: int
+    used_bytes: int
+    models: list[str] = Field(description="cached model ids, least recently used first")
+    hits: dict[str, int]
+    misses: dict[str, int]
+    fetches: int
+    fetched_bytes: int
+    coalesced: int
+    evictions: int
+    failures: int
+    engines: dict[str, int] = Field(description="model id -> engines loaded on this node now")
+
+
+@dataclass
+class _Entry:
+    model_id: str
+    key: str
+    path: Path
+    nbytes: int
+    leases: list[float] = field(default_factory=list)
+
+    def leased(self, now: float) -> bool:
+        self.leases = [t for t in self.leases if t > now]
+        return bool(self.leases)
+
+
+def _folder_name(spec: ModelSpec) -> str:
+    digest = hashlib.sha256(spec.weights_uri.encode()).hexdigest()[:16]
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", spec.id)[:64]
+    return f"{safe}-{digest}"
+
+
+class ModelCache:
+    """The cache logic (runs inside the node's cache actor; usable directly in one process)."""
+
+    def __init__(
+        self, config: CacheConfig, node_id: str = "", sink: InventorySink | None = None
+    ) -> None:
+        self.config = config
+        self.node_id = node_id
+        self.root = Path(config.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._sink: InventorySink = sink or NullSink()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()  # key = weights_uri, LRU first
+        self._inflight: dict[str, asyncio.Future[_Entry]] = {}
+        self._reserved = 0
+        self._lock = asyncio.Lock()
+        self._hits = {"disk": 0, "engine": 0}
+        self._misses = {"disk": 0, "engine": 0}
+        self._fetches = 0
+        self._fetched_bytes = 0
+        self._coalesced = 0
+        self._evictions = 0
+        self._failures = 0
+        self._engines: dict[str, int] = {}
+        self._adopt_existing()
+
+    # ----------------------------------------------------------------- startup
+    def _adopt_existing(self) -> None:
+        """Re-adopts complete copies left by a previous cache process in the same root."""
+        for folder in sorted(self.root.iterdir()):
+            if folder.name.startswith(".partial-"):
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
+            origin, manifest = folder / ORIGIN_NAME, folder / MANIFEST_NAME
+            if not (origin.is_file() and manifest.is_file()):
+                continue
+            try:
+                meta = json.loads(origin.read_text())
+                parsed = Manifest.model_validate_json(manifest.read_text())
+                if all((folder / rel).stat().st_size == e.size for rel, e in parsed.files.items()):
+                    entry = _Entry(meta["model_id"], meta["uri"], folder, parsed.total_bytes)
+                    self._entries[entry.key] = entry
+                    self._sink.held(self.node_id, entry.model_id, entry.nbytes)
+                    continue
+            except (OSError, ValueError, KeyError):
+                pass
+            shutil.rmtree(folder, ignore_errors=True)
+
+    # ----------------------------------------------------------------- public
+    @property
+    def used_bytes(self) -> int:
+        """Bytes of complete copies held."""
+        return sum(e.nbytes for e in self._entries.values())
+
+    async def ensure(self, spec: ModelSpec, lease: bool = True) -> LocalModel:
+        """Returns a verified local copy of ``spec``'s weights, fetching it once if needed.
+
+        Args:
+            spec: the model.
+            lease: protect the copy from eviction until :meth:`release` (or the lease times out).
+
+        Raises:
+            WeightsError: the weights are missing or corrupt in storage.
+            CacheBudgetError: the model alone is larger than the budget, or everything else is
+                leased.
+        """
+        start = time.perf_counter()
+        key = spec.weights_uri
+        entry = self._entries.get(key)
+        if entry is not None and entry.path.is_dir():
+            tier: Tier = "disk"
+            self._hits["disk"] += 1
+            self._entries.move_to_end(key)
+        else:
+            if entry is not None:  # the folder vanished under us: forget it
+                self._drop(entry)
+            tier = "object_storage"
+            future = self._inflight.get(key)
+            if future is not None:
+                self._coalesced += 1
+                entry = await asyncio.shield(future)
+                tier = "disk"
+                self._hits["disk"] += 1
+            else:
+                self._misses["disk"] += 1
+                future = asyncio.get_running_loop().create_future()
+                self._inflight[key] = future
+                try:
+                    entry = await self._fetch(spec)
+                    future.set_result(entry)
+                except BaseException as exc:
+                    self._failures += 1
+                    future.set_exception(exc)
+                    future.exception()  # mark retrieved for the case of no other waiters
+                    raise
+                finally:
+                    del self._inflight[key]
+        if lease:
+            entry.leases.append(time.monotonic() + self.config.lease_seconds)
+        return LocalModel(
+            model_id=spec.id,
+            path=str(entry.path),
+            nbytes=entry.nbytes,
+            tier=tier,
+            seconds=time.perf_counter() - start,
+            node_id=self.node_id,
+        )
+
+    def release(self, spec: ModelSpec) -> None:
+        """Drops one lease a caller took with :meth:`ensure` (no error if none is held)."""
+        entry = self._entries.get(spec.weights_uri)
+        if entry is not None and entry.leases:
+            entry.leases.pop(0)
+
+    def engine_loaded(self, model_id: str, from_cache: bool) -> None:
+        """A replica on this node loaded ``model_id`` into an engine (counts an ``engine`` miss)."""
+        self._misses["engine"] += 1
+        self._engines[model_id] = self._engines.get(model_id, 0) + 1
+
+    def engine_hits(self, count: int) -> None:
+        """A replica reports ``count`` requests answered by an already loaded engine."""
+        self._hits["engine"] += int(count)
+
+    def engine_unloaded(self, model_id: str) -> None:
+        """A replica on this node unloaded ``model_id``'s engine."""
+        left = self._engines.get(model_id, 0) - 1
+        if left > 0:
+            self._engines[model_id] = left
+        else:
+            self._engines.pop(model_id, None)
+
+    def evict(self, model_id: str) -> bool:
+        """Removes a model's local copy now (leases are ignored). Returns whether one existed."""
+        found = [e for e in self._entries.values() if e.model_id == model_id]
+        for entry in found:
+            self._drop(entry)
+            self._evictions += 1
+        return bool(found)
+
+    def stats(self) -> CacheStats:
+        """Counters and contents."""
+        return CacheStats(
+            node_id=self.node_id,
+            root=str(self.root),
+            budget_bytes=self.config.budget_bytes,
+            used_bytes=self.used_bytes,
+            models=[e.model_id for e in self._entries.values()],
+            hits=dict(self._hits),
+            misses=dict(self._misses),
+            fetches=self._fetches,
+            fetched_bytes=self._fetched_bytes,
+            coalesced=self._coalesced,
+            evictions=self._evictions,
+            failures=self._failures,
+            engines=dict(self._engines),
+        )
+
+    # ----------------------------------------------------------------- internals
+    def _drop(self, entry: _Entry) -> None:
+        self._entries.pop(entry.key, None)
+        shutil.rmtree(entry.path, ignore_errors=True)
+        self._sink.evicted(self.node_id, entry.model_id)
+
+    async def _make_room(self, nbytes: int, model_id: str) -> None:
+        budget = self.config.budget_bytes
+        if nbytes > budget:
+            raise CacheBudgetError(
+                f"model {model_id!r} needs {nbytes} bytes, more than the node cache budget "
+                f"of {budget} bytes"
+            )
+        now = time.monotonic()
+        while self.used_bytes + self._reserved + nbytes > budget:
+            victim = next((e for e in self._entries.values() if not e.leased(now)), None)
+            if victim is None:
+                raise CacheBudgetError(
+                    f"model {model_id!r} ({nbytes} bytes) does not fit the node cache: "
+                    f"{self.used_bytes + self._reserved} of {budget} bytes are in use or leased"
+                )
+            logger.info("model cache evicts %s (%d bytes)", victim.model_id, victim.nbytes)
+            self._drop(victim)
+            self._evictions += 1
+
+    async def _fetch(self, spec: ModelSpec) -> _Entry:
+        manifest = await asyncio.to_thread(read_manifest, spec.weights_uri, spec.storage_options)
+        nbytes = manifest.total_bytes
+        async with self._lock:
+            await self._make_room(nbytes, spec.id)
+            self._reserved += nbytes
+        try:
+            path = self.root / _folder_name(spec)
+            got = await asyncio.to_thread(fetch_model, spec.weights_uri, path, spec.storage_options)
+            if got != manifest:
+                raise WeightsError(f"model {spec.id!r} changed in storage while being fetched")
+            (path / ORIGIN_NAME).write_text(json.dumps({"model_id": spec.id, "uri": spec.weights_uri}))
+        finally:
+            self._reserved -= nbytes
+        entry = _Entry(spec.id, spec.weights_uri, path, nbytes)
+        self._entries[entry.key] = entry
+        self._fetches += 1
+        self._fetched_bytes += nbytes
+        self._sink.held(self.node_id, spec.id, nbytes)
+        return entry
+
+
+class NodeModelCache:
+    """Ray actor body of a node's cache; see :class:`ModelCache` for the methods' meaning."""
+
+    def __init__(self, config: CacheConfig) -> None:
+        import ray
+
+        node_id = ray.get_runtime_context().get_node_id()
+        sink: InventorySink = PlacementSink() if config.report_to_placement else NullSink()
+        self._cache = ModelCache(config, node_id=node_id, sink=sink)
+
+    async def ensure(self, spec: ModelSpec, lease: bool = True) -> LocalModel:  # noqa: D102
+        return await self._cache.ensure(spec, lease)
+
+    def release(self, spec: ModelSpec) -> None:  # noqa: D102
+        self._cache.release(spec)
+
+    def engine_loaded(self, model_id: str, from_cache: bool) -> None:  # noqa: D102
+        self._cache.engine_loaded(model_id, from_cache)
+
+    def engine_unloaded(self, model_id: str) -> None:  # noqa: D102
+        self._cache.engine_unloaded(model_id)
+
+    def engine_hits(self, count: int) -> None:  # noqa: D102
+        self._cache.engine_hits(count)
+
+    def evict(self, model_id: str) -> bool:  # noqa: D102
+        return self._cache.evict(model_id)
+
+    def stats(self) -> CacheStats:  # noqa: D102
+        return self._cache.stats()
+
+    def node_id(self) -> str:  # noqa: D102
+        return self._cache.node_id
+
+
+def cache_actor_name(config: CacheConfig, node_id: str) -> str:
+    """Name of the cache actor of ``node_id``."""
+    return f"{config.name_prefix}-{node_id}"
+
+
+def node_cache(config: CacheConfig | None = None, node_id: str | None = None) -> Any:
+    """Returns the cache actor of ``node_id`` (default: this node), creating it if needed.
+
+    The actor is detached, named ``<name_prefix>-<node_id>`` in ``config.namespace``, and pinned to
+    its node (hard affinity: a cache is worth nothing elsewhere and dies with its node).
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    config = config or CacheConfig()
+    node_id = node_id or ray.get_runtime_context().get_node_id()
+    actor_cls = ray.remote(NodeModelCache)
+    return actor_cls.options(  # type: ignore[attr-defined]
+        name=cache_actor_name(config, node_id),
+        namespace=config.namespace,
+        lifetime="detached",
+        get_if_exists=True,
+        num_cpus=0,
+        max_concurrency=64,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
+    ).remote(config)
+
+
+def kill_node_caches(config: CacheConfig) -> int:
+    """Kills every cache actor of ``config`` (all nodes); their folders stay on disk."""
+    import ray
+
+    killed = 0
+    for item in ray.util.list_named_actors(all_namespaces=True):
+        name, namespace = item["name"], item["namespace"]
+        if namespace == config.namespace and name.startswith(config.name_prefix + "-"):
+            ray.kill(ray.get_actor(name, namespace=namespace))
+            killed += 1
+    return killed

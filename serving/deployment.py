@@ -1,0 +1,309 @@
+"""The model replica: a Ray Serve deployment multiplexing models (LRU) over the node cache."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from serving.cache import CacheConfig, node_cache
+from serving.engines import Engine, GenerationParams, make_engine
+from serving.errors import ContextLengthError, ServingError
+from serving.metrics import get_metrics
+from serving.spec import ModelRegistry, ModelSpec
+
+logger = logging.getLogger(__name__)
+
+
+class ReplicaConfig(BaseModel):
+    """What one model replica does.
+
+    Attributes:
+        max_models: models kept loaded per replica (Serve's ``max_num_models_per_replica``).
+        max_parked: evicted engines that can sleep (vLLM on CUDA) are put to sleep and kept, up to
+            this many, instead of being shut down; waking one avoids an engine restart.
+        cache: the node cache the replica loads through.
+    """
+
+    max_models: int = Field(default=2, ge=1)
+    max_parked: int = Field(default=0, ge=0)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+
+
+class LoadEvent(BaseModel):
+    """One model switch on a replica."""
+
+    model_id: str
+    tier: str = Field(description="'object_storage' (cold), 'disk' (node cache) or 'parked'")
+    seconds: float = Field(description="total switch time")
+    cache_seconds: float = Field(description="time spent in the node cache (fetch included)")
+    engine_seconds: float = Field(description="time the engine took to load from local disk")
+
+
+class ReplicaStats(BaseModel):
+    """Counters of one replica."""
+
+    resident: list[str] = Field(description="loaded models, least recently used first")
+    parked: list[str]
+    loads: list[LoadEvent]
+    unloads: list[str]
+    hot_hits: int
+    failures: int
+    node_id: str
+
+
+class LoadedModel:
+    """An engine loaded for one model, as held by Serve's multiplexer.
+
+    Serve calls ``__del__`` on eviction (and Python may call it again at garbage collection):
+    :meth:`close` runs once, and waits for requests still generating on this model.
+    """
+
+    def __init__(self, spec: ModelSpec, engine: Engine, owner: ModelServer) -> None:
+        self.spec = spec
+        self.engine = engine
+        self._owner = owner
+        self._active = 0
+        self._closing = False
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def acquire(self) -> bool:
+        """Marks a request in flight; False when the model is already being evicted."""
+        with self._lock:
+            if self._closing:
+                return False
+            self._active += 1
+            return True
+
+    def release(self) -> None:
+        """Ends a request; finishes a pending close after the last one."""
+        with self._lock:
+            self._active -= 1
+            finish = self._closing and self._active == 0 and not self._closed
+            if finish:
+                self._closed = True
+        if finish:
+            self._owner._finish_unload(self)
+
+    def close(self) -> None:
+        """Evicts the model once: parks or unloads the engine after in-flight requests end."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            finish = self._active == 0
+            if finish:
+                self._closed = True
+        if finish:
+            self._owner._finish_unload(self)
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class ModelServer:
+    """Serve deployment body: multiplexes the registry's models, loading through the node cache.
+
+    ``generate`` is an async generator (call it with ``stream=True``): the first item is
+    ``{"prompt_tokens": n}``, then ``{"text", "tokens"}`` deltas, the last carries
+    ``finish_reason``.
+    """
+
+    def __init__(self, specs: list[ModelSpec], config: ReplicaConfig) -> None:
+        import ray
+        from ray import serve
+
+        self._registry = ModelRegistry(specs)
+        self._config = config
+        self._node_id = ray.get_runtime_context().get_node_id()
+        self._cache = node_cache(config.cache, self._node_id)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._resident: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._parked: OrderedDict[str, Engine] = OrderedDict()
+        self._loads: list[LoadEvent] = []
+        self._unloads: list[str] = []
+        self._hot_hits = 0
+        self._failures = 0
+        self._inflight = 0
+        self._metrics = get_metrics()
+
+        async def load(model_id: str) -> LoadedModel:
+            return await self._load(model_id)
+
+        self._get_model = serve.multiplexed(max_num_models_per_replica=config.max_models)(load)
+
+    # ------------------------------------------------------------------ loading
+    async def _load(self, model_id: str) -> LoadedModel:
+        self._loop = asyncio.get_running_loop()
+        spec = self._registry.get(model_id)
+        start = time.perf_counter()
+        cache_seconds = 0.0
+        engine = self._parked.pop(model_id, None)
+        try:
+            if engine is not None:
+                tier = "parked"
+                await engine.wake()
+            else:
+                local = await self._cache.ensure.remote(spec)
+                tier, cache_seconds = local.tier, local.seconds
+                self._metrics.cache("disk", tier == "disk")
+                engine = make_engine(spec)
+                try:
+                    await engine.load(local.path)
+                finally:
+                    self._cache.release.remote(spec)
+                self._cache.engine_loaded.remote(model_id, tier == "disk")
+        except BaseException:
+            self._failures += 1
+            if engine is not None:
+                engine.unload()
+            raise
+        seconds = time.perf_counter() - start
+        self._metrics.switch(tier, spec.engine, seconds)
+        self._metrics.cache("engine", False)
+        self._loads.append(
+            LoadEvent(
+                model_id=model_id,
+                tier=tier,
+                seconds=seconds,
+                cache_seconds=cache_seconds,
+                engine_seconds=seconds - cache_seconds,
+            )
+        )
+        loaded = LoadedModel(spec, engine, self)
+        self._resident[model_id] = loaded
+        return loaded
+
+    def _finish_unload(self, loaded: LoadedModel) -> None:
+        """Parks (sleep mode) or unloads an evicted engine; runs once per loaded model."""
+        model_id = loaded.spec.id
+        if self._resident.get(model_id) is loaded:
+            del self._resident[model_id]
+        self._unloads.append(model_id)
+        engine = loaded.engine
+        if engine.supports_sleep and self._config.max_parked > 0 and self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._park(model_id, engine), self._loop)
+            return
+        try:
+            engine.unload()
+        finally:
+            self._cache.engine_unloaded.remote(model_id)
+
+    async def _park(self, model_id: str, engine: Engine) -> None:
+        try:
+            await engine.sleep()
+        except Exception:  # noqa: BLE001
+            logger.exception("could not put %s to sleep; unloading it", model_id)
+            engine.unload()
+            self._cache.engine_unloaded.remote(model_id)
+            return
+        self._parked[model_id] = engine
+        while len(self._parked) > self._config.max_parked:
+            old_id, old = self._parked.popitem(last=False)
+            old.unload()
+            self._cache.engine_unloaded.remote(old_id)
+
+    # ------------------------------------------------------------------ serving
+    async def generate(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Streams one completion; see the class docstring for the items.
+
+        Args:
+            request: ``{"prompt": str}`` or ``{"messages": [...]}``, plus ``"params"`` (a
+                :class:`GenerationParams` dict) and ``"max_tokens_given"`` (False when the client
+                left ``max_tokens`` out: the rest of the context is then used).
+        """
+        from ray import serve
+
+        model_id = serve.get_multiplexed_model_id()
+        spec = self._registry.get(model_id)
+        self._inflight += 1
+        self._metrics.queue_length.set(self._inflight)
+        try:
+            while True:
+                hot = model_id in self._resident
+                loaded = await self._get_model(model_id)
+                if loaded.acquire():
+                    break
+            if hot:
+                self._hot_hits += 1
+                self._metrics.cache("engine", True)
+            try:
+                async for item in self._run(spec, loaded.engine, request):
+                    yield item
+            finally:
+                loaded.release()
+        finally:
+            self._inflight -= 1
+            self._metrics.queue_length.set(self._inflight)
+
+    async def _run(
+        self, spec: ModelSpec, engine: Engine, request: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        if "messages" in request:
+            prompt, field = engine.chat_prompt(request["messages"]), "messages"
+        else:
+            prompt, field = request["prompt"], "prompt"
+        params = GenerationParams.model_validate(request.get("params", {}))
+        prompt_tokens = engine.count_tokens(prompt)
+        context = engine.max_context
+        if prompt_tokens >= context:
+            raise ContextLengthError(
+                f"This model's maximum context length is {context} tokens, but the prompt has "
+                f"{prompt_tokens} tokens",
+                param=field,
+            )
+        room = context - prompt_tokens
+        if not request.get("max_tokens_given", True):
+            params = params.model_copy(update={"max_tokens": room})
+        elif params.max_tokens > room:
+            raise ContextLengthError(
+                f"This model's maximum context length is {context} tokens; the prompt has "
+                f"{prompt_tokens} tokens and max_tokens asks for {params.max_tokens} more",
+                param="max_tokens",
+            )
+        yield {"prompt_tokens": prompt_tokens}
+        start, tokens = time.perf_counter(), 0
+        async for chunk in engine.generate(prompt, params):
+            tokens += chunk.tokens
+            yield chunk.model_dump()
+        elapsed = time.perf_counter() - start
+        if tokens and elapsed > 0:
+            self._metrics.tokens_per_second.observe(tokens / elapsed, tags={"model": spec.id})
+
+    def stats(self) -> ReplicaStats:
+        """This replica's counters (and reports hot hits to the node cache)."""
+        return ReplicaStats(
+            resident=list(self._resident),
+            parked=list(self._parked),
+            loads=list(self._loads),
+            unloads=list(self._unloads),
+            hot_hits=self._hot_hits,
+            failures=self._failures,
+            node_id=self._node_id,
+        )
+
+    def check_health(self) -> None:
+        """Serve health check: the replica is healthy while its event loop answers."""
+        return None
+
+
+def as_serving_error(exc: BaseException) -> ServingError | None:
+    """The :class:`ServingError` inside an exception that crossed Ray (or None)."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        cause = getattr(current, "cause", None)
+        if isinstance(cause, ServingError):
+            return cause
+        if isinstance(current, ServingError) and not hasattr(current, "cause"):
+            return current
+        current = cause if isinstance(cause, BaseException) else current.__cause__
+        seen += 1
+    return None

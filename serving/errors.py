@@ -1,0 +1,80 @@
+"""Typed errors of the serving package; each maps to one OpenAI-style HTTP error."""
+
+from __future__ import annotations
+
+
+class ServingError(Exception):
+    """Base class of serving errors.
+
+    Attributes:
+        status: the HTTP status the OpenAI-compatible API answers with.
+        code: OpenAI's ``error.code`` string.
+        type: OpenAI's ``error.type`` string.
+        param: the request field at fault, when there is one.
+    """
+
+    status = 500
+    code = "internal_error"
+    type = "server_error"
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def __reduce__(self):  # noqa: ANN204 - keeps ``param`` across Ray's pickling
+        return (self.__class__, (self.message, self.param))
+
+
+class ModelNotFoundError(ServingError):
+    """No model with this id is registered."""
+
+    status = 404
+    code = "model_not_found"
+    type = "invalid_request_error"
+
+
+class InvalidRequestError(ServingError):
+    """A request field is missing, malformed or out of range."""
+
+    status = 400
+    code = "invalid_request"
+    type = "invalid_request_error"
+
+
+class ContextLengthError(InvalidRequestError):
+    """The prompt (plus requested tokens) does not fit the model's context."""
+
+    code = "context_length_exceeded"
+
+
+class AuthenticationError(ServingError):
+    """Missing or wrong API key."""
+
+    status = 401
+    code = "invalid_api_key"
+    type = "authentication_error"
+
+
+class WeightsError(ServingError):
+    """A model's weights are missing, incomplete or corrupt (checksum mismatch) in storage."""
+
+    status = 503
+    code = "model_weights_unavailable"
+    type = "server_error"
+
+
+class CacheBudgetError(ServingError):
+    """A model does not fit the node cache's byte budget even after evicting everything else."""
+
+    status = 507
+    code = "cache_budget_exceeded"
+    type = "server_error"
+
+
+class EngineError(ServingError):
+    """The inference engine failed to load a model or to generate."""
+
+    status = 500
+    code = "engine_error"
+    type = "server_error"
