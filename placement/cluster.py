@@ -96,22 +96,30 @@ class ClusterView:
         """Ids of live nodes from the last :meth:`refresh`."""
         return {n.node_id for n in self._nodes.values() if n.alive}
 
-    def table(self, reserved: Mapping[str, Mapping[str, float]] | None = None) -> NodeTable:
+    def table(
+        self,
+        reserved: Mapping[str, Mapping[str, float]] | None = None,
+        released: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> NodeTable:
         """A :class:`NodeTable` of the nodes from the last :meth:`refresh`.
 
         Args:
             reserved: Resources this process has reserved per node id (its own placement groups).
-                Free = ``min(Ray's available, total - reserved)``: exact for our own reservations
-                even before Ray's resource view catches up, and still sees others' usage.
+                Free = ``min(Ray's available + released, total - reserved)``: exact for our own
+                reservations even before Ray's resource view catches up, and still sees others' usage.
+            released: Resources this process released very recently per node id (Ray's view may
+                not show them free yet).
         """
         reserved = reserved or {}
+        released = released or {}
         table = NodeTable(capacity=max(16, len(self._nodes)))
         for info in self._nodes.values():
             mine = reserved.get(info.node_id, {})
+            back = released.get(info.node_id, {})
             total = info.resources_total
             free: dict[str, float] = {}
             for key, amount in total.items():
-                ray_free = info.resources_available.get(key, 0.0) if info.alive else 0.0
+                ray_free = info.resources_available.get(key, 0.0) + back.get(key, 0.0) if info.alive else 0.0
                 free[key] = min(ray_free, amount - mine.get(key, 0.0))
             usable = info.alive and (self.include_head or not info.is_head)
             table.add_node(

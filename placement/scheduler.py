@@ -12,6 +12,7 @@ and records that node (a fallback is reported in the decision's reasons, never h
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Literal
 
 from placement.cluster import ClusterView
@@ -24,6 +25,7 @@ from placement.policy import LocalityPolicy, Policy
 from placement.table import NODE_ID_LABEL, NodeTable
 
 PinMode = Literal["soft", "label"]
+RELEASE_GRACE_S = 3.0
 
 
 class Scheduler:
@@ -52,6 +54,9 @@ class Scheduler:
         self.k = k
         self._decisions: dict[str, Decision] = {}
         self._reserved: dict[str, tuple[str, dict[str, float]]] = {}
+        # Recently released bundles: Ray's available-resource view lags a removal by up to about a
+        # second, so these amounts are added back to Ray's figure for RELEASE_GRACE_S.
+        self._released: list[tuple[float, str, dict[str, float]]] = []
 
     # ------------------------------------------------------------------ planning
     def table(self) -> NodeTable:
@@ -62,7 +67,14 @@ class Scheduler:
             acc = per_node.setdefault(node_id, {})
             for key, amount in bundle.items():
                 acc[key] = acc.get(key, 0.0) + amount
-        return self.view.table(per_node)
+        now = time.monotonic()
+        self._released = [r for r in self._released if now - r[0] < RELEASE_GRACE_S]
+        credit: dict[str, dict[str, float]] = {}
+        for _, node_id, bundle in self._released:
+            acc = credit.setdefault(node_id, {})
+            for key, amount in bundle.items():
+                acc[key] = acc.get(key, 0.0) + amount
+        return self.view.table(per_node, credit)
 
     def plan(self, demand: Demand, cause: str = "placed") -> Decision:
         """Chooses a node and books it in the local ledger (no Ray call yet).
@@ -166,6 +178,7 @@ class Scheduler:
         self._reserved.pop(name, None)
         if decision is None:
             raise UnknownPlacementError(name)
+        self._released.append((time.monotonic(), decision.node_id, decision.bundle))
         if decision.placement_group_id is not None:
             import ray
 
