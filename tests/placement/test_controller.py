@@ -1,0 +1,151 @@
+"""The placement controller end to end on a real 4-node Ray cluster, with a plain-actor launcher."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import pytest
+import ray
+import ray.cloudpickle
+
+from placement import Decision, Demand, InfeasibleDemandError, PlacementClient, PlacementTimeoutError
+
+# Launchers travel to the controller by value (the test module is not importable on the workers).
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@ray.remote(max_restarts=0)
+class Plain:
+    """A trivial actor that says where it runs and which launch generation made it."""
+
+    def __init__(self, generation: int, state: str) -> None:
+        self.generation = generation
+        self.state = state
+
+    def where(self) -> tuple[str, int, str]:
+        return ray.get_runtime_context().get_node_id(), self.generation, self.state
+
+
+class PlainLauncher:
+    """Idempotent launcher: kills any earlier actor of the decision's name, then creates it anew."""
+
+    def __init__(self, namespace: str, state: str = "") -> None:
+        self.namespace = namespace
+        self.state = state
+
+    async def __call__(self, decision: Decision) -> None:
+        try:
+            ray.kill(ray.get_actor(decision.name, namespace=self.namespace))
+        except ValueError:
+            pass
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                Plain.options(
+                    name=decision.name, namespace=self.namespace, lifetime="detached",
+                    **decision.actor_options(),
+                ).remote(decision.generation, self.state)
+                return
+            except ValueError:  # the killed actor's name is not freed yet
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+
+def _where(name: str, namespace: str) -> tuple[str, int, str]:
+    return ray.get(ray.get_actor(name, namespace=namespace).where.remote(), timeout=60)
+
+
+@pytest.fixture(scope="module")
+def client(sim_cluster):  # noqa: ANN001, ANN201
+    c = PlacementClient("placement-test", poll_s=0.3)
+    yield c
+    c.shutdown()
+
+
+async def _cleanup(client: PlacementClient, *names: str) -> None:
+    for name in names:
+        try:
+            ray.kill(ray.get_actor(name, namespace=client.namespace))
+        except ValueError:
+            pass
+        await client.release(name)
+
+
+async def test_data_cached_on_b_places_actor_on_b(sim_cluster, client) -> None:  # noqa: ANN001
+    b = sim_cluster.nodes["cpu-b"]
+    await client.report(b, "s3://data/shard-7", 3_000_000_000, "data")
+    launcher = PlainLauncher(client.namespace)
+    d = await client.place(Demand(name="reader", cpus=1, data_uris=("s3://data/shard-7",)), launcher)
+    assert d.node_id == b
+    assert _where("reader", client.namespace)[0] == b
+    explained = await client.explain("reader")
+    assert explained is not None and explained.node_id == b
+    assert "3000000000 of 3000000000 bytes" in explained.explain()
+    await _cleanup(client, "reader")
+    assert await client.explain("reader") is None
+
+
+async def test_gpu_demand_runs_only_on_gpu_node(sim_cluster, client) -> None:  # noqa: ANN001
+    d = await client.place(Demand(name="gpu-job", cpus=1, gpus=1, gpu_type="T4"), PlainLauncher(client.namespace))
+    assert d.node_id == sim_cluster.nodes["gpu"]
+    assert _where("gpu-job", client.namespace)[0] == sim_cluster.nodes["gpu"]
+    await _cleanup(client, "gpu-job")
+
+
+async def test_impossible_demand_errors_fast(sim_cluster, client) -> None:  # noqa: ANN001
+    with pytest.raises(InfeasibleDemandError, match="GPUs of type A100"):
+        await client.place(Demand(name="nope", gpus=1, gpu_type="A100"), PlainLauncher(client.namespace))
+    assert await client.pending() == []
+    assert await client.explain("nope") is None
+
+
+def test_full_cluster_queues_then_places(sim_cluster, client) -> None:  # noqa: ANN001
+    launcher = PlainLauncher(client.namespace)
+    first = client.place_sync(Demand(name="ssd-1", cpus=0.5, resources={"ssd": 2}), launcher)
+    assert first.node_id == sim_cluster.nodes["cpu-b"]
+    # The only 'ssd' capacity is taken: the second demand waits, visibly.
+    ref = client.actor.place.remote(Demand(name="ssd-2", cpus=0.5, resources={"ssd": 2}), launcher, None)
+    deadline = time.monotonic() + 30
+    while [d.name for d in client.pending_sync()] != ["ssd-2"]:
+        assert time.monotonic() < deadline, "ssd-2 never showed as pending"
+        time.sleep(0.1)
+    with pytest.raises(PlacementTimeoutError):
+        client.place_sync(Demand(name="ssd-3", cpus=0.5, resources={"ssd": 2}), launcher, timeout=0.5)
+    assert [d.name for d in client.pending_sync()] == ["ssd-2"]
+    ray.kill(ray.get_actor("ssd-1", namespace=client.namespace))
+    assert client.release_sync("ssd-1")
+    second = ray.get(ref, timeout=60)
+    assert second.node_id == sim_cluster.nodes["cpu-b"]
+    assert client.pending_sync() == []
+    assert _where("ssd-2", client.namespace)[0] == sim_cluster.nodes["cpu-b"]
+    ray.kill(ray.get_actor("ssd-2", namespace=client.namespace))
+    client.release_sync("ssd-2")
+
+
+def test_node_loss_replaces_actor_on_live_node(sim_cluster, client) -> None:  # noqa: ANN001
+    doomed = sim_cluster.add("doomed-2", num_cpus=2, resources={"x": 1})
+    client.report_sync(doomed, "checkpoint:survivor", 50_000_000, "checkpoint")
+    launcher = PlainLauncher(client.namespace, state="restored-from-checkpoint")
+    d = client.place_sync(Demand(name="survivor", cpus=1, checkpoint_key="checkpoint:survivor"), launcher)
+    assert d.node_id == doomed and d.generation == 1
+    assert _where("survivor", client.namespace) == (doomed, 1, "restored-from-checkpoint")
+
+    sim_cluster.kill("doomed-2")
+    deadline = time.monotonic() + 60
+    while True:
+        now = client.explain_sync("survivor")
+        if now is not None and now.generation == 2:
+            break
+        assert time.monotonic() < deadline, f"not re-placed: {now}, failures {client.failures_sync()}"
+        time.sleep(0.2)
+    assert now.cause == f"node {doomed} lost"
+    assert now.node_id != doomed and now.node_id in sim_cluster.nodes.values()
+    node, generation, state = _where("survivor", client.namespace)
+    assert (node, generation, state) == (now.node_id, 2, "restored-from-checkpoint")
+    causes = [h.cause for h in client.history_sync() if h.name == "survivor"]
+    assert causes == ["placed", f"node {doomed} lost"]
+    ray.kill(ray.get_actor("survivor", namespace=client.namespace))
+    client.release_sync("survivor")
