@@ -1,0 +1,131 @@
+"""The ``academy-ray`` command: list agents, call an action, stop an agent, manage checkpoints, explain placement.
+
+It joins a running Ray cluster (``--address``, default ``$RAY_ADDRESS`` or the local ``ray start`` cluster):
+agents are detached actors, so they are there to be found from any shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from academy_ray.exception import AgentError
+from academy_ray.runtime import Runtime, default_namespace
+
+console = Console()
+Command = Callable[[Runtime, argparse.Namespace], Any]
+_COMMANDS: dict[str, Command] = {}
+_EXTENSIONS: list[Callable[[Any], None]] = []
+"""Sub-command builders added by other modules (checkpoints, placement)."""
+
+
+def _command(name: str) -> Callable[[Command], Command]:
+    def register(function: Command) -> Command:
+        _COMMANDS[name] = function
+        return function
+
+    return register
+
+
+@_command("list")
+async def _list(rt: Runtime, options: argparse.Namespace) -> None:
+    infos = await rt.list()
+    if options.json:
+        print(json.dumps([info.model_dump(mode="json") for info in infos]))
+        return
+    table = Table(title=f"agents in namespace {rt.namespace!r}")
+    for column in ("name", "class", "status", "node", "pid", "since", "error"):
+        table.add_column(column)
+    for info in infos:
+        table.add_row(
+            info.name,
+            info.agent_class,
+            info.status,
+            (info.node_id or "")[:12],
+            str(info.pid or ""),
+            info.since.isoformat(timespec="seconds") if info.since else "",
+            info.error or "",
+        )
+    console.print(table)
+
+
+@_command("call")
+async def _call(rt: Runtime, options: argparse.Namespace) -> None:
+    args = json.loads(options.args)
+    kwargs = json.loads(options.kwargs)
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise SystemExit("--args must be a JSON list and --kwargs a JSON object")
+    handle = rt.get(options.name).with_timeout(options.timeout)
+    result = await handle.action(options.action, *args, **kwargs)
+    print(json.dumps(result, default=_jsonable))
+
+
+@_command("stop")
+async def _stop(rt: Runtime, options: argparse.Namespace) -> None:
+    await rt.stop(options.name, timeout=options.timeout)
+    console.print(f"stopped {options.name}")
+
+
+def _jsonable(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    if dump is not None:
+        return dump(mode="json")
+    return repr(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``academy-ray`` command."""
+    parser = argparse.ArgumentParser(prog="academy-ray", description=__doc__)
+    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS", "auto"), help="Ray cluster")
+    parser.add_argument("--namespace", default=default_namespace(), help="agents' Ray namespace")
+    sub = parser.add_subparsers(dest="command", required=True)
+    listing = sub.add_parser("list", help="agents with status, node and since when")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    call = sub.add_parser("call", help="call an action and print its result as JSON")
+    call.add_argument("name")
+    call.add_argument("action")
+    call.add_argument("--args", default="[]", help="positional arguments as a JSON list")
+    call.add_argument("--kwargs", default="{}", help="keyword arguments as a JSON object")
+    call.add_argument("--timeout", type=float, default=60.0)
+    stop = sub.add_parser("stop", help="shut an agent down gracefully")
+    stop.add_argument("name")
+    stop.add_argument("--timeout", type=float, default=30.0)
+    for extend in _EXTENSIONS:
+        extend(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``academy-ray`` command; returns the exit status."""
+    options = build_parser().parse_args(argv)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    rt = Runtime(
+        address=options.address,
+        namespace=options.namespace,
+        init_kwargs={"logging_level": "ERROR", "log_to_driver": False},
+    )
+    try:
+        asyncio.run(_COMMANDS[options.command](rt, options))
+    except (AgentError, json.JSONDecodeError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        return 1
+    except Exception as error:  # noqa: BLE001 - an action's own exception: show it, exit non-zero
+        console.print(f"[red]{type(error).__name__}:[/red] {error}")
+        for note in getattr(error, "__notes__", []):
+            console.print(note, markup=False)
+        return 1
+    finally:
+        rt.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

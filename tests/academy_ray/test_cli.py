@@ -1,0 +1,37 @@
+"""The academy-ray command against agents in a running cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.academy_ray.test_detached import REPO, run_driver
+
+
+def _cli(address: str, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0", "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "academy_ray.cli", "--address", address, "--namespace", namespace, *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_list_call_stop(standalone_cluster: str, namespace: str) -> None:
+    run_driver(standalone_cluster, namespace, 'await rt.launch(Counter, args=(3,), name="cli-agent")')
+    listed = _cli(standalone_cluster, namespace, "list", "--json")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    [info] = json.loads(listed.stdout)
+    assert info["name"] == "cli-agent" and info["status"] == "running"
+    called = _cli(standalone_cluster, namespace, "call", "cli-agent", "add", "--args", "[4]")
+    assert called.returncode == 0 and json.loads(called.stdout) == 7
+    bad = _cli(standalone_cluster, namespace, "call", "cli-agent", "add", "--args", '["x"]')
+    assert bad.returncode == 1 and "parameter 'n'" in bad.stdout
+    missing = _cli(standalone_cluster, namespace, "call", "cli-agent", "nope")
+    assert missing.returncode == 1 and "no action 'nope'" in missing.stdout
+    table = _cli(standalone_cluster, namespace, "list")
+    assert "cli-agent" in table.stdout and "running" in table.stdout
+    stopped = _cli(standalone_cluster, namespace, "stop", "cli-agent")
+    assert stopped.returncode == 0
+    assert json.loads(_cli(standalone_cluster, namespace, "list", "--json").stdout) == []

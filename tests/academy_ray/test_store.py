@@ -1,0 +1,437 @@
+"""Contract tests for academy_ray.store over file://, memory:// and s3:// (real SeaweedFS)."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import threading
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from pydantic import BaseModel
+
+from academy_ray.store import (
+    AgentCheckpoints,
+    CheckpointError,
+    CheckpointInfo,
+    CheckpointNotFoundError,
+    CheckpointStore,
+    CorruptCheckpointError,
+    StaleEpochError,
+    StorageUnavailableError,
+)
+
+AGENT_CLASS = "tests.Counter"
+
+
+class Knobs(BaseModel):
+    rate: float
+    names: list[str]
+
+
+@pytest.fixture(params=["file", "memory", "s3"])
+def store_config(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """(uri, storage_options) for one backend; s3 uses a fresh bucket on the session's SeaweedFS."""
+    if request.param == "file":
+        return {"uri": f"file://{tmp_path}/ckpt", "storage_options": None}
+    if request.param == "memory":
+        return {"uri": f"memory://ckpt-{uuid.uuid4().hex}", "storage_options": None}
+    server = request.getfixturevalue("s3_server")
+    return {"uri": f"s3://{server.new_bucket()}/ckpt", "storage_options": server.storage_options}
+
+
+def make_store(config: dict[str, Any], keep_last: int | None = 10) -> CheckpointStore:
+    return CheckpointStore(config["uri"], config["storage_options"], keep_last=keep_last)
+
+
+@pytest.fixture
+def store(store_config: dict[str, Any]) -> Iterator[CheckpointStore]:
+    yield make_store(store_config)
+
+
+@pytest.fixture
+def agent(store: CheckpointStore) -> AgentCheckpoints:
+    return store.for_agent("ns", "counter")
+
+
+def _payload_path(agent: AgentCheckpoints, info: CheckpointInfo) -> str:
+    return agent._payload_path(info)
+
+
+def test_round_trip_every_value_kind(agent: AgentCheckpoints) -> None:
+    table = pa.table({"x": [1, 2], "y": ["a", "b"]}).replace_schema_metadata({"k": "v"})
+    fields = {
+        "count": 3,
+        "doc": {"a": [1, None, "x"], "b": 1.5},
+        "blob": b"\x00\x01\x02",
+        "knobs": Knobs(rate=0.5, names=["n"]),
+        "weights": np.arange(12, dtype=np.float32).reshape(3, 4),
+        "mask": np.array([True, False]),
+        "table": table,
+    }
+    assert agent.load_latest() is None
+    epoch = agent.acquire_epoch()
+    info = agent.save(fields, epoch=epoch, agent_class=AGENT_CLASS, extra={"note": "first"})
+    assert info.seq == 1 and info.epoch == epoch and info.agent_class == AGENT_CLASS
+    assert info.schema == {"count": "json", "doc": "json", "blob": "bytes", "knobs": "model",
+                           "weights": "ndarray", "mask": "ndarray", "table": "table"}
+    assert info.created.tzinfo is not None and info.extra == {"note": "first"}
+    loaded = agent.load_latest()
+    assert loaded is not None
+    got_info, got = loaded
+    assert got_info.seq == 1 and got_info.checksum == info.checksum
+    assert got["count"] == 3 and got["doc"] == fields["doc"] and got["blob"] == b"\x00\x01\x02"
+    assert Knobs.model_validate(got["knobs"]) == fields["knobs"]
+    np.testing.assert_array_equal(got["weights"], fields["weights"])
+    got["weights"][0, 0] = -1.0  # restored arrays are writable
+    np.testing.assert_array_equal(got["mask"], fields["mask"])
+    assert got["table"].equals(table) and got["table"].schema.metadata == {b"k": b"v"}
+
+
+def test_manifest_checksum_and_size_describe_the_payload(agent: AgentCheckpoints) -> None:
+    epoch = agent.acquire_epoch()
+    info = agent.save({"a": np.ones(1000)}, epoch=epoch, agent_class=AGENT_CLASS)
+    raw = agent.store.fs.cat_file(_payload_path(agent, info))
+    assert len(raw) == info.size
+    assert hashlib.sha256(raw).hexdigest() == info.checksum
+    assert info.path.endswith(".arrow")
+    assert agent.info(1).model_dump() == {**info.model_dump(), "fenced": False}
+
+
+def test_unsupported_type_is_refused_before_writing(agent: AgentCheckpoints) -> None:
+    epoch = agent.acquire_epoch()
+    with pytest.raises(TypeError, match=r"field 'bad'.*set"):
+        agent.save({"ok": 1, "bad": {1, 2}}, epoch=epoch, agent_class=AGENT_CLASS)
+    assert agent.list() == []
+
+
+def test_seq_increases_and_list_is_oldest_first(agent: AgentCheckpoints) -> None:
+    epoch = agent.acquire_epoch()
+    seqs = [agent.save({"i": i}, epoch=epoch, agent_class=AGENT_CLASS).seq for i in range(4)]
+    assert seqs == [1, 2, 3, 4]
+    assert [info.seq for info in agent.list()] == [1, 2, 3, 4]
+    assert [agent.load(s)["i"] for s in seqs] == [0, 1, 2, 3]
+    with pytest.raises(CheckpointNotFoundError):
+        agent.load(99)
+
+
+def test_existing_checkpoint_is_never_overwritten(agent: AgentCheckpoints) -> None:
+    epoch = agent.acquire_epoch()
+    agent.save({"i": 1}, epoch=epoch, agent_class=AGENT_CLASS)
+    with pytest.raises(FileExistsError):
+        agent._b.create(agent._manifest_path(1), b"{}")
+    with pytest.raises(FileExistsError):
+        agent._b.create(agent._epoch_path(epoch, "claim"), b"{}")
+    assert agent.load(1) == {"i": 1}
+    # A seq taken by someone else (here: a foreign manifest) is skipped, not overwritten.
+    agent._b.create(agent._manifest_path(2), b"not a manifest")
+    info = agent.save({"i": 3}, epoch=epoch, agent_class=AGENT_CLASS)
+    assert info.seq == 3
+    assert agent._b.read_small(agent._manifest_path(2)) == b"not a manifest"
+
+
+def test_retention_keeps_the_newest(store_config: dict[str, Any]) -> None:
+    agent = make_store(store_config, keep_last=3).for_agent("ns", "kept")
+    epoch = agent.acquire_epoch()
+    for i in range(7):
+        agent.save({"i": i, "a": np.full(10, i)}, epoch=epoch, agent_class=AGENT_CLASS)
+    assert [info.seq for info in agent.list()] == [5, 6, 7]
+    payloads = [n for n in agent._b.names(f"{agent._dir}/payloads") if n.endswith(".arrow")]
+    assert len(payloads) == 3
+    loaded = agent.load_latest()
+    assert loaded is not None and loaded[1]["i"] == 6
+
+
+def test_keep_last_none_keeps_all(store_config: dict[str, Any]) -> None:
+    agent = make_store(store_config, keep_last=None).for_agent("ns", "all")
+    epoch = agent.acquire_epoch()
+    for i in range(12):
+        agent.save({"i": i}, epoch=epoch, agent_class=AGENT_CLASS)
+    assert len(agent.list()) == 12
+
+
+def _corrupt_flip(agent: AgentCheckpoints, info: CheckpointInfo) -> None:
+    path = _payload_path(agent, info)
+    data = bytearray(agent.store.fs.cat_file(path))
+    data[len(data) // 2] ^= 0xFF
+    agent.store.fs.pipe_file(path, bytes(data))
+
+
+def _corrupt_truncate(agent: AgentCheckpoints, info: CheckpointInfo) -> None:
+    path = _payload_path(agent, info)
+    data = agent.store.fs.cat_file(path)
+    agent.store.fs.pipe_file(path, data[: len(data) - 100])
+
+
+def _corrupt_delete(agent: AgentCheckpoints, info: CheckpointInfo) -> None:
+    agent.store.fs.rm_file(_payload_path(agent, info))
+
+
+def _corrupt_manifest(agent: AgentCheckpoints, info: CheckpointInfo) -> None:
+    agent.store.fs.pipe_file(agent._manifest_path(info.seq), b'{"truncated": ')
+
+
+@pytest.mark.parametrize("corrupt", [_corrupt_flip, _corrupt_truncate, _corrupt_delete, _corrupt_manifest])
+def test_corrupt_newest_falls_back_with_warning(agent: AgentCheckpoints, corrupt: Any) -> None:
+    epoch = agent.acquire_epoch()
+    agent.save({"i": 1, "a": np.arange(5000)}, epoch=epoch, agent_class=AGENT_CLASS)
+    newest = agent.save({"i": 2, "a": np.arange(5000) * 2}, epoch=epoch, agent_class=AGENT_CLASS)
+    corrupt(agent, newest)
+    with pytest.warns(RuntimeWarning, match=r"seq=2 .*checkpoints/000000000002\.json") as record:
+        loaded = agent.load_latest()
+    assert loaded is not None
+    info, fields = loaded
+    assert info.seq == 1 and fields["i"] == 1
+    np.testing.assert_array_equal(fields["a"], np.arange(5000))
+    assert len(record) == 1
+    if corrupt is not _corrupt_manifest:
+        with pytest.raises(CorruptCheckpointError, match=r"checkpoint 2 payload"):
+            agent.load(2)
+    # The next save goes on after the corrupt one and becomes the newest valid state.
+    assert agent.save({"i": 3}, epoch=epoch, agent_class=AGENT_CLASS).seq == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        latest = agent.load_latest()
+    assert latest is not None and latest[1] == {"i": 3}
+
+
+def test_all_corrupt_gives_none_with_warnings(agent: AgentCheckpoints) -> None:
+    epoch = agent.acquire_epoch()
+    info = agent.save({"i": 1}, epoch=epoch, agent_class=AGENT_CLASS)
+    _corrupt_delete(agent, info)
+    with pytest.warns(RuntimeWarning, match="seq=1"):
+        assert agent.load_latest() is None
+
+
+def _second_copy(config: dict[str, Any], name: str) -> AgentCheckpoints:
+    """The same agent seen from another store object, as another process would."""
+    return make_store(config).for_agent("ns", name)
+
+
+def test_acquire_epoch_is_strictly_increasing(store_config: dict[str, Any]) -> None:
+    copies = [_second_copy(store_config, "epochs") for _ in range(3)]
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def take(copy: AgentCheckpoints) -> None:
+        for _ in range(3):
+            epoch = copy.acquire_epoch()
+            with lock:
+                got.append(epoch)
+
+    threads = [threading.Thread(target=take, args=(c,)) for c in copies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got) == list(range(1, 10))
+    assert copies[0].current_epoch() == 9
+
+
+def test_stale_epoch_writer_is_refused_and_live_state_intact(store_config: dict[str, Any]) -> None:
+    old = _second_copy(store_config, "split")
+    new = _second_copy(store_config, "split")
+    old_epoch = old.acquire_epoch()
+    old.save({"count": 1}, epoch=old_epoch, agent_class=AGENT_CLASS)
+
+    new_epoch = new.acquire_epoch()  # the restarted copy
+    assert new_epoch > old_epoch
+    restored = new.load_latest()
+    assert restored is not None and restored[1] == {"count": 1}
+    new.save({"count": 2}, epoch=new_epoch, agent_class=AGENT_CLASS)
+
+    with pytest.raises(StaleEpochError, match="stale"):
+        old.save({"count": 100}, epoch=old_epoch, agent_class=AGENT_CLASS)
+    latest = new.load_latest()
+    assert latest is not None and latest[1] == {"count": 2} and latest[0].epoch == new_epoch
+    new.save({"count": 3}, epoch=new_epoch, agent_class=AGENT_CLASS)
+    with pytest.raises(StaleEpochError):
+        old.rollback(1, epoch=old_epoch)
+    latest = old.load_latest()  # a stale copy that re-reads also sees the live state
+    assert latest is not None and latest[1] == {"count": 3}
+
+
+def test_write_landing_between_claim_and_start_is_fenced(store_config: dict[str, Any]) -> None:
+    """The stale copy passes its early check, then the new activation claims before the stale create."""
+    old = _second_copy(store_config, "window")
+    new = _second_copy(store_config, "window")
+    old_epoch = old.acquire_epoch()
+    old.save({"count": 1}, epoch=old_epoch, agent_class=AGENT_CLASS)
+
+    new_epoch = new._claim_epoch()  # activation step 1; its start is not recorded yet
+    # The stale copy's check ran before the claim: injected fault = skip its early refusal.
+    old._check_epoch = lambda epoch: None  # type: ignore[method-assign]
+    with pytest.raises(StaleEpochError, match="fenced"):
+        old.save({"count": 100}, epoch=old_epoch, agent_class=AGENT_CLASS)
+    # The write landed (seq 2) before the new activation listed: it restores it, so it stays valid.
+    assert new._record_start(new_epoch) == 2
+    latest = new.load_latest()
+    assert latest is not None and latest[1] == {"count": 100}
+
+    # Same race but the stale create lands after the new activation listed: fenced and never restored.
+    newer = _second_copy(store_config, "window")
+    newer_epoch = newer._claim_epoch()
+    assert newer._record_start(newer_epoch) == 2
+    with pytest.raises(StaleEpochError, match="fenced"):
+        old.save({"count": 200}, epoch=old_epoch, agent_class=AGENT_CLASS)
+    with pytest.raises(StaleEpochError):
+        new._check_epoch = lambda epoch: None  # type: ignore[method-assign]
+        new.save({"count": 300}, epoch=new_epoch, agent_class=AGENT_CLASS)
+    assert [(i.seq, i.fenced) for i in newer.list()] == [(1, False), (2, False), (3, True), (4, True)]
+    latest = newer.load_latest()
+    assert latest is not None and latest[0].seq == 2 and latest[1] == {"count": 100}
+    info = newer.save({"count": 101}, epoch=newer_epoch, agent_class=AGENT_CLASS)
+    assert info.seq == 5
+    latest = newer.load_latest()
+    assert latest is not None and latest[1] == {"count": 101}
+
+
+def test_racing_writers_same_epoch_get_distinct_seqs(agent: AgentCheckpoints) -> None:
+    epoch = agent.acquire_epoch()
+    results: list[tuple[int, int]] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def write(worker: int) -> None:
+        try:
+            for i in range(5):
+                info = agent.save({"worker": worker, "i": i}, epoch=epoch, agent_class=AGENT_CLASS)
+                with lock:
+                    results.append((info.seq, worker * 100 + i))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(seq for seq, _ in results) == list(range(1, 21))
+    for seq, tag in results:
+        fields = agent.load(seq)
+        assert fields["worker"] * 100 + fields["i"] == tag
+
+
+def test_stale_writer_racing_a_restart_never_loses_acknowledged_state(store_config: dict[str, Any]) -> None:
+    old = _second_copy(store_config, "race")
+    new = _second_copy(store_config, "race")
+    old_epoch = old.acquire_epoch()
+    acknowledged: list[int] = []
+    outcome: list[BaseException] = []
+    started = threading.Event()
+
+    def stale_loop() -> None:
+        try:
+            for i in range(1, 1000):
+                old.save({"count": i}, epoch=old_epoch, agent_class=AGENT_CLASS)
+                acknowledged.append(i)
+                started.set()
+        except BaseException as exc:  # noqa: BLE001
+            outcome.append(exc)
+        finally:
+            started.set()
+
+    thread = threading.Thread(target=stale_loop)
+    thread.start()
+    started.wait(timeout=60)
+    new_epoch = new.acquire_epoch()
+    restored = new.load_latest()
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], StaleEpochError)
+    assert restored is not None
+    # Every save the stale copy saw succeed is in the restored state.
+    assert restored[1]["count"] >= max(acknowledged)
+    new.save({"count": -1}, epoch=new_epoch, agent_class=AGENT_CLASS)
+    latest = old.load_latest()
+    assert latest is not None and latest[1] == {"count": -1}
+
+
+def test_save_with_unacquired_epoch_is_refused(agent: AgentCheckpoints) -> None:
+    with pytest.raises(CheckpointError, match="never acquired"):
+        agent.save({"x": 1}, epoch=5, agent_class=AGENT_CLASS)
+
+
+def test_rollback_writes_old_content_as_newest(agent: AgentCheckpoints) -> None:
+    epoch = agent.acquire_epoch()
+    for i in range(3):
+        agent.save({"i": i, "a": np.arange(4) + i}, epoch=epoch, agent_class=AGENT_CLASS)
+    info = agent.rollback(1, epoch=epoch)
+    assert info.seq == 4 and info.extra == {"rollback_of": 1} and info.schema == {"i": "json", "a": "ndarray"}
+    loaded = agent.load_latest()
+    assert loaded is not None and loaded[1]["i"] == 0
+    np.testing.assert_array_equal(loaded[1]["a"], np.arange(4))
+    assert [i.seq for i in agent.list()] == [1, 2, 3, 4]
+    with pytest.raises(CheckpointNotFoundError):
+        agent.rollback(42, epoch=epoch)
+
+
+def test_delete_all(agent: AgentCheckpoints) -> None:
+    epoch = agent.acquire_epoch()
+    agent.save({"i": 1}, epoch=epoch, agent_class=AGENT_CLASS)
+    agent.delete_all()
+    assert agent.list() == [] and agent.load_latest() is None
+    agent.delete_all()  # idempotent
+
+
+def test_store_pickles_config_not_filesystem(store: CheckpointStore) -> None:
+    agent = store.for_agent("ns", "pickled")
+    epoch = agent.acquire_epoch()
+    agent.save({"i": 7}, epoch=epoch, agent_class=AGENT_CLASS)
+    clone = pickle.loads(pickle.dumps(store))
+    assert clone.uri == store.uri and clone.keep_last == store.keep_last
+    assert clone._fs is None
+    loaded = clone.for_agent("ns", "pickled").load_latest()
+    assert loaded is not None and loaded[1] == {"i": 7}
+    assert store.list_agents() == [("ns", "pickled")]
+
+
+@pytest.mark.parametrize("bad", ["", "../x", "a/b", ".hidden", "x" * 300])
+def test_unsafe_agent_names_are_refused(store: CheckpointStore, bad: str) -> None:
+    with pytest.raises(ValueError, match="storage path"):
+        store.for_agent("ns", bad)
+
+
+def test_lz4_store_round_trips(store_config: dict[str, Any]) -> None:
+    store = CheckpointStore(store_config["uri"], store_config["storage_options"], compression="lz4")
+    agent = store.for_agent("ns", "packed")
+    epoch = agent.acquire_epoch()
+    info = agent.save({"a": np.zeros(100_000)}, epoch=epoch, agent_class=AGENT_CLASS)
+    assert info.compression == "lz4" and info.size < 100_000
+    loaded = agent.load_latest()
+    assert loaded is not None
+    np.testing.assert_array_equal(loaded[1]["a"], np.zeros(100_000))
+
+
+@pytest.mark.timeout(60)
+def test_unreachable_s3_fails_fast_with_typed_error(s3_server: Any) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once the block ends
+    options = {**s3_server.storage_options,
+               "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1"}}
+    store = CheckpointStore("s3://nobucket/ckpt", options)
+    agent = store.for_agent("ns", "down")
+    for call in (agent.acquire_epoch, agent.load_latest, agent.list):
+        with pytest.raises(StorageUnavailableError, match=rf"s3://nobucket/ckpt.*127\.0\.0\.1:{port}") as info:
+            call()
+        assert info.value.__cause__ is not None
+    with pytest.raises(StorageUnavailableError):
+        agent.save({"i": 1}, epoch=1, agent_class=AGENT_CLASS)
+
+
+def test_unwritable_local_storage_is_a_typed_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"not a directory")
+    agent = CheckpointStore(f"file://{blocker}/ckpt").for_agent("ns", "blocked")
+    with pytest.raises(StorageUnavailableError, match="acquire epoch"):
+        agent.acquire_epoch()
