@@ -599,21 +599,29 @@ class AgentCheckpoints:
             StorageUnavailableError: The storage failed.
         """
         with self._guard("acquire epoch"):
-            for _ in range(100):
-                epoch = max(self._epochs(), default=0) + 1
-                claim = json.dumps({"epoch": epoch, "created": _now().isoformat(), "pid": os.getpid()})
-                try:
-                    self._b.create(self._epoch_path(epoch, "claim"), claim.encode())
-                except FileExistsError:
-                    continue
-                break
-            else:  # pragma: no cover - 100 lost races in a row
-                raise CheckpointError(f"could not claim an epoch for {self.namespace}/{self.name}")
-            start = self._newest_valid_seq(self._epochs())
-            record = json.dumps({"epoch": epoch, "start": start, "created": _now().isoformat()})
-            self._b.create(self._epoch_path(epoch, "start"), record.encode())
-            logger.info("agent %s/%s: epoch %d starts from checkpoint %d", self.namespace, self.name, epoch, start)
+            epoch = self._claim_epoch()
+            self._record_start(epoch)
             return epoch
+
+    def _claim_epoch(self) -> int:
+        """Step 1 of an activation: exclusively creates the claim of the next epoch."""
+        for _ in range(100):
+            epoch = max(self._epochs(), default=0) + 1
+            claim = json.dumps({"epoch": epoch, "created": _now().isoformat(), "pid": os.getpid()})
+            try:
+                self._b.create(self._epoch_path(epoch, "claim"), claim.encode())
+            except FileExistsError:
+                continue
+            return epoch
+        raise CheckpointError(f"could not claim an epoch for {self.namespace}/{self.name}")  # pragma: no cover
+
+    def _record_start(self, epoch: int) -> int:
+        """Step 2 (after the claim): records the newest valid seq at this moment as the restore point."""
+        start = self._newest_valid_seq(self._epochs())
+        record = json.dumps({"epoch": epoch, "start": start, "created": _now().isoformat()})
+        self._b.create(self._epoch_path(epoch, "start"), record.encode())
+        logger.info("agent %s/%s: epoch %d starts from checkpoint %d", self.namespace, self.name, epoch, start)
+        return start
 
     def current_epoch(self) -> int:
         """The newest epoch claimed so far (0 if none)."""

@@ -292,7 +292,8 @@ def test_write_landing_between_claim_and_start_is_fenced(store_config: dict[str,
     assert latest is not None and latest[1] == {"count": 101}
 
 
-def test_racing_writers_same_epoch_get_distinct_seqs(agent: AgentCheckpoints) -> None:
+def test_racing_writers_same_epoch_get_distinct_seqs(store_config: dict[str, Any]) -> None:
+    agent = make_store(store_config, keep_last=None).for_agent("ns", "racers")
     epoch = agent.acquire_epoch()
     results: list[tuple[int, int]] = []
     errors: list[BaseException] = []
