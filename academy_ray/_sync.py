@@ -14,7 +14,7 @@ _loop: asyncio.AbstractEventLoop | None = None
 
 
 def _background_loop() -> asyncio.AbstractEventLoop:
-    global _loop  # noqa: PLW0603
+    global _loop
     with _lock:
         if _loop is None or _loop.is_closed():
             loop = asyncio.new_event_loop()

@@ -65,7 +65,7 @@ def loop(method: LoopMethod[AgentT]) -> LoopMethod[AgentT]:
     if not inspect.iscoroutinefunction(method):
         raise TypeError(f'Loop method "{method.__name__}" must be "async def".')
     params = list(inspect.signature(method).parameters)
-    if len(params) != 2:  # noqa: PLR2004
+    if len(params) != 2:
         raise TypeError(
             f'Loop method "{method.__name__}" must have the signature '
             f"(self, shutdown: asyncio.Event), not ({', '.join(params)})"
@@ -74,7 +74,9 @@ def loop(method: LoopMethod[AgentT]) -> LoopMethod[AgentT]:
     return method
 
 
-def event(name: str) -> Callable[[Callable[[AgentT], Coroutine[Any, Any, None]]], LoopMethod[AgentT]]:
+def event(
+    name: str,
+) -> Callable[[Callable[[AgentT], Coroutine[Any, Any, None]]], LoopMethod[AgentT]]:
     """Makes ``async def f(self)`` a loop that runs each time the `asyncio.Event` attribute ``name`` is set.
 
     The event is cleared after each run.
@@ -130,7 +132,7 @@ def timer(
             while not shutdown.is_set():
                 try:
                     await asyncio.wait_for(shutdown.wait(), timeout=seconds)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     await method(self)
 
         setattr(_timer_loop, _METHOD_KIND, "loop")
@@ -222,7 +224,9 @@ class Agent:
         """Asks the agent to shut down: loops see their ``shutdown`` event set, then the agent exits."""
         self.agent_context.shutdown_event.set()
 
-    async def agent_run_sync(self, function: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    async def agent_run_sync(
+        self, function: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
         """Runs a blocking function in the agent's thread pool so loops and actions keep running.
 
         Like Academy's, this cannot cancel the function once it has started.

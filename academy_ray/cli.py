@@ -84,7 +84,9 @@ def _jsonable(value: Any) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``academy-ray`` command."""
     parser = argparse.ArgumentParser(prog="academy-ray", description=__doc__)
-    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS", "auto"), help="Ray cluster")
+    parser.add_argument(
+        "--address", default=os.environ.get("RAY_ADDRESS", "auto"), help="Ray cluster"
+    )
     parser.add_argument("--namespace", default=default_namespace(), help="agents' Ray namespace")
     sub = parser.add_subparsers(dest="command", required=True)
     listing = sub.add_parser("list", help="agents with status, node and since when")

@@ -61,7 +61,9 @@ def translate_error(error: BaseException, name: str, namespace: str) -> BaseExce
             lookup_actor(name, namespace)
         except AgentNotFoundError:
             return AgentTerminatedError(name, "the agent has stopped or its process died for good")
-        return AgentUnavailableError(name, "its process died during the call; it is being restarted")
+        return AgentUnavailableError(
+            name, "its process died during the call; it is being restarted"
+        )
     if isinstance(error, GetTimeoutError):
         return ActionTimeoutError(f"call to agent {name!r} timed out")
     return error
@@ -96,7 +98,10 @@ class Handle(Generic[AgentT]):
         return f"Handle({self.name!r}, namespace={self.namespace!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Handle) and (other.name, other.namespace) == (self.name, self.namespace)
+        return isinstance(other, Handle) and (other.name, other.namespace) == (
+            self.name,
+            self.namespace,
+        )
 
     def __hash__(self) -> int:
         return hash((self.name, self.namespace))
@@ -152,7 +157,7 @@ class Handle(Generic[AgentT]):
             if self.timeout is None:
                 return await ref
             return await asyncio.wait_for(asyncio.shield(ref), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             ray.cancel(ref)
             raise ActionTimeoutError(
                 f"call to agent {self.name!r} did not return within {self.timeout} s; it was cancelled"

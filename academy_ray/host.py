@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import ray
@@ -34,7 +34,9 @@ class AgentHost:
         self._tasks: set[asyncio.Task[None]] = set()
         context = ray.get_runtime_context()
         self._node_id = context.get_node_id()
-        with warnings.catch_warnings():  # Ray 2.60 warns about its own use of a deprecated property here
+        with (
+            warnings.catch_warnings()
+        ):  # Ray 2.60 warns about its own use of a deprecated property here
             warnings.simplefilter("ignore")
             self._restarted = bool(context.was_current_actor_reconstructed)
             self._self_actor = context.current_actor
@@ -116,9 +118,8 @@ class AgentHost:
             status=runner.status,
             node_id=self._node_id,
             pid=os.getpid(),
-            since=datetime.fromtimestamp(runner.since, tz=timezone.utc),
+            since=datetime.fromtimestamp(runner.since, tz=UTC),
             restarted=self._restarted,
             error=runner.error,
             actions=sorted(runner.agent_class.agent_actions()),
         )
-

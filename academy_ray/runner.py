@@ -60,7 +60,7 @@ class AgentRunner:
         """Starts the agent, runs its loops until shutdown is requested, then shuts it down."""
         try:
             await self._start()
-        except BaseException as error:  # noqa: BLE001 - reported to launch() and to every caller
+        except BaseException as error:
             self._startup_error = error
             self._set_status("failed", f"startup failed: {type(error).__name__}: {error}")
             logger.exception("agent %r failed to start", self.spec.name)
@@ -145,7 +145,7 @@ class AgentRunner:
                 try:
                     await asyncio.wait_for(self._shutdown_event.wait(), timeout=delay)
                     return
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     delay = min(delay * 2, LOOP_RESTART_BACKOFF_S[1])
 
     # ---- actions ------------------------------------------------------------------------------------------
@@ -179,7 +179,9 @@ class AgentRunner:
             )
         validator = self._validators.get(action)
         if validator is None:
-            validator = ActionValidator(self.spec.name, action, self.agent_class.agent_actions()[action])
+            validator = ActionValidator(
+                self.spec.name, action, self.agent_class.agent_actions()[action]
+            )
             self._validators[action] = validator
         args, kwargs = validator(self.agent, args, kwargs)
         try:

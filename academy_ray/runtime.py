@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import os
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import ray
 
@@ -36,7 +37,7 @@ _host_actor_class: Any = None
 
 
 def _remote_host() -> Any:
-    global _host_actor_class  # noqa: PLW0603
+    global _host_actor_class
     if _host_actor_class is None:
         _host_actor_class = ray.remote(AgentHost)
     return _host_actor_class
@@ -84,13 +85,13 @@ class Runtime:
             ray.shutdown()
         self._owns_ray = False
 
-    async def __aenter__(self) -> Runtime:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
 
-    def __enter__(self) -> Runtime:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -195,7 +196,7 @@ class Runtime:
         found = await asyncio.gather(*(self._describe(name) for name in names))
         return [info for infos in found for info in infos]
 
-    async def _describe(self, name: str) -> list[AgentInfo]:
+    async def _describe(self, name: str) -> builtins.list[AgentInfo]:
         try:
             actor = lookup_actor(name, self.namespace)
         except AgentNotFoundError:
@@ -203,11 +204,11 @@ class Runtime:
         if not hasattr(actor, "agent_info"):
             return []  # a named actor that is not an agent host
         try:
-            infos: list[AgentInfo] = await asyncio.wait_for(
+            infos: builtins.list[AgentInfo] = await asyncio.wait_for(
                 asyncio.ensure_future(actor.agent_info.remote()), LIST_TIMEOUT_S
             )
             return infos
-        except (asyncio.TimeoutError, ray.exceptions.RayError) as error:
+        except (TimeoutError, ray.exceptions.RayError) as error:
             return [
                 AgentInfo(
                     name=name,
@@ -230,7 +231,7 @@ class Runtime:
         actor = lookup_actor(name, self.namespace)
         try:
             await asyncio.wait_for(asyncio.ensure_future(actor.agent_stop.remote(name)), timeout)
-        except (asyncio.TimeoutError, ray.exceptions.RayError) as error:
+        except (TimeoutError, ray.exceptions.RayError) as error:
             logger.warning("agent %r did not shut down cleanly (%s); killing it", name, error)
         ray.kill(actor, no_restart=True)
 

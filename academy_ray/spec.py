@@ -64,7 +64,7 @@ class AgentSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name_is_usable(cls, value: str) -> str:
-        if not value or len(value) > 200 or not value.isprintable() or "/" in value:  # noqa: PLR2004
+        if not value or len(value) > 200 or not value.isprintable() or "/" in value:
             raise ValueError("agent names are 1-200 printable characters without '/'")
         return value
 
@@ -74,7 +74,7 @@ class AgentSpec(BaseModel):
         from academy_ray.agent import Agent
 
         if not (isinstance(value, type) and issubclass(value, Agent)):
-            raise ValueError(f"{value!r} is not a subclass of academy_ray.Agent")
+            raise ValueError(f"{value!r} is not a subclass of academy_ray.Agent")  # noqa: TRY004 (pydantic)
         return value
 
 

@@ -88,7 +88,9 @@ class ActionValidator:
                 else:
                     arguments[name] = adapter.validate_python(value)
             except pydantic.ValidationError as error:
-                raise ActionArgumentError(self.agent, self.action, name, _first_problem(error)) from None
+                raise ActionArgumentError(
+                    self.agent, self.action, name, _first_problem(error)
+                ) from None
         return bound.args[1:], bound.kwargs
 
 

@@ -92,7 +92,8 @@ async def run(rounds: int) -> dict[str, Any]:
     for name, values in rates.items():
         results[f"{name}.actions_per_s_100_in_flight"] = statistics.median(values)
     results["ratio.throughput"] = (
-        results["academy_ray.actions_per_s_100_in_flight"] / results["plain_ray.actions_per_s_100_in_flight"]
+        results["academy_ray.actions_per_s_100_in_flight"]
+        / results["plain_ray.actions_per_s_100_in_flight"]
     )
     await rt.stop("echo")
     ray.kill(plain_actor)

@@ -65,9 +65,13 @@ async def main() -> None:
     async with Runtime(namespace="quickstart") as rt:
         tracker = await rt.launch(Tracker, name="tracker", get_if_exists=True)
         scorer = await rt.launch(Scorer, args=(tracker,), name="scorer", get_if_exists=True)
-        generator = await rt.launch(Generator, args=(scorer,), kwargs={"budget": 20}, name="generator")
+        generator = await rt.launch(
+            Generator, args=(scorer,), kwargs={"budget": 20}, name="generator"
+        )
         for info in await rt.list():
-            print(f"{info.name:10s} {info.agent_class:32s} {info.status:8s} node {info.node_id[:8] if info.node_id else '?'}")
+            print(
+                f"{info.name:10s} {info.agent_class:32s} {info.status:8s} node {info.node_id[:8] if info.node_id else '?'}"
+            )
         await rt.wait([generator], timeout=120)
         for score, candidate in await tracker.top():
             print(f"best: {candidate}  score {score:.3f}")

@@ -29,7 +29,9 @@ def ray_local() -> Iterator[None]:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=LOCAL_RAY_CPUS, include_dashboard=False, log_to_driver=False)
+        ray.init(
+            address="local", num_cpus=LOCAL_RAY_CPUS, include_dashboard=False, log_to_driver=False
+        )
     yield
     ray.shutdown()
 
@@ -40,7 +42,9 @@ def local_ray(ray_local: None) -> None:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=LOCAL_RAY_CPUS, include_dashboard=False, log_to_driver=False)
+        ray.init(
+            address="local", num_cpus=LOCAL_RAY_CPUS, include_dashboard=False, log_to_driver=False
+        )
 
 
 @pytest.fixture
@@ -67,8 +71,16 @@ def _wait_for_port(port: int, timeout: float) -> None:
 
 # Every port `weed mini` opens, each set to a free one so that several servers can run side by side.
 _WEED_PORT_FLAGS = (
-    "admin.port", "admin.port.grpc", "debug.port", "filer.port", "filer.port.grpc", "master.port",
-    "master.port.grpc", "volume.port", "volume.port.grpc", "webdav.port",
+    "admin.port",
+    "admin.port.grpc",
+    "debug.port",
+    "filer.port",
+    "filer.port.grpc",
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "webdav.port",
 )
 
 

@@ -74,7 +74,10 @@ async def test_event_and_timer_loops_run_and_stop() -> None:
 
     probe = Probe()
     shutdown = asyncio.Event()
-    tasks = [asyncio.ensure_future(probe.on_flag(shutdown)), asyncio.ensure_future(probe.on_tick(shutdown))]
+    tasks = [
+        asyncio.ensure_future(probe.on_flag(shutdown)),
+        asyncio.ensure_future(probe.on_tick(shutdown)),
+    ]
     probe.flag.set()
     await asyncio.sleep(0.1)
     shutdown.set()

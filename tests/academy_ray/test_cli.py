@@ -13,13 +13,28 @@ from tests.academy_ray.test_detached import REPO, run_driver
 def _cli(address: str, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0", "COLUMNS": "200"}
     return subprocess.run(
-        [sys.executable, "-m", "academy_ray.cli", "--address", address, "--namespace", namespace, *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "academy_ray.cli",
+            "--address",
+            address,
+            "--namespace",
+            namespace,
+            *args,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
 def test_list_call_stop(standalone_cluster: str, namespace: str) -> None:
-    run_driver(standalone_cluster, namespace, 'await rt.launch(Counter, args=(3,), name="cli-agent")')
+    run_driver(
+        standalone_cluster, namespace, 'await rt.launch(Counter, args=(3,), name="cli-agent")'
+    )
     listed = _cli(standalone_cluster, namespace, "list", "--json")
     assert listed.returncode == 0, listed.stderr[-2000:]
     [info] = json.loads(listed.stdout)

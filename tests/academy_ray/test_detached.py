@@ -8,15 +8,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 
 
 def run_driver(address: str, namespace: str, body: str) -> str:
     """Runs ``body`` inside ``async def main()`` of a new driver process with ``rt`` connected; its stdout."""
-    script = textwrap.dedent(
-        f"""
+    script = (
+        textwrap.dedent(
+            f"""
         import asyncio
         from academy_ray import Runtime
         from tests.academy_ray.agents import Counter
@@ -24,17 +23,27 @@ def run_driver(address: str, namespace: str, body: str) -> str:
         async def main():
             rt = Runtime(address={address!r}, namespace={namespace!r})
         """
-    ) + textwrap.indent(textwrap.dedent(body), " " * 4) + "\nasyncio.run(main())\n"
+        )
+        + textwrap.indent(textwrap.dedent(body), " " * 4)
+        + "\nasyncio.run(main())\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     done = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
 
-def test_agent_survives_its_driver_and_is_reattached(standalone_cluster: str, namespace: str) -> None:
+def test_agent_survives_its_driver_and_is_reattached(
+    standalone_cluster: str, namespace: str
+) -> None:
     first = run_driver(
         standalone_cluster,
         namespace,

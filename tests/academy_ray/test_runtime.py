@@ -54,7 +54,9 @@ async def test_launch_call_and_concurrent_timer(rt: Runtime) -> None:
 async def test_actions_run_concurrently_and_blocking_code_does_not_freeze(rt: Runtime) -> None:
     counter = await rt.launch(Counter, name="concurrent")
     start = time.monotonic()
-    results = await asyncio.gather(counter.sleep(0.5), counter.sleep(0.5), counter.block(0.5), counter.get())
+    results = await asyncio.gather(
+        counter.sleep(0.5), counter.sleep(0.5), counter.block(0.5), counter.get()
+    )
     assert results == ["slept", "slept", 0.5, 0]
     assert time.monotonic() - start < 1.4  # not 1.5 s of serialised calls
 
@@ -144,7 +146,9 @@ async def test_crashed_agent_is_restarted_by_ray(rt: Runtime) -> None:
         await asyncio.wait_for(counter.crash(), 30)
     info = await asyncio.wait_for(counter.info(), 60)
     assert info.status == "running" and info.restarted and info.pid != pid
-    assert await counter.get() == 1  # in-memory state is gone without a checkpoint: back to __init__
+    assert (
+        await counter.get() == 1
+    )  # in-memory state is gone without a checkpoint: back to __init__
 
 
 async def test_caller_cancellation_cancels_remote_action(rt: Runtime) -> None:
@@ -261,7 +265,9 @@ async def test_list_reports_class_status_node(rt: Runtime) -> None:
 
 
 async def test_fifty_agents_launch_and_stop_cleanly(rt: Runtime) -> None:
-    handles = await asyncio.gather(*(rt.launch(Counter, args=(i,), name=f"many-{i}") for i in range(50)))
+    handles = await asyncio.gather(
+        *(rt.launch(Counter, args=(i,), name=f"many-{i}") for i in range(50))
+    )
     assert await asyncio.gather(*(h.add(1) for h in handles)) == [i + 1 for i in range(50)]
     assert len(await rt.list()) == 50
     await asyncio.gather(*(rt.stop(h) for h in handles))

@@ -12,11 +12,13 @@ from academy_ray.validation import ActionValidator
 from tests.academy_ray.agents import Point
 
 
-async def typed(self: Any, n: int, point: Point, *values: float, tag: str = "t", **extra: int) -> None:
+async def typed(
+    self: Any, n: int, point: Point, *values: float, tag: str = "t", **extra: int
+) -> None:
     """An action-shaped function with every kind of parameter."""
 
 
-async def untyped(self, a, b=2):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN202
+async def untyped(self, a, b=2):  # type: ignore[no-untyped-def]
     """No annotations at all."""
 
 
