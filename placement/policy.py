@@ -93,6 +93,9 @@ class LocalityWeights(BaseModel):
             only while some node without GPUs can fit it (keeps scarce GPU nodes for GPU work).
         gpu_fit: Weight of the fraction of a GPU node's GPUs left idle after placing a GPU demand
             (best fit: fill partly used GPU nodes first, keep whole ones for large demands).
+        sample_nodes: On clusters with more fitting nodes than this, score only the nodes that
+            hold some of the demand's bytes plus this many sampled at random from the rest (the
+            idea of Kubernetes' ``percentageOfNodesToScore``); 0 scores every node.
     """
 
     bandwidth_bytes_per_s: float = Field(default=1.25e9, gt=0)
@@ -100,6 +103,7 @@ class LocalityWeights(BaseModel):
     load: float = Field(default=1.0, ge=0)
     gpu_guard: float = Field(default=5.0, ge=0)
     gpu_fit: float = Field(default=0.5, ge=0)
+    sample_nodes: int = Field(default=1024, ge=0)
 
 
 class LocalityPolicy:
@@ -107,39 +111,48 @@ class LocalityPolicy:
 
     ``score = -transfer * missing_bytes / bandwidth - load * utilisation_after
     - gpu_guard * [CPU-only demand on a GPU node while CPU nodes have room]
-    - gpu_fit * idle_gpu_fraction_after`` (the last for GPU demands only). All nodes that fit are
-    scored in one numpy pass, so a decision over 10,000 nodes takes well under a millisecond.
+    - gpu_fit * idle_gpu_fraction_after`` (the last for GPU demands only). The fitting nodes are
+    scored in one numpy pass; above ``weights.sample_nodes`` fitting nodes only the holders of the
+    demand's bytes and a random sample of the others are scored, so a decision stays well under a
+    millisecond at 10,000 nodes.
     """
 
     name = "locality"
 
-    def __init__(self, weights: LocalityWeights | None = None) -> None:
+    def __init__(self, weights: LocalityWeights | None = None, seed: int = 0) -> None:
         self.weights = weights or LocalityWeights()
+        self._rng = np.random.default_rng(seed)
 
     def rank(self, demand: Demand, table: NodeTable, inventory: Inventory, k: int = 3) -> list[Candidate]:
-        fits = table.feasible_now(demand)
-        if not fits.any():
-            return []
         n = len(table)
+        fits = table.feasible_now(demand)
+        rows = np.flatnonzero(fits)
+        if rows.size == 0:
+            return []
         w = self.weights
         local_all, total = _locality(demand, table, inventory)
-        local = np.minimum(local_all, total)
+        gpu_total = table.gpu_total[:n]
+        guard_on = demand.gpus <= 0 and bool((fits & (gpu_total <= 0)).any())
+        if 0 < w.sample_nodes < rows.size:
+            # Candidate pre-filtering: every fitting node holding some of the bytes, plus a
+            # random sample of the others (each decision is then O(sample), not O(nodes)).
+            holders = np.flatnonzero(fits & (local_all > 0))
+            sample = rows[self._rng.integers(0, rows.size, w.sample_nodes)]
+            rows = np.unique(np.concatenate([holders, sample]))
+        local = np.minimum(local_all[rows], total)
         missing = total - local
         t_transfer = (-w.transfer / w.bandwidth_bytes_per_s) * missing
-        t_load = -w.load * _utilisation_after(demand, table)
-        has_gpu = table.gpu_total[:n] > 0
+        t_load = -w.load * _utilisation_after(demand, table, rows)
         if demand.gpus <= 0:
-            guard_on = bool((fits & ~has_gpu).any())
-            t_gpu = -w.gpu_guard * has_gpu if guard_on else np.zeros(n)
+            t_gpu = -w.gpu_guard * (gpu_total[rows] > 0) if guard_on else np.zeros(rows.size)
             gpu_name = "gpu_guard"
         else:
-            t_gpu = -w.gpu_fit * (table.gpu_free[:n] - demand.gpus) / np.maximum(table.gpu_total[:n], 1e-9)
+            t_gpu = -w.gpu_fit * (table.gpu_free[rows] - demand.gpus) / np.maximum(gpu_total[rows], 1e-9)
             gpu_name = "gpu_fit"
         score = t_transfer + t_load + t_gpu
-        score[~fits] = -np.inf
         return [
             Candidate(
-                node_id=table.ids[j],
+                node_id=table.ids[rows[j]],
                 score=float(score[j]),
                 terms={"transfer": float(t_transfer[j]), "load": float(t_load[j]), gpu_name: float(t_gpu[j])},
                 local_bytes=int(local[j]),
