@@ -670,6 +670,19 @@ class AgentCheckpoints:
         return self._commit(encoded, encoded.schema, epoch=epoch, agent_class=agent_class,
                             extra=dict(extra or {}), compression=self.store.compression)
 
+    def save_encoded(
+        self,
+        encoded: EncodedState,
+        *,
+        epoch: int,
+        agent_class: str,
+        extra: dict[str, Any] | None = None,
+    ) -> CheckpointInfo:
+        """Like :meth:`save`, for state already encoded with ``encode_state_segments`` (e.g. on the agent's
+        event loop, so that the snapshot is consistent, while this write runs in a thread)."""
+        return self._commit(encoded, encoded.schema, epoch=epoch, agent_class=agent_class,
+                            extra=dict(extra or {}), compression=self.store.compression)
+
     def _commit(
         self,
         payload: EncodedState | bytes,
