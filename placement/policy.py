@@ -43,25 +43,28 @@ class Policy(Protocol):
         ...
 
 
-def _utilisation_after(demand: Demand, table: NodeTable, rows: np.ndarray | None = None) -> np.ndarray:
+def _utilisation_after(
+    demand: Demand, table: NodeTable, rows: np.ndarray | None = None, include_gpu: bool = True
+) -> np.ndarray:
     """Critical-resource utilisation (max over CPU, GPU, memory) after placing ``demand``.
 
-    Computed on whole contiguous columns (fast), then restricted to ``rows`` if given.
+    Only resources the demand asks for count, CPU always. Computed on ``rows`` (all if None).
     """
-    n = len(table)
-    util = np.zeros(n)
+    sel = slice(0, len(table)) if rows is None else rows
+    util: np.ndarray | None = None
     for total, free, need in (
         (table.cpu_total, table.cpu_free, demand.cpus),
-        (table.gpu_total, table.gpu_free, demand.gpus),
+        (table.gpu_total, table.gpu_free, demand.gpus if include_gpu else 0.0),
         (table.mem_total, table.mem_free, float(demand.memory_bytes)),
     ):
-        tot = total[:n]
         if need <= 0 and total is not table.cpu_total:
-            continue  # resources the demand does not use do not change; CPU always counts
-        frac = 1.0 - (free[:n] - need) / np.maximum(tot, 1e-12)
+            continue
+        tot = total[sel]
+        frac = 1.0 - (free[sel] - need) / np.maximum(tot, 1e-12)
         frac[tot <= 0] = 0.0
-        np.maximum(util, frac, out=util)
-    return util if rows is None else util[rows]
+        util = frac if util is None else np.maximum(util, frac)
+    assert util is not None
+    return util
 
 
 def _locality(demand: Demand, table: NodeTable, inventory: Inventory) -> tuple[np.ndarray, int]:
@@ -88,7 +91,8 @@ class LocalityWeights(BaseModel):
             (default 1.25 GB/s, i.e. 10 Gbit/s).
         transfer: Weight of the transfer time of the bytes not already local (per second).
         load: Weight of the node's critical-resource utilisation after placement (0..1), the
-            load-balancing term: 1.0 means a full node costs as much as 1 s of transfer.
+            load-balancing term: 1.0 means a full node costs as much as 1 s of transfer. Only the
+            resources the demand asks for count; for a GPU demand GPUs are left to ``gpu_fit``.
         gpu_guard: Penalty for putting a demand that needs no GPU on a node that has GPUs, applied
             only while some node without GPUs can fit it (keeps scarce GPU nodes for GPU work).
         gpu_fit: Weight of the fraction of a GPU node's GPUs left idle after placing a GPU demand
@@ -142,7 +146,8 @@ class LocalityPolicy:
         local = np.minimum(local_all[rows], total)
         missing = total - local
         t_transfer = (-w.transfer / w.bandwidth_bytes_per_s) * missing
-        t_load = -w.load * _utilisation_after(demand, table, rows)
+        # GPU packing is gpu_fit's job: a GPU demand's load term looks at CPU and memory only.
+        t_load = -w.load * _utilisation_after(demand, table, rows, include_gpu=demand.gpus <= 0)
         if demand.gpus <= 0:
             t_gpu = -w.gpu_guard * (gpu_total[rows] > 0) if guard_on else np.zeros(rows.size)
             gpu_name = "gpu_guard"
