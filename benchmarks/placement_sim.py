@@ -37,7 +37,9 @@ def run(sizes: list[int], agents_per_node: float, endpoints_per_node: float, see
         for trace in traces:
             for name in POLICIES:
                 gc.collect()
-                m = simulate(build_cluster(spec), trace, make_policy(name), spec.bandwidth_bytes_per_s)
+                m = simulate(
+                    build_cluster(spec), trace, make_policy(name), spec.bandwidth_bytes_per_s
+                )
                 results.append(m.model_dump())
     return {"results": results}
 
@@ -49,10 +51,13 @@ def goals(results: list[dict]) -> dict:
         out["misplaced_gpu_total"] += r["misplaced_gpu"]
         if trace == "stateful" and policy == "locality":
             base = by[(nodes, trace, "ray-default")]["bytes_moved"]
-            out["stateful_bytes_reduction_vs_ray_default"][str(nodes)] = 1 - r["bytes_moved"] / base if base else 0.0
+            out["stateful_bytes_reduction_vs_ray_default"][str(nodes)] = (
+                1 - r["bytes_moved"] / base if base else 0.0
+            )
     big = max(n for n, _, _ in by)
     out["locality_decision_ms_median_at_max_nodes"] = max(
-        r["decision_ms_median"] for (n, _, p), r in by.items() if n == big and p == "locality")
+        r["decision_ms_median"] for (n, _, p), r in by.items() if n == big and p == "locality"
+    )
     out["max_nodes"] = big
     out["ok_bytes"] = all(v >= 0.5 for v in out["stateful_bytes_reduction_vs_ray_default"].values())
     out["ok_misplaced"] = out["misplaced_gpu_total"] == 0
@@ -61,11 +66,15 @@ def goals(results: list[dict]) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    head = (f"{'nodes':>6} {'trace':<8} {'policy':<12} {'acts':>6} {'GB moved':>9} {'vs ray':>7} "
-            f"{'delay med s':>11} {'delay p99 s':>11} {'GPU util':>8} {'misGPU':>6} {'GPUblk':>6} "
-            f"{'CPU@GPU':>7} {'dec med ms':>10} {'dec p99 ms':>10}")
+    head = (
+        f"{'nodes':>6} {'trace':<8} {'policy':<12} {'acts':>6} {'GB moved':>9} {'vs ray':>7} "
+        f"{'delay med s':>11} {'delay p99 s':>11} {'GPU util':>8} {'misGPU':>6} {'GPUblk':>6} "
+        f"{'CPU@GPU':>7} {'dec med ms':>10} {'dec p99 ms':>10}"
+    )
     lines = [head, "-" * len(head)]
-    base = {(r["nodes"], r["trace"]): r["bytes_moved"] for r in results if r["policy"] == "ray-default"}
+    base = {
+        (r["nodes"], r["trace"]): r["bytes_moved"] for r in results if r["policy"] == "ray-default"
+    }
     for r in results:
         b = base.get((r["nodes"], r["trace"])) or 1
         lines.append(
@@ -73,12 +82,15 @@ def table(results: list[dict]) -> str:
             f"{r['bytes_moved'] / 1e9:>9.1f} {r['bytes_moved'] / b:>7.2f} {r['start_delay_median_s']:>11.3f} "
             f"{r['start_delay_p99_s']:>11.1f} {r['gpu_utilisation']:>8.3f} {r['misplaced_gpu']:>6} "
             f"{r['gpu_blocked_by_cpu']:>6} {r['cpu_on_gpu_nodes']:>7} {r['decision_ms_median']:>10.3f} "
-            f"{r['decision_ms_p99']:>10.3f}")
+            f"{r['decision_ms_p99']:>10.3f}"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--agents-per-node", type=float, default=1.5)
     parser.add_argument("--endpoints-per-node", type=float, default=0.1)
@@ -87,7 +99,11 @@ def main() -> None:
     t0 = time.perf_counter()
     out = run(args.sizes, args.agents_per_node, args.endpoints_per_node, args.seed)
     out["goals"] = goals(out["results"])
-    out["config"] = {**vars(args), "cluster": ClusterSpec().model_dump(), "wall_s": time.perf_counter() - t0}
+    out["config"] = {
+        **vars(args),
+        "cluster": ClusterSpec().model_dump(),
+        "wall_s": time.perf_counter() - t0,
+    }
     print(table(out["results"]))
     print(json.dumps(out, indent=1))
 

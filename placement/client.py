@@ -24,14 +24,19 @@ class PlacementClient:
         poll_s: Node-watch / queue-retry period used when the controller is created.
     """
 
-    def __init__(self, namespace: str, name: str = CONTROLLER_NAME, policy: str = "locality",
-                 poll_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        namespace: str,
+        name: str = CONTROLLER_NAME,
+        policy: str = "locality",
+        poll_s: float = 0.5,
+    ) -> None:
         import ray
 
         self.namespace = namespace
         self.name = name
-        actor_cls = ray.remote(PlacementController)
-        self._actor = actor_cls.options(  # type: ignore[attr-defined]
+        actor_cls: Any = ray.remote(PlacementController)
+        self._actor: Any = actor_cls.options(
             name=name,
             namespace=namespace,
             lifetime="detached",
@@ -49,33 +54,35 @@ class PlacementClient:
         return self._actor
 
     # ------------------------------------------------------------------ async
-    async def place(self, demand: Demand, launcher: Launcher, timeout: float | None = None) -> Decision:
+    async def place(
+        self, demand: Demand, launcher: Launcher, timeout: float | None = None
+    ) -> Decision:
         """See :meth:`PlacementController.place`; the launcher runs inside the controller."""
-        return await self._actor.place.remote(demand, launcher, timeout)  # type: ignore[no-any-return]
+        return await self._actor.place.remote(demand, launcher, timeout)
 
     async def release(self, name: str) -> bool:
         """See :meth:`PlacementController.release`."""
-        return await self._actor.release.remote(name)  # type: ignore[no-any-return]
+        return await self._actor.release.remote(name)
 
     async def explain(self, name: str) -> Decision | None:
         """See :meth:`PlacementController.explain`."""
-        return await self._actor.explain.remote(name)  # type: ignore[no-any-return]
+        return await self._actor.explain.remote(name)
 
     async def decisions(self) -> list[Decision]:
         """See :meth:`PlacementController.decisions`."""
-        return await self._actor.decisions.remote()  # type: ignore[no-any-return]
+        return await self._actor.decisions.remote()
 
     async def history(self) -> list[Decision]:
         """See :meth:`PlacementController.history`."""
-        return await self._actor.history.remote()  # type: ignore[no-any-return]
+        return await self._actor.history.remote()
 
     async def pending(self) -> list[Demand]:
         """See :meth:`PlacementController.pending`."""
-        return await self._actor.pending.remote()  # type: ignore[no-any-return]
+        return await self._actor.pending.remote()
 
     async def failures(self) -> dict[str, str]:
         """See :meth:`PlacementController.failures`."""
-        return await self._actor.failures.remote()  # type: ignore[no-any-return]
+        return await self._actor.failures.remote()
 
     async def report(self, node_id: str, key: str, nbytes: int, kind: ItemKind | str) -> None:
         """Reports that ``node_id`` holds ``key`` (``nbytes`` bytes; kind data/model/checkpoint)."""
@@ -87,10 +94,12 @@ class PlacementClient:
 
     async def release_all(self) -> int:
         """See :meth:`PlacementController.release_all`."""
-        return await self._actor.release_all.remote()  # type: ignore[no-any-return]
+        return await self._actor.release_all.remote()
 
     # ------------------------------------------------------------------ blocking
-    def place_sync(self, demand: Demand, launcher: Launcher, timeout: float | None = None) -> Decision:
+    def place_sync(
+        self, demand: Demand, launcher: Launcher, timeout: float | None = None
+    ) -> Decision:
         """Blocking :meth:`place`."""
         return self._get(self._actor.place.remote(demand, launcher, timeout))
 

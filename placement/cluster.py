@@ -15,9 +15,9 @@ _ACCEL_PREFIX = "accelerator_type:"
 def _is_custom(resource: str) -> bool:
     return not (
         resource in _BUILTIN
-        or resource.startswith("node:")
-        or resource.startswith(_ACCEL_PREFIX)
-        or "_group_" in resource  # placement-group bundle resources (CPU_group_<id>, bundle_group_...)
+        or resource.startswith(("node:", _ACCEL_PREFIX))
+        or "_group_"
+        in resource  # placement-group bundle resources (CPU_group_<id>, bundle_group_...)
     )
 
 
@@ -66,7 +66,7 @@ class ClusterView:
             labels = {str(k): str(v) for k, v in (raw.get("Labels") or {}).items()}
             gpu_type = labels.get(GPU_TYPE_LABEL)
             if gpu_type is None:
-                types = [k[len(_ACCEL_PREFIX):] for k in total if k.startswith(_ACCEL_PREFIX)]
+                types = [k[len(_ACCEL_PREFIX) :] for k in total if k.startswith(_ACCEL_PREFIX)]
                 gpu_type = types[0] if types else None
             alive = bool(raw.get("Alive")) and raw.get("State", "ALIVE") == "ALIVE"
             info = NodeInfo(
@@ -119,7 +119,11 @@ class ClusterView:
             total = info.resources_total
             free: dict[str, float] = {}
             for key, amount in total.items():
-                ray_free = info.resources_available.get(key, 0.0) + back.get(key, 0.0) if info.alive else 0.0
+                ray_free = (
+                    info.resources_available.get(key, 0.0) + back.get(key, 0.0)
+                    if info.alive
+                    else 0.0
+                )
                 free[key] = min(ray_free, amount - mine.get(key, 0.0))
             usable = info.alive and (self.include_head or not info.is_head)
             table.add_node(

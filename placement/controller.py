@@ -20,7 +20,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from placement.decision import Decision
 from placement.demand import Demand
@@ -30,7 +30,7 @@ from placement.scheduler import PinMode, Scheduler
 
 log = logging.getLogger(__name__)
 
-Launcher = Callable[[Decision], Union[None, Awaitable[None]]]
+Launcher = Callable[[Decision], None | Awaitable[None]]
 
 
 @dataclass
@@ -53,8 +53,13 @@ class PlacementController:
         ready_timeout_s: How long a placement group may take to become ready.
     """
 
-    def __init__(self, policy: str = "locality", poll_s: float = 0.5, pin: PinMode = "soft",
-                 ready_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        policy: str = "locality",
+        poll_s: float = 0.5,
+        pin: PinMode = "soft",
+        ready_timeout_s: float = 60.0,
+    ) -> None:
         self.scheduler = Scheduler(make_policy(policy), pin=pin)
         self.poll_s = poll_s
         self.ready_timeout_s = ready_timeout_s
@@ -79,7 +84,9 @@ class PlacementController:
             await result
 
     async def _place_and_launch(self, demand: Demand, launcher: Launcher, cause: str) -> Decision:
-        decision = await self.scheduler.place_async(demand, cause=cause, timeout=self.ready_timeout_s)
+        decision = await self.scheduler.place_async(
+            demand, cause=cause, timeout=self.ready_timeout_s
+        )
         try:
             await self._launch(decision, launcher)
         except BaseException:
@@ -96,7 +103,7 @@ class PlacementController:
             await asyncio.sleep(self.poll_s)
             try:
                 await self.check()
-            except Exception:  # noqa: BLE001 - the watcher must survive a transient GCS error
+            except Exception:
                 log.exception("placement watcher check failed")
 
     async def check(self) -> None:
@@ -125,7 +132,9 @@ class PlacementController:
     async def _drain(self) -> None:
         for name, queued in list(self._queue.items()):
             try:
-                decision = await self._place_and_launch(queued.demand, queued.launcher, queued.cause)
+                decision = await self._place_and_launch(
+                    queued.demand, queued.launcher, queued.cause
+                )
             except NoCapacityError:
                 continue
             except Exception as exc:  # noqa: BLE001 - handed to the waiters (or recorded)
@@ -141,7 +150,9 @@ class PlacementController:
                     fut.set_result(decision)
 
     # ------------------------------------------------------------------ public API
-    async def place(self, demand: Demand, launcher: Launcher, timeout: float | None = None) -> Decision:
+    async def place(
+        self, demand: Demand, launcher: Launcher, timeout: float | None = None
+    ) -> Decision:
         """Places ``demand``, calls ``launcher(decision)`` here, records and returns the decision.
 
         A feasible demand that does not fit now waits in the queue (see :meth:`pending`) until it
@@ -162,7 +173,7 @@ class PlacementController:
                 self._queue[demand.name] = _Queued(demand, launcher, "placed", [fut])
         try:
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             async with lock:
                 if fut.done() and not fut.cancelled() and fut.exception() is None:
                     return fut.result()

@@ -31,25 +31,38 @@ def choose(
     why = table.why_infeasible(demand)
     if why:
         raise InfeasibleDemandError(why)
-    raise NoCapacityError(f"no live node has room for {demand.name!r} right now ({demand.bundle()})")
+    raise NoCapacityError(
+        f"no live node has room for {demand.name!r} right now ({demand.bundle()})"
+    )
 
 
-def reasons_for(demand: Demand, chosen: Candidate, policy: Policy, ranked: list[Candidate]) -> list[str]:
+def reasons_for(
+    demand: Demand, chosen: Candidate, policy: Policy, ranked: list[Candidate]
+) -> list[str]:
     """Human-readable reasons for choosing ``chosen``."""
-    reasons = [f"policy {policy.name} ranked {len(ranked)} candidate(s); best score {chosen.score:.4g}"]
+    reasons = [
+        f"policy {policy.name} ranked {len(ranked)} candidate(s); best score {chosen.score:.4g}"
+    ]
     if demand.gpus > 0:
-        reasons.append(f"needs {demand.gpus:g} GPU(s){' of type ' + demand.gpu_type if demand.gpu_type else ''}: "
-                       "only nodes with that many free GPUs were considered")
-    if demand.keys():
+        reasons.append(
+            f"needs {demand.gpus:g} GPU(s){' of type ' + demand.gpu_type if demand.gpu_type else ''}: "
+            "only nodes with that many free GPUs were considered"
+        )
+    if demand.locality_keys():
         total = chosen.local_bytes + chosen.missing_bytes
         if total:
-            reasons.append(f"{chosen.local_bytes} of {total} bytes of its data/models/checkpoint already local")
+            reasons.append(
+                f"{chosen.local_bytes} of {total} bytes of its data/models/checkpoint already local"
+            )
         else:
             reasons.append("none of its data/models/checkpoint is cached on any node yet")
     guard = chosen.terms.get("gpu_guard")
     if guard is not None:
-        reasons.append("CPU-only demand kept off GPU nodes" if guard == 0 else
-                       "CPU-only demand on a GPU node (no GPU-less node had room or locality won)")
+        reasons.append(
+            "CPU-only demand kept off GPU nodes"
+            if guard == 0
+            else "CPU-only demand on a GPU node (no GPU-less node had room or locality won)"
+        )
     if demand.affinity:
         reasons.append(f"affinity {list(demand.affinity)}")
     if demand.anti_affinity:
@@ -90,7 +103,9 @@ def decide(
     )
 
 
-def note_placed(inventory: Inventory, demand: Demand, node_id: str, checkpoint_bytes: int | None = None) -> None:
+def note_placed(
+    inventory: Inventory, demand: Demand, node_id: str, checkpoint_bytes: int | None = None
+) -> None:
     """Records that ``demand``'s checkpoint now lives (warm) on ``node_id`` and nowhere else.
 
     Its size is ``checkpoint_bytes`` if given, else the largest size any node reported. Nothing is

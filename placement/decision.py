@@ -85,8 +85,10 @@ class Decision(BaseModel):
     def explain(self) -> str:
         """A multi-line, human-readable account of the decision (what ``academy-ray explain`` shows)."""
         lines = [
-            f"{self.name}: node {self.node_id} (policy {self.policy}, score {self.score:.4g}, "
-            f"cause: {self.cause}, generation {self.generation})",
+            (
+                f"{self.name}: node {self.node_id} (policy {self.policy}, score {self.score:.4g}, "
+                f"cause: {self.cause}, generation {self.generation})"
+            ),
             *(f"  - {r}" for r in self.reasons),
             "  candidates:",
         ]

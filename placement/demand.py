@@ -59,8 +59,11 @@ class Demand(BaseModel):
     def _check_consistency(self) -> Demand:
         if self.gpu_type is not None and self.gpus <= 0:
             raise ValueError("gpu_type is set but gpus is 0")
-        if self.cpus <= 0 and self.gpus <= 0 and self.memory_bytes <= 0 and not any(
-            v > 0 for v in self.resources.values()
+        if (
+            self.cpus <= 0
+            and self.gpus <= 0
+            and self.memory_bytes <= 0
+            and not any(v > 0 for v in self.resources.values())
         ):
             raise ValueError(
                 "a demand must request some resource (cpus, gpus, memory_bytes or resources): "
@@ -68,7 +71,7 @@ class Demand(BaseModel):
             )
         return self
 
-    def keys(self) -> tuple[str, ...]:
+    def locality_keys(self) -> tuple[str, ...]:
         """All inventory keys whose local bytes count for this demand (data, models, checkpoint)."""
         keys = (*self.data_uris, *self.model_ids)
         if self.checkpoint_key is not None:

@@ -38,7 +38,9 @@ class Policy(Protocol):
 
     name: str
 
-    def rank(self, demand: Demand, table: NodeTable, inventory: Inventory, k: int = 3) -> list[Candidate]:
+    def rank(
+        self, demand: Demand, table: NodeTable, inventory: Inventory, k: int = 3
+    ) -> list[Candidate]:
         """Returns up to ``k`` candidates, best first; ``[]`` when no live node fits now."""
         ...
 
@@ -71,7 +73,7 @@ def _locality(demand: Demand, table: NodeTable, inventory: Inventory) -> tuple[n
     """(bytes of the demand's keys local on each row, total bytes of those keys)."""
     local = np.zeros(len(table))
     total = 0
-    for key in dict.fromkeys(demand.keys()):
+    for key in dict.fromkeys(demand.locality_keys()):
         holders = inventory.holders(key)
         if not holders:
             continue
@@ -127,7 +129,9 @@ class LocalityPolicy:
         self.weights = weights or LocalityWeights()
         self._rng = np.random.default_rng(seed)
 
-    def rank(self, demand: Demand, table: NodeTable, inventory: Inventory, k: int = 3) -> list[Candidate]:
+    def rank(
+        self, demand: Demand, table: NodeTable, inventory: Inventory, k: int = 3
+    ) -> list[Candidate]:
         n = len(table)
         fits = table.feasible_now(demand)
         rows = np.flatnonzero(fits)
@@ -152,14 +156,22 @@ class LocalityPolicy:
             t_gpu = -w.gpu_guard * (gpu_total[rows] > 0) if guard_on else np.zeros(rows.size)
             gpu_name = "gpu_guard"
         else:
-            t_gpu = -w.gpu_fit * (table.gpu_free[rows] - demand.gpus) / np.maximum(gpu_total[rows], 1e-9)
+            t_gpu = (
+                -w.gpu_fit
+                * (table.gpu_free[rows] - demand.gpus)
+                / np.maximum(gpu_total[rows], 1e-9)
+            )
             gpu_name = "gpu_fit"
         score = t_transfer + t_load + t_gpu
         return [
             Candidate(
                 node_id=table.ids[rows[j]],
                 score=float(score[j]),
-                terms={"transfer": float(t_transfer[j]), "load": float(t_load[j]), gpu_name: float(t_gpu[j])},
+                terms={
+                    "transfer": float(t_transfer[j]),
+                    "load": float(t_load[j]),
+                    gpu_name: float(t_gpu[j]),
+                },
                 local_bytes=int(local[j]),
                 missing_bytes=int(missing[j]),
             )
@@ -183,7 +195,9 @@ def _top_k(score: np.ndarray, k: int) -> list[int]:
     return picks
 
 
-def _plain(table: NodeTable, rows: np.ndarray, picks: list[int], score: np.ndarray | None = None) -> list[Candidate]:
+def _plain(
+    table: NodeTable, rows: np.ndarray, picks: list[int], score: np.ndarray | None = None
+) -> list[Candidate]:
     return [
         Candidate(node_id=table.ids[rows[j]], score=float(score[j]) if score is not None else 0.0)
         for j in picks
@@ -202,12 +216,16 @@ class RayDefaultPolicy:
 
     name = "ray-default"
 
-    def __init__(self, spread_threshold: float = 0.5, top_k_fraction: float = 0.2, seed: int = 0) -> None:
+    def __init__(
+        self, spread_threshold: float = 0.5, top_k_fraction: float = 0.2, seed: int = 0
+    ) -> None:
         self.spread_threshold = spread_threshold
         self.top_k_fraction = top_k_fraction
         self._rng = np.random.default_rng(seed)
 
-    def rank(self, demand: Demand, table: NodeTable, inventory: Inventory, k: int = 3) -> list[Candidate]:
+    def rank(
+        self, demand: Demand, table: NodeTable, inventory: Inventory, k: int = 3
+    ) -> list[Candidate]:
         rows = np.flatnonzero(table.feasible_now(demand))
         if rows.size == 0:
             return []
@@ -233,7 +251,9 @@ class SpreadPolicy:
     def __init__(self) -> None:
         self._next = 0
 
-    def rank(self, demand: Demand, table: NodeTable, inventory: Inventory, k: int = 3) -> list[Candidate]:
+    def rank(
+        self, demand: Demand, table: NodeTable, inventory: Inventory, k: int = 3
+    ) -> list[Candidate]:
         rows = np.flatnonzero(table.feasible_now(demand))
         if rows.size == 0:
             return []
@@ -251,7 +271,9 @@ class RandomPolicy:
     def __init__(self, seed: int = 0) -> None:
         self._rng = np.random.default_rng(seed)
 
-    def rank(self, demand: Demand, table: NodeTable, inventory: Inventory, k: int = 3) -> list[Candidate]:
+    def rank(
+        self, demand: Demand, table: NodeTable, inventory: Inventory, k: int = 3
+    ) -> list[Candidate]:
         rows = np.flatnonzero(table.feasible_now(demand))
         if rows.size == 0:
             return []

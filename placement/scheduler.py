@@ -12,6 +12,7 @@ and records that node (a fallback is reported in the decision's reasons, never h
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any, Literal
 
@@ -23,6 +24,8 @@ from placement.errors import PlacementTimeoutError, UnknownPlacementError
 from placement.inventory import Inventory
 from placement.policy import LocalityPolicy, Policy
 from placement.table import NODE_ID_LABEL, NodeTable
+
+log = logging.getLogger(__name__)
 
 PinMode = Literal["soft", "label"]
 RELEASE_GRACE_S = 3.0
@@ -89,8 +92,15 @@ class Scheduler:
         if previous is not None:
             self.release(demand.name)
         generation = previous.generation + 1 if previous is not None else 1
-        decision = decide(demand, self.table(), self.inventory, self.policy, cause=cause,
-                          generation=generation, k=self.k)
+        decision = decide(
+            demand,
+            self.table(),
+            self.inventory,
+            self.policy,
+            cause=cause,
+            generation=generation,
+            k=self.k,
+        )
         self._reserved[demand.name] = (decision.node_id, decision.bundle)
         return decision
 
@@ -99,10 +109,18 @@ class Scheduler:
 
         name = f"placement-{decision.name}-{decision.generation}"
         if self.pin == "label":
-            return placement_group([decision.bundle], strategy="STRICT_PACK", name=name,
-                                   bundle_label_selector=[{NODE_ID_LABEL: decision.node_id}])
-        return placement_group([decision.bundle], strategy="STRICT_PACK", name=name,
-                               _soft_target_node_id=decision.node_id)
+            return placement_group(
+                [decision.bundle],
+                strategy="STRICT_PACK",
+                name=name,
+                bundle_label_selector=[{NODE_ID_LABEL: decision.node_id}],
+            )
+        return placement_group(
+            [decision.bundle],
+            strategy="STRICT_PACK",
+            name=name,
+            _soft_target_node_id=decision.node_id,
+        )
 
     def _finish(self, decision: Decision, pg: Any) -> Decision:
         from ray.util.placement_group import placement_group_table
@@ -112,8 +130,10 @@ class Scheduler:
         update: dict[str, Any] = {"placement_group_id": pg.id.hex()}
         if actual != decision.node_id:
             update["node_id"] = actual
-            update["reasons"] = [*decision.reasons,
-                                 f"Ray put the group on {actual}, not the chosen {decision.node_id}"]
+            update["reasons"] = [
+                *decision.reasons,
+                f"Ray put the group on {actual}, not the chosen {decision.node_id}",
+            ]
         done = decision.model_copy(update=update)
         self._reserved[done.name] = (done.node_id, done.bundle)
         self._decisions[done.name] = done
@@ -126,11 +146,13 @@ class Scheduler:
         self._reserved.pop(decision.name, None)
         try:
             remove_placement_group(pg)
-        except Exception:  # noqa: BLE001 - best effort cleanup of a group that never became ready
-            pass
+        except Exception as exc:  # noqa: BLE001 - best effort cleanup of a group that never became ready
+            log.debug("could not remove placement group of %s: %r", decision.name, exc)
 
     # ------------------------------------------------------------------ placing
-    async def place_async(self, demand: Demand, cause: str = "placed", timeout: float = 60.0) -> Decision:
+    async def place_async(
+        self, demand: Demand, cause: str = "placed", timeout: float = 60.0
+    ) -> Decision:
         """Plans, creates the pinned placement group and awaits it; returns the recorded decision.
 
         Raises:
@@ -141,7 +163,7 @@ class Scheduler:
         pg = self._create_group(decision)
         try:
             await asyncio.wait_for(asyncio.wrap_future(pg.ready().future()), timeout)
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             self._abandon(decision, pg)
             raise PlacementTimeoutError(
                 f"placement group for {demand.name!r} on {decision.node_id} not ready in {timeout} s"
@@ -182,10 +204,11 @@ class Scheduler:
         if decision.placement_group_id is not None:
             import ray
 
+            pg_id = ray.PlacementGroupID(bytes.fromhex(decision.placement_group_id))
             try:
-                remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(decision.placement_group_id))))
-            except Exception:  # noqa: BLE001 - already gone (e.g. its node died)
-                pass
+                remove_placement_group(PlacementGroup(pg_id))
+            except Exception as exc:  # noqa: BLE001 - already gone (e.g. its node died)
+                log.debug("could not remove placement group of %s: %r", name, exc)
         return decision
 
     def explain(self, name: str) -> Decision | None:
@@ -205,5 +228,3 @@ class Scheduler:
     def forget_node(self, node_id: str) -> None:
         """Drops a dead node's inventory."""
         self.inventory.drop_node(node_id)
-
-

@@ -201,7 +201,9 @@ class NodeTable:
             return ""
         reasons = []
         if demand.cpus > 0 and not (self.cpu_total[:n][alive] + _EPS >= demand.cpus).any():
-            reasons.append(f"{demand.cpus:g} CPUs (largest node: {self.cpu_total[:n][alive].max():g})")
+            reasons.append(
+                f"{demand.cpus:g} CPUs (largest node: {self.cpu_total[:n][alive].max():g})"
+            )
         if demand.gpus > 0:
             if demand.gpu_type is not None:
                 code = self.gpu_type_codes.get(demand.gpu_type, -2)
@@ -214,8 +216,13 @@ class NodeTable:
                         f"(largest such node: {best:g}; known GPU types: {known})"
                     )
             elif not (self.gpu_total[:n][alive] + _EPS >= demand.gpus).any():
-                reasons.append(f"{demand.gpus:g} GPUs (largest node: {self.gpu_total[:n][alive].max():g})")
-        if demand.memory_bytes > 0 and not (self.mem_total[:n][alive] + _EPS >= demand.memory_bytes).any():
+                reasons.append(
+                    f"{demand.gpus:g} GPUs (largest node: {self.gpu_total[:n][alive].max():g})"
+                )
+        if (
+            demand.memory_bytes > 0
+            and not (self.mem_total[:n][alive] + _EPS >= demand.memory_bytes).any()
+        ):
             reasons.append(f"{demand.memory_bytes} bytes of memory")
         for key, amount in demand.resources.items():
             arr = self.custom_total.get(key)

@@ -15,5 +15,13 @@ from placement.sim.cluster import ClusterSpec, build_cluster
 from placement.sim.engine import Metrics, simulate
 from placement.sim.traces import Activation, Trace, globus_trace, stateful_trace
 
-__all__ = ["Activation", "ClusterSpec", "Metrics", "Trace", "build_cluster", "globus_trace", "simulate",
-           "stateful_trace"]
+__all__ = [
+    "Activation",
+    "ClusterSpec",
+    "Metrics",
+    "Trace",
+    "build_cluster",
+    "globus_trace",
+    "simulate",
+    "stateful_trace",
+]

@@ -44,20 +44,27 @@ def build_cluster(spec: ClusterSpec) -> NodeTable:
     """
     rng = np.random.default_rng(spec.seed)
     table = NodeTable(capacity=spec.nodes)
-    n_gpu = int(round(spec.nodes * spec.gpu_fraction))
+    n_gpu = round(spec.nodes * spec.gpu_fraction)
     gpu_rows = set(np.linspace(0, spec.nodes - 1, n_gpu).astype(int).tolist()) if n_gpu else set()
     k = 0
     for i in range(spec.nodes):
         if i in gpu_rows:
             gtype = spec.gpu_types[k % len(spec.gpu_types)] if spec.gpu_types else None
             k += 1
-            table.add_node(f"n{i:05d}", cpus=spec.cpus_per_node, gpus=spec.gpus_per_gpu_node,
-                           memory=spec.memory_per_node, gpu_type=gtype)
+            table.add_node(
+                f"n{i:05d}",
+                cpus=spec.cpus_per_node,
+                gpus=spec.gpus_per_gpu_node,
+                memory=spec.memory_per_node,
+                gpu_type=gtype,
+            )
         else:
             table.add_node(f"n{i:05d}", cpus=spec.cpus_per_node, memory=spec.memory_per_node)
     n = len(table)
     busy = np.floor(rng.uniform(0, 2 * spec.background_cpu, n).clip(0, 1) * table.cpu_total[:n])
     table.cpu_free[:n] -= busy
-    gbusy = np.floor(rng.uniform(0, 2 * spec.background_gpu, n).clip(0, 1) * table.gpu_total[:n] + 0.5)
+    gbusy = np.floor(
+        rng.uniform(0, 2 * spec.background_gpu, n).clip(0, 1) * table.gpu_total[:n] + 0.5
+    )
     table.gpu_free[:n] -= np.minimum(gbusy, table.gpu_total[:n])
     return table

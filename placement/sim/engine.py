@@ -68,8 +68,8 @@ def simulate(
     """
     wall0 = time.perf_counter()
     inv = Inventory()
-    for node, key, nbytes, kind in trace.initial:
-        inv.record(node, key, nbytes, kind)
+    for node, key, nbytes, item_kind in trace.initial:
+        inv.record(node, key, nbytes, item_kind)
     n = len(table)
     link_free = np.zeros(n)
     gpu_total = float(table.gpu_total[:n].sum())
@@ -78,7 +78,9 @@ def simulate(
     last_t = 0.0
     horizon = trace.horizon
 
-    events: list[tuple[float, int, int, Activation, int]] = []  # t, seq, kind(0 finish,1 arrive), act, row
+    events: list[
+        tuple[float, int, int, Activation, int]
+    ] = []  # t, seq, kind(0 finish,1 arrive), act, row
     seq = 0
     for act in trace.activations:
         events.append((act.arrive, seq, 1, act, -1))
@@ -113,7 +115,9 @@ def simulate(
         row = table.index[ranked[0].node_id]
         if d.gpus > 0:
             code = table.gpu_type_codes.get(d.gpu_type, -2) if d.gpu_type else None
-            if table.gpu_free[row] + _EPS < d.gpus or (code is not None and table.gpu_type[row] != code):
+            if table.gpu_free[row] + _EPS < d.gpus or (
+                code is not None and table.gpu_type[row] != code
+            ):
                 misplaced += 1
         elif table.gpu_total[row] > 0:
             cpu_on_gpu += 1
@@ -121,7 +125,7 @@ def simulate(
         gpu_busy += d.gpus
         missing = act.arg_bytes
         node = table.ids[row]
-        for key in d.keys():
+        for key in d.locality_keys():
             size = trace.key_bytes.get(key, 0)
             have = inv.local_bytes(node, (key,))
             missing += max(0, size - have)
@@ -167,8 +171,12 @@ def simulate(
                 qa, arrived = queue.popleft()
                 scanned += 1
                 qd = qa.demand
-                if (table.cpu_free[row] + _EPS >= qd.cpus and table.gpu_free[row] + _EPS >= qd.gpus
-                        and table.mem_free[row] + _EPS >= qd.memory_bytes and try_place(qa, arrived, t)):
+                if (
+                    table.cpu_free[row] + _EPS >= qd.cpus
+                    and table.gpu_free[row] + _EPS >= qd.gpus
+                    and table.mem_free[row] + _EPS >= qd.memory_bytes
+                    and try_place(qa, arrived, t)
+                ):
                     continue
                 kept.append((qa, arrived))
             kept.extend(queue)

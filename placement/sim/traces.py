@@ -50,7 +50,9 @@ class Trace:
     name: str
     activations: list[Activation]
     key_bytes: dict[str, int]
-    initial: list[tuple[str, str, int, ItemKind]] = field(default_factory=list)  # node, key, bytes, kind
+    initial: list[tuple[str, str, int, ItemKind]] = field(
+        default_factory=list
+    )  # node, key, bytes, kind
     horizon: float = 0.0  # end of the measurement window (s)
 
     def count(self) -> int:
@@ -65,8 +67,12 @@ class Trace:
 
 
 def globus_trace(
-    nodes: int, endpoints: int = 100, window_s: float = 300.0, gpu_endpoint_fraction: float = 0.05,
-    data_probability: float = 0.5, seed: int = 1,
+    nodes: int,
+    endpoints: int = 100,
+    window_s: float = 300.0,
+    gpu_endpoint_fraction: float = 0.05,
+    data_probability: float = 0.5,
+    seed: int = 1,
 ) -> Trace:
     """Function invocations shaped like Globus Compute (see module docstring).
 
@@ -101,16 +107,25 @@ def globus_trace(
         args = np.clip(_lognormal(rng, 62.0, 17e3, n), 1, 10e6).astype(int)
         gpu = rng.random() < gpu_endpoint_fraction
         for t, d, a in zip(times, durations, args):
-            demand = Demand(name=f"g{len(acts)}", cpus=1, gpus=1 if gpu else 0,
-                            data_uris=(key,) if key else ())
-            acts.append(Activation(demand=demand, arrive=float(t), duration=float(d), arg_bytes=int(a)))
+            demand = Demand(
+                name=f"g{len(acts)}", cpus=1, gpus=1 if gpu else 0, data_uris=(key,) if key else ()
+            )
+            acts.append(
+                Activation(demand=demand, arrive=float(t), duration=float(d), arg_bytes=int(a))
+            )
     acts.sort(key=lambda a: a.arrive)
     return Trace("globus", acts, key_bytes, initial, horizon=window_s)
 
 
 def stateful_trace(
-    nodes: int, gpu_rows: list[int], agents: int = 1500, sessions: int = 2, window_s: float = 3600.0,
-    gpu_fraction: float = 0.25, gpu_types: tuple[str, ...] = ("A100", "H100"), seed: int = 2,
+    nodes: int,
+    gpu_rows: list[int],
+    agents: int = 1500,
+    sessions: int = 2,
+    window_s: float = 3600.0,
+    gpu_fraction: float = 0.25,
+    gpu_types: tuple[str, ...] = ("A100", "H100"),
+    seed: int = 2,
 ) -> Trace:
     """Long-lived stateful agents, each running ``sessions`` sessions.
 
@@ -138,23 +153,39 @@ def stateful_trace(
         key_bytes[ckpt_key] = ckpt
         needs_gpu = rng.random() < gpu_fraction and bool(gpu_rows)
         gpus = float(rng.choice([1, 2], p=[0.7, 0.3])) if needs_gpu else 0.0
-        gtype = str(rng.choice(gpu_types)) if needs_gpu and gpu_types and rng.random() < 0.5 else None
+        gtype = (
+            str(rng.choice(gpu_types)) if needs_gpu and gpu_types and rng.random() < 0.5 else None
+        )
         if needs_gpu:
             candidates = gpu_rows
             if gtype is not None:
-                candidates = [r for k, r in enumerate(gpu_rows) if gpu_types[k % len(gpu_types)] == gtype]
+                candidates = [
+                    r for k, r in enumerate(gpu_rows) if gpu_types[k % len(gpu_types)] == gtype
+                ]
             home = int(rng.choice(candidates))
         else:
             home = int(rng.integers(nodes))
         initial.append((node_id(home), ckpt_key, ckpt, ItemKind.CHECKPOINT))
         data = (datasets[int(rng.integers(pool))],) if rng.random() < 0.5 else ()
-        demand = Demand(name=f"agent-{a}", cpus=float(rng.choice([1, 2, 4])), gpus=gpus, gpu_type=gtype,
-                        memory_bytes=int(4e9), data_uris=data, checkpoint_key=ckpt_key)
+        demand = Demand(
+            name=f"agent-{a}",
+            cpus=float(rng.choice([1, 2, 4])),
+            gpus=gpus,
+            gpu_type=gtype,
+            memory_bytes=int(4e9),
+            data_uris=data,
+            checkpoint_key=ckpt_key,
+        )
         head: Activation | None = None
         for s in reversed(range(sessions)):
-            head = Activation(demand=demand, arrive=float(rng.uniform(0, window_s / 2)) if s == 0 else 0.0,
-                              duration=float(rng.exponential(1800.0)), checkpoint_bytes=ckpt,
-                              gap=float(rng.exponential(1200.0)) if s > 0 else 0.0, then=head)
+            head = Activation(
+                demand=demand,
+                arrive=float(rng.uniform(0, window_s / 2)) if s == 0 else 0.0,
+                duration=float(rng.exponential(1800.0)),
+                checkpoint_bytes=ckpt,
+                gap=float(rng.exponential(1200.0)) if s > 0 else 0.0,
+                then=head,
+            )
         assert head is not None
         acts.append(head)
     acts.sort(key=lambda a: a.arrive)

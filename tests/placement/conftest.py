@@ -63,7 +63,11 @@ def sim_cluster() -> Iterator[SimCluster]:
     ray.shutdown()
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 1, "include_dashboard": False, "_system_config": FAST_HEALTH_CHECKS},
+        head_node_args={
+            "num_cpus": 1,
+            "include_dashboard": False,
+            "_system_config": FAST_HEALTH_CHECKS,
+        },
     )
     sim = SimCluster(cluster)
     sim.nodes["head"] = cluster.head_node.node_id

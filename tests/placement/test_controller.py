@@ -10,7 +10,13 @@ import pytest
 import ray
 import ray.cloudpickle
 
-from placement import Decision, Demand, InfeasibleDemandError, PlacementClient, PlacementTimeoutError
+from placement import (
+    Decision,
+    Demand,
+    InfeasibleDemandError,
+    PlacementClient,
+    PlacementTimeoutError,
+)
 
 # Launchers travel to the controller by value (the test module is not importable on the workers).
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -44,7 +50,9 @@ class PlainLauncher:
         while True:
             try:
                 Plain.options(
-                    name=decision.name, namespace=self.namespace, lifetime="detached",
+                    name=decision.name,
+                    namespace=self.namespace,
+                    lifetime="detached",
                     **decision.actor_options(),
                 ).remote(decision.generation, self.state)
                 return
@@ -59,7 +67,7 @@ def _where(name: str, namespace: str) -> tuple[str, int, str]:
 
 
 @pytest.fixture(scope="module")
-def client(sim_cluster):  # noqa: ANN001, ANN201
+def client(sim_cluster):
     c = PlacementClient("placement-test", poll_s=0.3)
     yield c
     c.shutdown()
@@ -74,11 +82,13 @@ async def _cleanup(client: PlacementClient, *names: str) -> None:
         await client.release(name)
 
 
-async def test_data_cached_on_b_places_actor_on_b(sim_cluster, client) -> None:  # noqa: ANN001
+async def test_data_cached_on_b_places_actor_on_b(sim_cluster, client) -> None:
     b = sim_cluster.nodes["cpu-b"]
     await client.report(b, "s3://data/shard-7", 3_000_000_000, "data")
     launcher = PlainLauncher(client.namespace)
-    d = await client.place(Demand(name="reader", cpus=1, data_uris=("s3://data/shard-7",)), launcher)
+    d = await client.place(
+        Demand(name="reader", cpus=1, data_uris=("s3://data/shard-7",)), launcher
+    )
     assert d.node_id == b
     assert _where("reader", client.namespace)[0] == b
     explained = await client.explain("reader")
@@ -88,32 +98,40 @@ async def test_data_cached_on_b_places_actor_on_b(sim_cluster, client) -> None: 
     assert await client.explain("reader") is None
 
 
-async def test_gpu_demand_runs_only_on_gpu_node(sim_cluster, client) -> None:  # noqa: ANN001
-    d = await client.place(Demand(name="gpu-job", cpus=1, gpus=1, gpu_type="T4"), PlainLauncher(client.namespace))
+async def test_gpu_demand_runs_only_on_gpu_node(sim_cluster, client) -> None:
+    d = await client.place(
+        Demand(name="gpu-job", cpus=1, gpus=1, gpu_type="T4"), PlainLauncher(client.namespace)
+    )
     assert d.node_id == sim_cluster.nodes["gpu"]
     assert _where("gpu-job", client.namespace)[0] == sim_cluster.nodes["gpu"]
     await _cleanup(client, "gpu-job")
 
 
-async def test_impossible_demand_errors_fast(sim_cluster, client) -> None:  # noqa: ANN001
+async def test_impossible_demand_errors_fast(sim_cluster, client) -> None:
     with pytest.raises(InfeasibleDemandError, match="GPUs of type A100"):
-        await client.place(Demand(name="nope", gpus=1, gpu_type="A100"), PlainLauncher(client.namespace))
+        await client.place(
+            Demand(name="nope", gpus=1, gpu_type="A100"), PlainLauncher(client.namespace)
+        )
     assert await client.pending() == []
     assert await client.explain("nope") is None
 
 
-def test_full_cluster_queues_then_places(sim_cluster, client) -> None:  # noqa: ANN001
+def test_full_cluster_queues_then_places(sim_cluster, client) -> None:
     launcher = PlainLauncher(client.namespace)
     first = client.place_sync(Demand(name="ssd-1", cpus=0.5, resources={"ssd": 2}), launcher)
     assert first.node_id == sim_cluster.nodes["cpu-b"]
     # The only 'ssd' capacity is taken: the second demand waits, visibly.
-    ref = client.actor.place.remote(Demand(name="ssd-2", cpus=0.5, resources={"ssd": 2}), launcher, None)
+    ref = client.actor.place.remote(
+        Demand(name="ssd-2", cpus=0.5, resources={"ssd": 2}), launcher, None
+    )
     deadline = time.monotonic() + 30
     while [d.name for d in client.pending_sync()] != ["ssd-2"]:
         assert time.monotonic() < deadline, "ssd-2 never showed as pending"
         time.sleep(0.1)
     with pytest.raises(PlacementTimeoutError):
-        client.place_sync(Demand(name="ssd-3", cpus=0.5, resources={"ssd": 2}), launcher, timeout=0.5)
+        client.place_sync(
+            Demand(name="ssd-3", cpus=0.5, resources={"ssd": 2}), launcher, timeout=0.5
+        )
     assert [d.name for d in client.pending_sync()] == ["ssd-2"]
     ray.kill(ray.get_actor("ssd-1", namespace=client.namespace))
     assert client.release_sync("ssd-1")
@@ -125,11 +143,13 @@ def test_full_cluster_queues_then_places(sim_cluster, client) -> None:  # noqa: 
     client.release_sync("ssd-2")
 
 
-def test_node_loss_replaces_actor_on_live_node(sim_cluster, client) -> None:  # noqa: ANN001
+def test_node_loss_replaces_actor_on_live_node(sim_cluster, client) -> None:
     doomed = sim_cluster.add("doomed-2", num_cpus=2, resources={"x": 1})
     client.report_sync(doomed, "checkpoint:survivor", 50_000_000, "checkpoint")
     launcher = PlainLauncher(client.namespace, state="restored-from-checkpoint")
-    d = client.place_sync(Demand(name="survivor", cpus=1, checkpoint_key="checkpoint:survivor"), launcher)
+    d = client.place_sync(
+        Demand(name="survivor", cpus=1, checkpoint_key="checkpoint:survivor"), launcher
+    )
     assert d.node_id == doomed and d.generation == 1
     assert _where("survivor", client.namespace) == (doomed, 1, "restored-from-checkpoint")
 
@@ -139,7 +159,9 @@ def test_node_loss_replaces_actor_on_live_node(sim_cluster, client) -> None:  # 
         now = client.explain_sync("survivor")
         if now is not None and now.generation == 2:
             break
-        assert time.monotonic() < deadline, f"not re-placed: {now}, failures {client.failures_sync()}"
+        assert time.monotonic() < deadline, (
+            f"not re-placed: {now}, failures {client.failures_sync()}"
+        )
         time.sleep(0.2)
     assert now.cause == f"node {doomed} lost"
     assert now.node_id != doomed and now.node_id in sim_cluster.nodes.values()

@@ -9,10 +9,19 @@ from placement import Demand
 
 
 def test_bundle_and_keys() -> None:
-    d = Demand(name="a", cpus=2, gpus=1, gpu_type="A100", memory_bytes=10, resources={"slot": 1, "zero": 0},
-               data_uris=("s3://x",), model_ids=("m",), checkpoint_key="ckpt:a")
+    d = Demand(
+        name="a",
+        cpus=2,
+        gpus=1,
+        gpu_type="A100",
+        memory_bytes=10,
+        resources={"slot": 1, "zero": 0},
+        data_uris=("s3://x",),
+        model_ids=("m",),
+        checkpoint_key="ckpt:a",
+    )
     assert d.bundle() == {"CPU": 2, "GPU": 1, "memory": 10.0, "slot": 1}
-    assert d.keys() == ("s3://x", "m", "ckpt:a")
+    assert d.locality_keys() == ("s3://x", "m", "ckpt:a")
 
 
 @pytest.mark.parametrize(

@@ -36,8 +36,12 @@ def test_bad_reports_are_refused() -> None:
 
 
 ops = st.lists(
-    st.tuples(st.sampled_from(["record", "forget", "drop"]), st.sampled_from("abc"), st.sampled_from("xyz"),
-              st.integers(0, 1000)),
+    st.tuples(
+        st.sampled_from(["record", "forget", "drop"]),
+        st.sampled_from("abc"),
+        st.sampled_from("xyz"),
+        st.integers(0, 1000),
+    ),
     max_size=40,
 )
 

@@ -29,7 +29,7 @@ def _table(cpu_nodes: int = 3, gpu_nodes: int = 1) -> NodeTable:
     return t
 
 
-def _best(policy, demand: Demand, table: NodeTable, inv: Inventory | None = None) -> str:  # noqa: ANN001
+def _best(policy, demand: Demand, table: NodeTable, inv: Inventory | None = None) -> str:
     return policy.rank(demand, table, inv or Inventory(), 3)[0].node_id
 
 
@@ -57,7 +57,9 @@ def test_locality_counts_models_and_checkpoints() -> None:
 def test_gpu_demand_only_where_a_gpu_is_free() -> None:
     t = _table(cpu_nodes=3, gpu_nodes=2)
     inv = Inventory()
-    inv.record("c0", "s3://data", 10**10, "data")  # locality must not pull a GPU demand to a CPU node
+    inv.record(
+        "c0", "s3://data", 10**10, "data"
+    )  # locality must not pull a GPU demand to a CPU node
     g = Demand(name="g", gpus=2, data_uris=("s3://data",))
     for policy in (LocalityPolicy(), RayDefaultPolicy(), SpreadPolicy(), RandomPolicy()):
         assert {c.node_id for c in policy.rank(g, t, inv, 5)} <= {"g0", "g1"}
@@ -136,7 +138,14 @@ def test_choose_infeasible_vs_no_capacity_and_decide_reasons() -> None:
     t.allocate(t.index["g0"], Demand(name="x", gpus=4))
     with pytest.raises(NoCapacityError):
         choose(Demand(name="g", gpus=1), t, Inventory(), LocalityPolicy())
-    d = decide(Demand(name="c", cpus=1), t, Inventory(), LocalityPolicy(), cause="node z lost", generation=2)
+    d = decide(
+        Demand(name="c", cpus=1),
+        t,
+        Inventory(),
+        LocalityPolicy(),
+        cause="node z lost",
+        generation=2,
+    )
     assert d.node_id == "c0" and d.generation == 2 and d.reasons[0] == "re-placed: node z lost"
     assert "c0" in d.explain() and "gpu_guard" in d.explain()
     with pytest.raises(ValueError, match="holds no placement group"):
@@ -148,5 +157,7 @@ def test_note_placed_moves_the_checkpoint() -> None:
     inv.record("a", "ckpt:x", 50, "checkpoint")
     note_placed(inv, Demand(name="x", checkpoint_key="ckpt:x"), "b")
     assert inv.holders("ckpt:x") == {"b": 50}
-    note_placed(inv, Demand(name="y", checkpoint_key="ckpt:y"), "b")  # size unknown: nothing recorded
+    note_placed(
+        inv, Demand(name="y", checkpoint_key="ckpt:y"), "b"
+    )  # size unknown: nothing recorded
     assert inv.holders("ckpt:y") == {}

@@ -24,7 +24,7 @@ def _release_all(sched: Scheduler) -> None:
     _wait_for(lambda: ray.available_resources().get("CPU", 0) >= ray.cluster_resources()["CPU"], 30)
 
 
-def _pg_node(decision) -> str:  # noqa: ANN001
+def _pg_node(decision) -> str:
     from ray.util.placement_group import PlacementGroup
 
     pg = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(decision.placement_group_id)))
@@ -32,18 +32,20 @@ def _pg_node(decision) -> str:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("pin", ["soft", "label"])
-def test_pinned_group_lands_on_every_chosen_node(sim_cluster, pin) -> None:  # noqa: ANN001
+def test_pinned_group_lands_on_every_chosen_node(sim_cluster, pin) -> None:
     sched = Scheduler(pin=pin)
     for role in ("cpu-a", "cpu-b", "gpu"):
         for i in range(3):
-            d = sched.place(Demand(name=f"{pin}-{role}-{i}", cpus=0.5, affinity=(sim_cluster.nodes[role],)))
+            d = sched.place(
+                Demand(name=f"{pin}-{role}-{i}", cpus=0.5, affinity=(sim_cluster.nodes[role],))
+            )
             assert d.node_id == sim_cluster.nodes[role]
             assert _pg_node(d) == sim_cluster.nodes[role]
             assert not any("Ray put the group" in r for r in d.reasons)
     _release_all(sched)
 
 
-def test_data_on_node_b_sends_demand_to_b(sim_cluster) -> None:  # noqa: ANN001
+def test_data_on_node_b_sends_demand_to_b(sim_cluster) -> None:
     inv = Inventory()
     inv.record(sim_cluster.nodes["cpu-b"], "s3://bucket/big.parquet", 2_000_000_000, "data")
     sched = Scheduler(inventory=inv)
@@ -56,7 +58,7 @@ def test_data_on_node_b_sends_demand_to_b(sim_cluster) -> None:  # noqa: ANN001
     _release_all(sched)
 
 
-def test_gpu_demand_only_on_gpu_node_and_cpu_demands_avoid_it(sim_cluster) -> None:  # noqa: ANN001
+def test_gpu_demand_only_on_gpu_node_and_cpu_demands_avoid_it(sim_cluster) -> None:
     sched = Scheduler()
     g = sched.place(Demand(name="trainer", cpus=1, gpus=1, gpu_type="T4"))
     assert g.node_id == sim_cluster.nodes["gpu"]
@@ -68,7 +70,7 @@ def test_gpu_demand_only_on_gpu_node_and_cpu_demands_avoid_it(sim_cluster) -> No
     _release_all(sched)
 
 
-def test_impossible_demands_fail_fast_with_reason(sim_cluster) -> None:  # noqa: ANN001
+def test_impossible_demands_fail_fast_with_reason(sim_cluster) -> None:
     sched = Scheduler()
     with pytest.raises(InfeasibleDemandError, match="GPUs of type H100"):
         sched.place(Demand(name="x", gpus=1, gpu_type="H100"))
@@ -79,7 +81,7 @@ def test_impossible_demands_fail_fast_with_reason(sim_cluster) -> None:  # noqa:
     assert sched.decisions() == []
 
 
-def _wait_for(predicate, timeout: float):  # noqa: ANN001, ANN202
+def _wait_for(predicate, timeout: float):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -89,7 +91,7 @@ def _wait_for(predicate, timeout: float):  # noqa: ANN001, ANN202
     return predicate()
 
 
-def test_soft_pin_survives_node_loss_but_label_pin_does_not(sim_cluster) -> None:  # noqa: ANN001
+def test_soft_pin_survives_node_loss_but_label_pin_does_not(sim_cluster) -> None:
     """The pinning choice: a soft-targeted group is rescheduled by Ray when its node dies (its
     restartable actor comes back elsewhere); a node-id label selector group can never be."""
     doomed = sim_cluster.add("doomed", num_cpus=2, resources={"doomed": 1})
@@ -102,8 +104,13 @@ def test_soft_pin_survives_node_loss_but_label_pin_does_not(sim_cluster) -> None
     assert ray.get([a_soft.node.remote(), a_label.node.remote()]) == [doomed, doomed]
 
     sim_cluster.kill("doomed")
-    moved = _wait_for(lambda: _pg_node(ds) not in (None, doomed) and placement_group_table(
-        _pg(ds))["state"] == "CREATED", 30)
+    moved = _wait_for(
+        lambda: (
+            _pg_node(ds) not in (None, doomed)
+            and placement_group_table(_pg(ds))["state"] == "CREATED"
+        ),
+        30,
+    )
     assert moved, placement_group_table(_pg(ds))
     assert ray.get(a_soft.node.remote(), timeout=30) not in (doomed, None)
     label_state = placement_group_table(_pg(dl))
@@ -116,7 +123,7 @@ def test_soft_pin_survives_node_loss_but_label_pin_does_not(sim_cluster) -> None
     ray.kill(a_label)
 
 
-def _pg(decision):  # noqa: ANN001, ANN202
+def _pg(decision):
     from ray.util.placement_group import PlacementGroup
 
     return PlacementGroup(ray.PlacementGroupID(bytes.fromhex(decision.placement_group_id)))

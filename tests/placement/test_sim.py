@@ -44,17 +44,19 @@ def small_runs() -> dict[str, object]:
     probe = build_cluster(spec)
     gpu_rows = [i for i in range(300) if probe.gpu_total[i] > 0]
     trace = stateful_trace(300, gpu_rows, agents=450, seed=4)
-    return {name: simulate(build_cluster(spec), trace, make_policy(name))
-            for name in ("locality", "ray-default", "spread", "random")}
+    return {
+        name: simulate(build_cluster(spec), trace, make_policy(name))
+        for name in ("locality", "ray-default", "spread", "random")
+    }
 
 
-def test_locality_moves_far_fewer_bytes_than_ray_default(small_runs) -> None:  # noqa: ANN001
+def test_locality_moves_far_fewer_bytes_than_ray_default(small_runs) -> None:
     ours, ray_default = small_runs["locality"], small_runs["ray-default"]
     assert ours.bytes_moved < 0.5 * ray_default.bytes_moved
     assert ours.start_delay_median_s <= ray_default.start_delay_median_s
 
 
-def test_every_policy_places_everything_and_no_gpu_misplaced(small_runs) -> None:  # noqa: ANN001
+def test_every_policy_places_everything_and_no_gpu_misplaced(small_runs) -> None:
     for m in small_runs.values():
         assert m.placed == m.activations == 900
         assert m.misplaced_gpu == 0 and m.infeasible == 0

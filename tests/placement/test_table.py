@@ -21,15 +21,20 @@ def test_feasible_now_and_ever() -> None:
     g = Demand(name="g", cpus=1, gpus=2, gpu_type="A100")
     assert t.feasible_now(g).tolist() == [False, True, False]
     assert not t.feasible_now(Demand(name="h", gpus=1, gpu_type="H100")).any()
-    assert t.feasible_now(Demand(name="s", cpus=1, resources={"ssd": 1})).tolist() == [False, True, False]
+    assert t.feasible_now(Demand(name="s", cpus=1, resources={"ssd": 1})).tolist() == [
+        False,
+        True,
+        False,
+    ]
 
 
 def test_selectors() -> None:
     t = _table()
     assert t.feasible_now(Demand(name="a", affinity=("zone=a",))).tolist() == [True, False, False]
     assert t.feasible_now(Demand(name="a", affinity=("gpu",))).tolist() == [False, True, False]
-    assert t.feasible_now(Demand(name="a", anti_affinity=("cpu", "ray.io/accelerator-type=A100"))).tolist() == [
-        False, False, True]
+    assert t.feasible_now(
+        Demand(name="a", anti_affinity=("cpu", "ray.io/accelerator-type=A100"))
+    ).tolist() == [False, False, True]
 
 
 def test_allocate_release_and_dead_nodes() -> None:
