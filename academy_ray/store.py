@@ -5,7 +5,9 @@ Layout under ``<uri>/<namespace>/<name>/``::
     epochs/<e:012d>.claim            activation e exists (exclusive create)
     epochs/<e:012d>.start            {"start": s}: activation e restored from checkpoint s (0: none)
     payloads/<e:012d>-<token>.arrow  the encoded state (academy_ray.state format), unique name
-    checkpoints/<s:012d>.json        manifest of checkpoint s (exclusive create: the commit point)
+    checkpoints/<s:012d>.json        manifest of checkpoint s (exclusive create: the commit point); a
+                                     payload <= 64 KiB is stored inside it (base64 "inline_payload"),
+                                     so a small checkpoint is one object
 
 Every object is created once and never overwritten: locally a temporary file in the same directory is
 fsynced then hard-linked to its name (``os.link`` fails if the name exists) and the directory is fsynced;
@@ -28,6 +30,7 @@ newest, the stale ones are ignored.
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import datetime as dt
 import hashlib
@@ -45,7 +48,7 @@ from typing import Any, TypeVar
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from academy_ray.state import Compression, EncodedState, StateEncodingError, decode_state, encode_state_segments
 
@@ -69,6 +72,8 @@ _CLAIM_RE = re.compile(r"^(\d{12})\.claim$")
 _START_RE = re.compile(r"^(\d{12})\.start$")
 _PAYLOAD_RE = re.compile(r"^(\d{12})-[0-9a-f]{32}\.arrow$")
 _CHUNK = 8 << 20
+# Payloads up to this size are stored inside their manifest (one object, half the fsyncs).
+INLINE_MAX = 64 << 10
 _MEMORY_LOCK = threading.Lock()
 # s3fs defaults retry for minutes against a dead endpoint: keep connecting bounded.
 _S3_DEFAULTS: dict[str, Any] = {"connect_timeout": 3, "read_timeout": 20}
@@ -109,7 +114,8 @@ class CheckpointInfo(BaseModel):
         size: Payload size in bytes.
         checksum: sha256 (hex) of the payload.
         schema_: Field name to kind (serialised as ``schema``).
-        path: Payload URL.
+        path: Payload URL (the manifest's URL for a payload stored inline).
+        inline: The payload (<= 64 KiB) is stored base64-encoded inside the manifest object.
         compression: Payload compression (``None`` or ``"lz4"``).
         extra: Free-form metadata given to ``save``.
         fenced: Set by :meth:`AgentCheckpoints.list`: True when a newer activation fenced it off (never
@@ -129,8 +135,10 @@ class CheckpointInfo(BaseModel):
     schema_: dict[str, str] = Field(default_factory=dict, alias="schema")
     path: str
     compression: str | None = None
+    inline: bool = False
     extra: dict[str, Any] = Field(default_factory=dict)
     fenced: bool = False
+    _inline_payload: bytes | None = PrivateAttr(default=None)
 
     @property
     def schema(self) -> dict[str, str]:  # type: ignore[override]
@@ -378,8 +386,11 @@ class _Backend:
         self.local = isinstance(self.fs, LocalFileSystem)
         self.memory = isinstance(self.fs, MemoryFileSystem)
 
-    def create(self, path: str, data: EncodedState | bytes) -> str:
-        """Creates ``path`` with ``data`` unless it exists (FileExistsError). Returns the sha256."""
+    def create(self, path: str, data: EncodedState | bytes, *, unique: bool = False) -> str:
+        """Creates ``path`` with ``data`` unless it exists (FileExistsError). Returns the sha256.
+
+        ``unique=True`` promises that nobody else uses this name (a random one): no exclusivity check.
+        """
         views: Callable[[], Iterator[memoryview]]
         if isinstance(data, EncodedState):
             views = data.iter_views
@@ -387,7 +398,7 @@ class _Backend:
             blob = data
             views = lambda: iter([memoryview(blob)])  # noqa: E731
         if self.local:
-            return self._create_local(path, views())
+            return self._create_local(path, views(), unique=unique)
         body = data.to_bytes() if isinstance(data, EncodedState) else data
         digest = _hash_views(iter([memoryview(body)]), None)
         if self.memory:
@@ -397,7 +408,10 @@ class _Backend:
                 self.fs.pipe_file(path, body)
             return digest
         try:
-            self.fs.pipe_file(path, body, mode="create")
+            if unique:  # a multipart upload (> 100 MB) cannot be conditional on every S3 server
+                self.fs.pipe_file(path, body)
+            else:
+                self.fs.pipe_file(path, body, mode="create")
         except FileExistsError:
             raise
         except Exception as exc:
@@ -406,7 +420,7 @@ class _Backend:
             raise
         return digest
 
-    def _create_local(self, path: str, views: Iterator[memoryview]) -> str:
+    def _create_local(self, path: str, views: Iterator[memoryview], *, unique: bool = False) -> str:
         directory = os.path.dirname(path)
         if not os.path.isdir(directory):
             os.makedirs(directory, exist_ok=True)
@@ -423,7 +437,10 @@ class _Backend:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.link(tmp, path)  # atomic, refuses an existing name
+            if unique:
+                os.rename(tmp, path)
+            else:
+                os.link(tmp, path)  # atomic, refuses an existing name
         finally:
             try:
                 os.unlink(tmp)
@@ -513,6 +530,7 @@ class AgentCheckpoints:
         self.name = name
         self._dir = f"{store.root}/{namespace}/{name}"
         self._b = _Backend(store)
+        self._starts: dict[int, int] = {}
 
     def __repr__(self) -> str:
         return f"AgentCheckpoints({self.store.uri!r}, {self.namespace!r}, {self.name!r})"
@@ -541,9 +559,12 @@ class AgentCheckpoints:
             elif m := _START_RE.match(n):
                 starts[int(m.group(1))] = n
         for epoch in starts:
+            if epoch in self._starts:  # write-once: cached after the first read
+                epochs[epoch] = self._starts[epoch]
+                continue
             try:
                 doc = json.loads(self._b.read_small(f"{self._dir}/epochs/{starts[epoch]}"))
-                epochs[epoch] = int(doc["start"])
+                epochs[epoch] = self._starts[epoch] = int(doc["start"])
             except FileNotFoundError:
                 epochs.setdefault(epoch, _MISSING)
             except (ValueError, KeyError, TypeError):
@@ -572,7 +593,12 @@ class AgentCheckpoints:
                 f"agent {self.namespace}/{self.name} has no checkpoint {seq} in {self.store.uri}"
             ) from None
         try:
-            return CheckpointInfo.model_validate_json(raw)
+            doc = json.loads(raw)
+            inline = doc.pop("inline_payload", None) if isinstance(doc, dict) else None
+            info = CheckpointInfo.model_validate(doc)
+            if info.inline:
+                info._inline_payload = base64.b64decode(inline or "", validate=True)
+            return info
         except ValueError as exc:
             raise CorruptCheckpointError(
                 f"checkpoint {seq} manifest {self._url(self._manifest_path(seq))} is unreadable: {exc}"
@@ -695,16 +721,23 @@ class AgentCheckpoints:
     ) -> CheckpointInfo:
         with self._guard("save"):
             self._check_epoch(epoch)  # cheap early refusal
-            payload_path = f"{self._dir}/payloads/{epoch:012d}-{uuid.uuid4().hex}.arrow"
-            checksum = self._b.create(payload_path, payload)
             size = payload.size if isinstance(payload, EncodedState) else len(payload)
+            inline: bytes | None = None
+            payload_path: str | None = None
+            if size <= INLINE_MAX:
+                inline = payload.to_bytes() if isinstance(payload, EncodedState) else bytes(payload)
+                checksum = hashlib.sha256(inline).hexdigest()
+            else:
+                payload_path = f"{self._dir}/payloads/{epoch:012d}-{uuid.uuid4().hex}.arrow"
+                checksum = self._b.create(payload_path, payload, unique=True)
             try:
                 info = self._create_manifest(
-                    payload_path, checksum, size, schema,
+                    payload_path, inline, checksum, size, schema,
                     epoch=epoch, agent_class=agent_class, extra=extra, compression=compression,
                 )
             except BaseException:
-                self._b.remove(payload_path)
+                if payload_path is not None:
+                    self._b.remove(payload_path)
                 raise
             epochs = self._epochs()
             if self._writer_fenced(info.seq, epoch, epochs):
@@ -724,7 +757,8 @@ class AgentCheckpoints:
 
     def _create_manifest(
         self,
-        payload_path: str,
+        payload_path: str | None,
+        inline: bytes | None,
         checksum: str,
         size: int,
         schema: dict[str, str],
@@ -738,10 +772,15 @@ class AgentCheckpoints:
             seq = max(self._seqs(), default=0) + 1
             info = CheckpointInfo(
                 namespace=self.namespace, name=self.name, agent_class=agent_class, seq=seq, epoch=epoch,
-                created=_now(), size=size, checksum=checksum, schema=schema, path=self._url(payload_path),
+                created=_now(), size=size, checksum=checksum, schema=schema,
+                path=self._url(payload_path or self._manifest_path(seq)), inline=inline is not None,
                 compression=compression, extra=extra,
             )
-            body = info.model_dump_json(by_alias=True, exclude={"fenced"}).encode()
+            doc = info.model_dump(mode="json", by_alias=True, exclude={"fenced"})
+            if inline is not None:
+                doc["inline_payload"] = base64.b64encode(inline).decode()
+                info._inline_payload = inline
+            body = json.dumps(doc, separators=(",", ":")).encode()
             try:
                 self._b.create(self._manifest_path(seq), body)
                 return info
@@ -789,7 +828,7 @@ class AgentCheckpoints:
                 continue
             # Manifest first: a listed manifest never points to a payload already deleted by us.
             self._b.remove(self._manifest_path(seq))
-            if info is not None:
+            if info is not None and not info.inline:
                 self._b.remove(self._payload_path(info))
 
     def _payload_path(self, info: CheckpointInfo) -> str:
@@ -797,13 +836,11 @@ class AgentCheckpoints:
 
     # ------------------------------------------------------------------ reading
     def _read_payload(self, info: CheckpointInfo) -> bytearray:
-        path = self._payload_path(info)
-        try:
-            data, digest = self._b.read(path)
-        except FileNotFoundError:
-            raise CorruptCheckpointError(
-                f"checkpoint {info.seq} payload {info.path} is missing"
-            ) from None
+        if info.inline:
+            data = bytearray(info._inline_payload or b"")
+            digest = hashlib.sha256(data).hexdigest()
+        else:
+            data, digest = self._read_payload_object(info)
         if len(data) != info.size:
             raise CorruptCheckpointError(
                 f"checkpoint {info.seq} payload {info.path} has {len(data)} bytes, expected {info.size}"
@@ -811,6 +848,15 @@ class AgentCheckpoints:
         if digest != info.checksum:
             raise CorruptCheckpointError(f"checkpoint {info.seq} payload {info.path} fails its sha256 checksum")
         return data
+
+    def _read_payload_object(self, info: CheckpointInfo) -> tuple[bytearray, str]:
+        path = self._payload_path(info)
+        try:
+            return self._b.read(path)
+        except FileNotFoundError:
+            raise CorruptCheckpointError(
+                f"checkpoint {info.seq} payload {info.path} is missing"
+            ) from None
 
     def _decode(self, info: CheckpointInfo, data: bytearray) -> dict[str, Any]:
         try:
@@ -906,3 +952,4 @@ class AgentCheckpoints:
                 self.store.fs.rm(self._dir, recursive=True)
             except FileNotFoundError:
                 pass
+            self._starts.clear()

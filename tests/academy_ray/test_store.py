@@ -16,7 +16,10 @@ import pyarrow as pa
 import pytest
 from pydantic import BaseModel
 
+from academy_ray.state import encode_state
+
 from academy_ray.store import (
+    INLINE_MAX,
     AgentCheckpoints,
     CheckpointError,
     CheckpointInfo,
@@ -96,12 +99,16 @@ def test_round_trip_every_value_kind(agent: AgentCheckpoints) -> None:
 
 def test_manifest_checksum_and_size_describe_the_payload(agent: AgentCheckpoints) -> None:
     epoch = agent.acquire_epoch()
-    info = agent.save({"a": np.ones(1000)}, epoch=epoch, agent_class=AGENT_CLASS)
+    info = agent.save({"a": np.ones(20_000)}, epoch=epoch, agent_class=AGENT_CLASS)
+    assert not info.inline
     raw = agent.store.fs.cat_file(_payload_path(agent, info))
     assert len(raw) == info.size
     assert hashlib.sha256(raw).hexdigest() == info.checksum
     assert info.path.endswith(".arrow")
     assert agent.info(1).model_dump() == {**info.model_dump(), "fenced": False}
+    small = agent.save({"a": np.ones(10)}, epoch=epoch, agent_class=AGENT_CLASS)
+    assert small.inline and small.path.endswith("checkpoints/000000000002.json")
+    assert hashlib.sha256(encode_state({"a": np.ones(10)})).hexdigest() == small.checksum
 
 
 def test_unsupported_type_is_refused_before_writing(agent: AgentCheckpoints) -> None:
@@ -140,10 +147,10 @@ def test_retention_keeps_the_newest(store_config: dict[str, Any]) -> None:
     agent = make_store(store_config, keep_last=3).for_agent("ns", "kept")
     epoch = agent.acquire_epoch()
     for i in range(7):
-        agent.save({"i": i, "a": np.full(10, i)}, epoch=epoch, agent_class=AGENT_CLASS)
+        agent.save({"i": i, "a": np.full(10_000 if i % 2 else 10, i)}, epoch=epoch, agent_class=AGENT_CLASS)
     assert [info.seq for info in agent.list()] == [5, 6, 7]
     payloads = [n for n in agent._b.names(f"{agent._dir}/payloads") if n.endswith(".arrow")]
-    assert len(payloads) == 3
+    assert len(payloads) == 1  # seq 6 (odd i = 5: large); 5 and 7 are inline
     loaded = agent.load_latest()
     assert loaded is not None and loaded[1]["i"] == 6
 
@@ -156,41 +163,64 @@ def test_keep_last_none_keeps_all(store_config: dict[str, Any]) -> None:
     assert len(agent.list()) == 12
 
 
+def _corrupt_path(agent: AgentCheckpoints, info: CheckpointInfo) -> str:
+    return agent._manifest_path(info.seq) if info.inline else _payload_path(agent, info)
+
+
 def _corrupt_flip(agent: AgentCheckpoints, info: CheckpointInfo) -> None:
-    path = _payload_path(agent, info)
+    path = _corrupt_path(agent, info)
     data = bytearray(agent.store.fs.cat_file(path))
-    data[len(data) // 2] ^= 0xFF
+    if info.inline:  # flip one base64 character of the payload: still valid JSON and base64
+        at = data.index(b'"inline_payload":"') + 40
+        data[at] = ord("A") if data[at] != ord("A") else ord("B")
+    else:
+        data[len(data) // 2] ^= 0xFF
     agent.store.fs.pipe_file(path, bytes(data))
 
 
 def _corrupt_truncate(agent: AgentCheckpoints, info: CheckpointInfo) -> None:
-    path = _payload_path(agent, info)
+    path = _corrupt_path(agent, info)
     data = agent.store.fs.cat_file(path)
     agent.store.fs.pipe_file(path, data[: len(data) - 100])
 
 
 def _corrupt_delete(agent: AgentCheckpoints, info: CheckpointInfo) -> None:
-    agent.store.fs.rm_file(_payload_path(agent, info))
+    if info.inline:  # a deleted manifest is simply gone: blank it instead
+        agent.store.fs.pipe_file(agent._manifest_path(info.seq), b"")
+    else:
+        agent.store.fs.rm_file(_payload_path(agent, info))
 
 
 def _corrupt_manifest(agent: AgentCheckpoints, info: CheckpointInfo) -> None:
     agent.store.fs.pipe_file(agent._manifest_path(info.seq), b'{"truncated": ')
 
 
-@pytest.mark.parametrize("corrupt", [_corrupt_flip, _corrupt_truncate, _corrupt_delete, _corrupt_manifest])
-def test_corrupt_newest_falls_back_with_warning(agent: AgentCheckpoints, corrupt: Any) -> None:
+@pytest.mark.parametrize(
+    ("corrupt", "size"),
+    [
+        (_corrupt_flip, 20_000),
+        (_corrupt_truncate, 20_000),
+        (_corrupt_delete, 20_000),
+        (_corrupt_manifest, 20_000),
+        (_corrupt_flip, 100),  # inline payloads: the corruption hits the manifest object
+        (_corrupt_truncate, 100),
+        (_corrupt_delete, 100),
+    ],
+)
+def test_corrupt_newest_falls_back_with_warning(agent: AgentCheckpoints, corrupt: Any, size: int) -> None:
     epoch = agent.acquire_epoch()
-    agent.save({"i": 1, "a": np.arange(5000)}, epoch=epoch, agent_class=AGENT_CLASS)
-    newest = agent.save({"i": 2, "a": np.arange(5000) * 2}, epoch=epoch, agent_class=AGENT_CLASS)
+    agent.save({"i": 1, "a": np.arange(size)}, epoch=epoch, agent_class=AGENT_CLASS)
+    newest = agent.save({"i": 2, "a": np.arange(size) * 2}, epoch=epoch, agent_class=AGENT_CLASS)
+    assert newest.inline == (size * 8 < INLINE_MAX)
     corrupt(agent, newest)
     with pytest.warns(RuntimeWarning, match=r"seq=2 .*checkpoints/000000000002\.json") as record:
         loaded = agent.load_latest()
     assert loaded is not None
     info, fields = loaded
     assert info.seq == 1 and fields["i"] == 1
-    np.testing.assert_array_equal(fields["a"], np.arange(5000))
+    np.testing.assert_array_equal(fields["a"], np.arange(size))
     assert len(record) == 1
-    if corrupt is not _corrupt_manifest:
+    if corrupt is not _corrupt_manifest and not newest.inline:
         with pytest.raises(CorruptCheckpointError, match=r"checkpoint 2 payload"):
             agent.load(2)
     # The next save goes on after the corrupt one and becomes the newest valid state.
