@@ -1,13 +1,16 @@
-"""The OpenAI-compatible HTTP ingress and the Serve application builder."""
+"""The OpenAI-compatible HTTP ingress and the Serve application builder.
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here on purpose: ``@serve.ingress`` rewrites the route
+methods' signatures and FastAPI then cannot resolve string annotations (``request: Request``
+became a required query parameter, answered with 422).
+"""
 
 import hmac
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -53,8 +56,8 @@ class ServingConfig(BaseModel):
     replica_gpus: float = Field(default=0.0, ge=0)
     ingress_cpus: float = Field(default=0.1, ge=0)
     max_ongoing_requests: int = Field(default=32, ge=1)
-    api_key: str | None = Field(default=None, repr=False)
-    runtime_env: dict[str, Any] | None = None
+    api_key: Optional[str] = Field(default=None, repr=False)
+    runtime_env: Optional[dict[str, Any]] = None
     cache: CacheConfig = Field(default_factory=CacheConfig)
 
 
@@ -65,6 +68,24 @@ def _error(exc: ServingError) -> JSONResponse:
 def _sse(data: dict[str, Any] | str) -> bytes:
     payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
     return f"data: {payload}\n\n".encode()
+
+
+async def _collect(stream: Any) -> tuple[str, int, str | None]:
+    parts: list[str] = []
+    tokens, finish = 0, None
+    async for item in stream:
+        parts.append(item.get("text", ""))
+        tokens += item.get("tokens", 0)
+        finish = item.get("finish_reason") or finish
+    return "".join(parts), tokens, finish
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 api = FastAPI(title="academy-ray serving (OpenAI-compatible)")
@@ -246,24 +267,6 @@ class OpenAIIngress:
     async def replica_stats(self) -> ReplicaStats:
         """Stats of one model replica (for tests and benchmarks; not an HTTP route)."""
         return await self._server.stats.remote()
-
-
-async def _collect(stream: Any) -> tuple[str, int, str | None]:
-    parts: list[str] = []
-    tokens, finish = 0, None
-    async for item in stream:
-        parts.append(item.get("text", ""))
-        tokens += item.get("tokens", 0)
-        finish = item.get("finish_reason") or finish
-    return "".join(parts), tokens, finish
-
-
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
 
 
 def build_app(specs: list[ModelSpec], config: ServingConfig | None = None) -> Any:

@@ -231,6 +231,8 @@ class ModelServer:
                 loaded = await self._get_model(model_id)
                 if loaded.acquire():
                     break
+            if model_id in self._resident:
+                self._resident.move_to_end(model_id)  # mirror Serve's LRU order
             if hot:
                 self._hot_hits += 1
                 self._metrics.cache("engine", True)

@@ -62,3 +62,65 @@ def cache_root(tmp_path: Path) -> str:
     root = tmp_path / "cache"
     root.mkdir()
     return os.fspath(root)
+
+
+class Served:
+    """A running serving app: its URL, key, config and handles to its parts."""
+
+    def __init__(self, url: str, api_key: str, config) -> None:  # noqa: ANN001
+        self.url = url
+        self.api_key = api_key
+        self.config = config
+
+    def replica_stats(self):  # noqa: ANN201
+        from ray import serve
+
+        handle = serve.get_deployment_handle("ModelServer", app_name=self.config.app_name)
+        return handle.stats.remote().result()
+
+    def cache_stats(self):  # noqa: ANN201
+        import ray
+
+        from serving.cache import node_cache
+
+        return ray.get(node_cache(self.config.cache).stats.remote())
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def served(ray_local, s3_specs, bad_specs, tmp_path_factory) -> Iterator[Served]:  # noqa: ANN001
+    """The four tiny models plus two broken ones on ONE replica that holds at most two."""
+    import uuid
+
+    import ray
+    from ray import serve
+
+    from serving.app import ServingConfig, serve_models
+    from serving.cache import CacheConfig, kill_node_caches
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    key = f"sk-test-{uuid.uuid4().hex}"
+    config = ServingConfig(
+        app_name=f"serving-test-{uuid.uuid4().hex[:6]}",
+        max_models_per_replica=2,
+        replica_cpus=0.5,
+        ingress_cpus=0.1,
+        api_key=key,
+        cache=CacheConfig(
+            root=str(tmp_path_factory.mktemp("node-cache")),
+            namespace=f"serving-test-{uuid.uuid4().hex[:8]}",
+            report_to_placement=False,
+        ),
+    )
+    url = serve_models([*s3_specs, *bad_specs], config, port=_free_port())
+    yield Served(url, key, config)
+    serve.shutdown()
+    kill_node_caches(config.cache)

@@ -1,0 +1,178 @@
+"""The Serve app end to end over HTTP with the official ``openai`` client and real S3 weights.
+
+One replica holds at most two of four models: LRU switching, second loads from the node cache
+(counted by the cache), streaming, and every bad-input case of the API.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import openai
+import pytest
+
+from tests.serving.conftest import Served
+
+
+def _complete(client: openai.OpenAI, model: str, prompt: str = "The agent asked the model") -> Any:
+    return client.completions.create(model=model, prompt=prompt, max_tokens=8, temperature=0)
+
+
+@pytest.fixture(scope="module")
+def client(served: Served) -> openai.OpenAI:
+    return openai.OpenAI(base_url=served.url, api_key=served.api_key, max_retries=0, timeout=120)
+
+
+def _raw(served: Served, path: str, body: bytes, key: str | None = "") -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key or served.api_key}"
+    req = urllib.request.Request(served.url + path, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_lru_switching_and_reloads_come_from_the_node_cache(
+    served: Served, client: openai.OpenAI
+) -> None:
+    # Must run first: it asserts the replica's whole history.
+    order = ["tiny-0", "tiny-1", "tiny-0", "tiny-2", "tiny-3", "tiny-1", "tiny-0"]
+    resident = []
+    for model in order:
+        out = _complete(client, model)
+        assert out.model == model and out.choices[0].finish_reason in ("length", "stop")
+        resident.append(served.replica_stats().resident)
+    assert resident == [
+        ["tiny-0"],
+        ["tiny-0", "tiny-1"],
+        ["tiny-1", "tiny-0"],
+        ["tiny-0", "tiny-2"],
+        ["tiny-2", "tiny-3"],
+        ["tiny-3", "tiny-1"],
+        ["tiny-1", "tiny-0"],
+    ]
+    stats = served.replica_stats()
+    assert [(e.model_id, e.tier) for e in stats.loads] == [
+        ("tiny-0", "object_storage"),
+        ("tiny-1", "object_storage"),
+        ("tiny-2", "object_storage"),
+        ("tiny-3", "object_storage"),
+        ("tiny-1", "disk"),
+        ("tiny-0", "disk"),
+    ]
+    assert stats.unloads == ["tiny-1", "tiny-0", "tiny-2", "tiny-3"]  # each evicted engine once
+    assert stats.hot_hits == 1
+    cache = served.cache_stats()
+    assert cache.fetches == 4 and cache.misses["disk"] == 4 and cache.hits["disk"] == 2
+    assert cache.misses["engine"] == 6
+    deadline = time.monotonic() + 10  # unload reports are fire-and-forget
+    while served.cache_stats().engines != {"tiny-1": 1, "tiny-0": 1}:
+        assert time.monotonic() < deadline, served.cache_stats().engines
+        time.sleep(0.1)
+
+
+def test_models_are_listed(client: openai.OpenAI) -> None:
+    ids = [m.id for m in client.models.list()]
+    assert ids == ["tiny-0", "tiny-1", "tiny-2", "tiny-3", "corrupt", "missing"]
+    assert client.models.retrieve("tiny-2").id == "tiny-2"
+
+
+def test_completion_usage_and_streaming_match(client: openai.OpenAI) -> None:
+    whole = _complete(client, "tiny-0")
+    assert whole.object == "text_completion"
+    assert whole.usage.prompt_tokens > 0 and 0 < whole.usage.completion_tokens <= 8
+    assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
+    stream = client.completions.create(
+        model="tiny-0", prompt="The agent asked the model", max_tokens=8, temperature=0, stream=True
+    )
+    chunks = list(stream)
+    assert len(chunks) >= 2
+    assert "".join(c.choices[0].text for c in chunks) == whole.choices[0].text
+    assert chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason
+
+
+def test_chat_completion_and_streaming_chat(client: openai.OpenAI) -> None:
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}]
+    whole = client.chat.completions.create(
+        model="tiny-1", messages=messages, max_tokens=6, temperature=0
+    )
+    assert whole.choices[0].message.role == "assistant"
+    assert whole.usage.completion_tokens <= 6
+    stream = client.chat.completions.create(
+        model="tiny-1", messages=messages, max_tokens=6, temperature=0, stream=True
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert text == whole.choices[0].message.content
+    assert chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason
+
+
+def test_unknown_model_is_404_in_openai_shape(served: Served, client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as err:
+        _complete(client, "no-such-model")
+    assert err.value.status_code == 404 and err.value.code == "model_not_found"
+    status, body = _raw(served, "/chat/completions", b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}')
+    assert status == 404 and body["error"]["param"] == "model"
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/completions", b'{"model": "tiny-0", "prompt": "hi",', None),
+        ("/completions", b'["not", "an", "object"]', None),
+        ("/completions", b'{"model": "tiny-0"}', "prompt"),
+        ("/completions", b'{"model": "tiny-0", "prompt": "hi", "max_tokens": "5"}', "max_tokens"),
+        ("/completions", b'{"model": "tiny-0", "prompt": "hi", "temperature": 9}', "temperature"),
+        ("/chat/completions", b'{"model": "tiny-0", "messages": [{"role": "user"}]}', "messages.0.content"),
+        ("/chat/completions", b'{"model": 5, "messages": []}', "model"),
+    ],
+)
+def test_bad_requests_are_400_naming_the_field(
+    served: Served, path: str, body: bytes, param: str | None
+) -> None:
+    status, answer = _raw(served, path, body)
+    assert status == 400, answer
+    assert answer["error"]["type"] == "invalid_request_error"
+    assert answer["error"]["param"] == param
+    if param:
+        assert param in answer["error"]["message"]
+
+
+def test_prompt_longer_than_context_is_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        _complete(client, "tiny-0", prompt="metal organic frameworks " * 200)
+    assert err.value.code == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model="tiny-0", prompt="hello there", max_tokens=10_000)
+    assert err.value.code == "context_length_exceeded" and err.value.param == "max_tokens"
+
+
+def test_api_key_is_required(served: Served) -> None:
+    body = b'{"model": "tiny-0", "prompt": "hello there friend"}'
+    assert _raw(served, "/completions", body, key=None)[0] == 401
+    status, answer = _raw(served, "/completions", body, key="sk-wrong")
+    assert status == 401 and answer["error"]["code"] == "invalid_api_key"
+    bad = openai.OpenAI(base_url=served.url, api_key="sk-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.models.list()
+
+
+def test_broken_weights_are_a_clear_error_and_the_replica_keeps_serving(
+    served: Served, client: openai.OpenAI
+) -> None:
+    for model, needle in (("corrupt", "checksum mismatch"), ("missing", "no model at")):
+        with pytest.raises(openai.APIStatusError) as err:
+            _complete(client, model)
+        assert err.value.status_code == 503
+        assert err.value.code == "model_weights_unavailable" and needle in err.value.message
+    assert _complete(client, "tiny-3").choices[0].finish_reason in ("length", "stop")
+    assert "corrupt" not in served.replica_stats().resident
