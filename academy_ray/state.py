@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.ipc as ipc
+from pyarrow import ipc
 from pydantic import BaseModel
 
 __all__ = [
@@ -220,10 +220,11 @@ def _ndarray_table(arr: np.ndarray) -> tuple[pa.Table, dict[str, Any]]:
     elif arr.dtype.kind == "c":
         flat = flat.view(np.float32 if arr.dtype.itemsize == 8 else np.float64)
     column = pa.Array.from_buffers(arrow_type, len(flat), [None, pa.py_buffer(flat)])
-    meta = {"dtype": np.dtype(arr.dtype).newbyteorder("<").str, "shape": list(arr.shape), "order": order}
+    dtype_str = np.dtype(arr.dtype).newbyteorder("<").str
+    meta: dict[str, Any] = {"dtype": dtype_str, "shape": list(arr.shape), "order": order}
     field = pa.field("data", arrow_type, nullable=False, metadata={
-        b"academy.dtype": meta["dtype"].encode(),
-        b"academy.shape": json.dumps(meta["shape"]).encode(),
+        b"academy.dtype": dtype_str.encode(),
+        b"academy.shape": json.dumps(list(arr.shape)).encode(),
         b"academy.order": order.encode(),
     })
     return pa.Table.from_arrays([column], schema=pa.schema([field])), meta

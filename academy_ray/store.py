@@ -43,14 +43,20 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 from pydantic import BaseModel, Field, PrivateAttr
 
-from academy_ray.state import Compression, EncodedState, StateEncodingError, decode_state, encode_state_segments
+from academy_ray.state import (
+    Compression,
+    EncodedState,
+    StateEncodingError,
+    decode_state,
+    encode_state_segments,
+)
 
 __all__ = [
     "AgentCheckpoints",
@@ -65,7 +71,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:@+=-]{0,199}$")
 _SEQ_RE = re.compile(r"^(\d{12})\.json$")
 _CLAIM_RE = re.compile(r"^(\d{12})\.claim$")
@@ -272,7 +277,7 @@ class CheckpointStore:
                         raise
                     except (ValueError, TypeError):
                         raise
-                    except Exception as exc:  # noqa: BLE001
+                    except Exception as exc:
                         raise StorageUnavailableError(f"cannot open checkpoint storage {self.uri}: {exc}") from exc
                     if self.protocol in ("s3", "s3a") and hasattr(fs, "retries"):
                         fs.retries = min(int(fs.retries), _S3_RETRIES)
@@ -396,7 +401,7 @@ class _Backend:
             views = data.iter_views
         else:
             blob = data
-            views = lambda: iter([memoryview(blob)])  # noqa: E731
+            views = lambda: iter([memoryview(blob)])
         if self.local:
             return self._create_local(path, views(), unique=unique)
         body = data.to_bytes() if isinstance(data, EncodedState) else data
@@ -508,7 +513,7 @@ def _fsync_dir(directory: str) -> None:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 _MISSING = -1  # an epoch whose start is not recorded yet
@@ -558,17 +563,17 @@ class AgentCheckpoints:
                 epochs.setdefault(int(m.group(1)), _MISSING)
             elif m := _START_RE.match(n):
                 starts[int(m.group(1))] = n
-        for epoch in starts:
+        for epoch, start_name in starts.items():
             if epoch in self._starts:  # write-once: cached after the first read
                 epochs[epoch] = self._starts[epoch]
                 continue
             try:
-                doc = json.loads(self._b.read_small(f"{self._dir}/epochs/{starts[epoch]}"))
+                doc = json.loads(self._b.read_small(f"{self._dir}/epochs/{start_name}"))
                 epochs[epoch] = self._starts[epoch] = int(doc["start"])
             except FileNotFoundError:
                 epochs.setdefault(epoch, _MISSING)
             except (ValueError, KeyError, TypeError):
-                logger.warning("unreadable epoch start record %s", starts[epoch])
+                logger.warning("unreadable epoch start record %s", start_name)
                 epochs.setdefault(epoch, _MISSING)
         return epochs
 
@@ -751,7 +756,7 @@ class AgentCheckpoints:
                 self._retain(epochs)
             except StorageUnavailableError:
                 raise
-            except Exception:  # noqa: BLE001 - retention is best effort
+            except Exception:
                 logger.warning("retention failed for %s/%s", self.namespace, self.name, exc_info=True)
             return info
 
@@ -820,16 +825,17 @@ class AgentCheckpoints:
         for seq in seqs:
             if seq >= oldest_kept:
                 break
+            old: CheckpointInfo | None
             try:
-                info = manifests.get(seq) or self._manifest(seq)
+                old = manifests.get(seq) or self._manifest(seq)
             except CorruptCheckpointError:
-                info = None
+                old = None
             except CheckpointNotFoundError:
                 continue
             # Manifest first: a listed manifest never points to a payload already deleted by us.
             self._b.remove(self._manifest_path(seq))
-            if info is not None and not info.inline:
-                self._b.remove(self._payload_path(info))
+            if old is not None and not old.inline:
+                self._b.remove(self._payload_path(old))
 
     def _payload_path(self, info: CheckpointInfo) -> str:
         return f"{self._dir}/payloads/{info.path.rstrip('/').rsplit('/', 1)[-1]}"

@@ -40,7 +40,7 @@ def test_round_trip_of_every_kind() -> None:
         "nested": {"a": [1, 2, {"b": None}], "c": "d"},
         "tuple": (1, 2),
         "blob": b"\x00\xff" * 10,
-        "params": Params(lr=0.1, tags=["x"], when=dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc)),
+        "params": Params(lr=0.1, tags=["x"], when=dt.datetime(2024, 1, 2, tzinfo=dt.UTC)),
         "matrix": np.arange(24, dtype=np.float32).reshape(2, 3, 4),
         "fortran": np.asfortranarray(np.arange(6, dtype=np.int64).reshape(2, 3)),
         "strided": np.arange(20, dtype=np.int16)[::3],

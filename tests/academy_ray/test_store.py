@@ -17,7 +17,6 @@ import pytest
 from pydantic import BaseModel
 
 from academy_ray.state import encode_state
-
 from academy_ray.store import (
     INLINE_MAX,
     AgentCheckpoints,
