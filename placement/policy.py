@@ -46,7 +46,7 @@ class Policy(Protocol):
 
 
 def _utilisation_after(
-    demand: Demand, table: NodeTable, rows: np.ndarray | None = None, include_gpu: bool = True
+    demand: Demand, table: NodeTable, rows: np.ndarray | None = None
 ) -> np.ndarray:
     """Critical-resource utilisation (max over CPU, GPU, memory) after placing ``demand``.
 
@@ -56,7 +56,7 @@ def _utilisation_after(
     util: np.ndarray | None = None
     for total, free, need in (
         (table.cpu_total, table.cpu_free, demand.cpus),
-        (table.gpu_total, table.gpu_free, demand.gpus if include_gpu else 0.0),
+        (table.gpu_total, table.gpu_free, demand.gpus),
         (table.mem_total, table.mem_free, float(demand.memory_bytes)),
     ):
         if need <= 0 and total is not table.cpu_total:
@@ -94,11 +94,15 @@ class LocalityWeights(BaseModel):
         transfer: Weight of the transfer time of the bytes not already local (per second).
         load: Weight of the node's critical-resource utilisation after placement (0..1), the
             load-balancing term: 1.0 means a full node costs as much as 1 s of transfer. Only the
-            resources the demand asks for count; for a GPU demand GPUs are left to ``gpu_fit``.
+            resources the demand asks for count (so GPU demands spread over GPU nodes).
         gpu_guard: Penalty for putting a demand that needs no GPU on a node that has GPUs, applied
-            only while some node without GPUs can fit it (keeps scarce GPU nodes for GPU work).
+            only while some node without GPUs can fit it (keeps scarce GPU nodes' CPUs and memory
+            for GPU work). 20 means a CPU agent leaves a GPU node unless more than 20 s of
+            transfer (25 GB at 10 Gbit/s) would be saved by staying.
         gpu_fit: Weight of the fraction of a GPU node's GPUs left idle after placing a GPU demand
-            (best fit: fill partly used GPU nodes first, keep whole ones for large demands).
+            (best fit: fill partly used GPU nodes first, keep whole ones for large multi-GPU
+            demands). Off by default: in the simulated stateful trace best fit exhausted the CPUs
+            of busy GPU nodes and made more GPU demands wait (see benchmarks/placement_sim.py).
         sample_nodes: On clusters with more fitting nodes than this, score only the nodes that
             hold some of the demand's bytes plus this many sampled at random from the rest (the
             idea of Kubernetes' ``percentageOfNodesToScore``); 0 scores every node.
@@ -107,8 +111,8 @@ class LocalityWeights(BaseModel):
     bandwidth_bytes_per_s: float = Field(default=1.25e9, gt=0)
     transfer: float = Field(default=1.0, ge=0)
     load: float = Field(default=1.0, ge=0)
-    gpu_guard: float = Field(default=5.0, ge=0)
-    gpu_fit: float = Field(default=0.5, ge=0)
+    gpu_guard: float = Field(default=20.0, ge=0)
+    gpu_fit: float = Field(default=0.0, ge=0)
     sample_nodes: int = Field(default=1024, ge=0)
 
 
@@ -150,8 +154,7 @@ class LocalityPolicy:
         local = np.minimum(local_all[rows], total)
         missing = total - local
         t_transfer = (-w.transfer / w.bandwidth_bytes_per_s) * missing
-        # GPU packing is gpu_fit's job: a GPU demand's load term looks at CPU and memory only.
-        t_load = -w.load * _utilisation_after(demand, table, rows, include_gpu=demand.gpus <= 0)
+        t_load = -w.load * _utilisation_after(demand, table, rows)
         if demand.gpus <= 0:
             t_gpu = -w.gpu_guard * (gpu_total[rows] > 0) if guard_on else np.zeros(rows.size)
             gpu_name = "gpu_guard"

@@ -67,10 +67,11 @@ def test_gpu_demand_only_where_a_gpu_is_free() -> None:
     assert _best(LocalityPolicy(), g, t, inv) == "g1"
 
 
-def test_gpu_fit_prefers_partly_used_gpu_node() -> None:
+def test_gpu_fit_weight_turns_on_best_fit() -> None:
     t = _table(cpu_nodes=0, gpu_nodes=2)
     t.allocate(t.index["g1"], Demand(name="x", gpus=2))
-    assert _best(LocalityPolicy(), Demand(name="g", gpus=1), t) == "g1"
+    assert _best(LocalityPolicy(), Demand(name="g", gpus=1), t) == "g0"  # default: spread GPU load
+    assert _best(LocalityPolicy(LocalityWeights(gpu_fit=2.0)), Demand(name="g", gpus=1), t) == "g1"
 
 
 def test_cpu_demand_kept_off_gpu_nodes_while_cpu_nodes_have_room() -> None:
