@@ -13,7 +13,7 @@ import inspect
 import logging
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, ParamSpec, TypeVar, overload
 
 from academy_ray.exception import AgentError
 
@@ -34,24 +34,46 @@ LoopErrorPolicy = Literal["shutdown", "restart", "ignore"]
 back-off, or log it and keep serving actions without that loop."""
 
 _METHOD_KIND = "_agent_method_type"
+ACTION_CHECKPOINTS = "_agent_action_checkpoints"
+"""Attribute of an action function: whether it may change persistent state (see `action`)."""
 
 
-def action(method: ActionMethod[P, R]) -> ActionMethod[P, R]:
+@overload
+def action(method: ActionMethod[P, R], /) -> ActionMethod[P, R]: ...
+
+
+@overload
+def action(*, checkpoint: bool = True) -> Callable[[ActionMethod[P, R]], ActionMethod[P, R]]: ...
+
+
+def action(
+    method: ActionMethod[P, R] | None = None, /, *, checkpoint: bool = True
+) -> ActionMethod[P, R] | Callable[[ActionMethod[P, R]], ActionMethod[P, R]]:
     """Marks an ``async`` method of an agent as an action that handles can call.
 
     Arguments are checked against the method's signature and validated with pydantic against its type
     annotations before the method runs (see `ActionArgumentError`).
 
+    Args:
+        method: The method (when used as ``@action``).
+        checkpoint: False for an action that never changes the agent's persistent state, so that the
+            every-action checkpoint policy does not write after it (``@action(checkpoint=False)``).
+
     Raises:
         TypeError: If the method is not a coroutine function.
     """
-    if not inspect.iscoroutinefunction(method):
-        raise TypeError(
-            f'Action method "{method.__name__}" is not a coroutine. '
-            'Did you forget an "async" in the method declaration?'
-        )
-    setattr(method, _METHOD_KIND, "action")
-    return method
+
+    def decorate(function: ActionMethod[P, R]) -> ActionMethod[P, R]:
+        if not inspect.iscoroutinefunction(function):
+            raise TypeError(
+                f'Action method "{function.__name__}" is not a coroutine. '
+                'Did you forget an "async" in the method declaration?'
+            )
+        setattr(function, _METHOD_KIND, "action")
+        setattr(function, ACTION_CHECKPOINTS, checkpoint)
+        return function
+
+    return decorate if method is None else decorate(method)
 
 
 def loop(method: LoopMethod[AgentT]) -> LoopMethod[AgentT]:

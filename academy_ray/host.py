@@ -11,9 +11,10 @@ from typing import Any
 
 import ray
 
-from academy_ray.exception import AgentExistsError, AgentNotFoundError
+from academy_ray.exception import AgentError, AgentExistsError, AgentNotFoundError
 from academy_ray.runner import AgentRunner
 from academy_ray.spec import AgentInfo, AgentSpec
+from academy_ray.store import CheckpointInfo
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,27 @@ class AgentHost:
         await runner.done.wait()
         return self._info(runner)
 
+    async def agent_save(self, agent: str) -> CheckpointInfo | None:
+        """Checkpoints the agent now (on demand); None if it has no checkpoint policy."""
+        runner = self._runner(agent)
+        await runner.wait_ready()
+        if runner.persistence is None or runner.agent is None:
+            return None
+        return await runner.persistence.save(runner.agent)
+
+    async def agent_rollback(self, agent: str, seq: int) -> CheckpointInfo:
+        """Rolls the running agent back to checkpoint ``seq`` (written again as the newest) and restores it."""
+        runner = self._runner(agent)
+        await runner.wait_ready()
+        if runner.persistence is None or runner.agent is None:
+            raise AgentError(f"agent {agent!r} has no checkpoint policy")
+        info, fields = await runner.persistence.rollback(seq)
+        runner.agent.agent_restore(fields)
+        return info
+
     def _info(self, runner: AgentRunner) -> AgentInfo:
+        persistence = runner.persistence
+        last = persistence.last if persistence is not None else None
         return AgentInfo(
             name=runner.spec.name,
             namespace=runner.spec.namespace,
@@ -122,4 +143,9 @@ class AgentHost:
             restarted=self._restarted,
             error=runner.error,
             actions=sorted(runner.agent_class.agent_actions()),
+            checkpoint_uri=persistence.policy.uri if persistence is not None else None,
+            last_checkpoint_seq=last.seq if last is not None else None,
+            last_checkpoint_at=last.created if last is not None else None,
+            checkpoint_pending=persistence.dirty if persistence is not None else False,
+            notes=list(persistence.notes) if persistence is not None else [],
         )

@@ -9,7 +9,8 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from academy_ray.agent import Agent
+from academy_ray.agent import ACTION_CHECKPOINTS, Agent
+from academy_ray.checkpoint import CheckpointFencedError, Persistence
 from academy_ray.context import AgentContext
 from academy_ray.exception import (
     ActionNotFoundError,
@@ -51,6 +52,15 @@ class AgentRunner:
             max_workers=spec.executor_workers, thread_name_prefix=f"agent-{spec.name}"
         )
         self._bound: dict[str, Any] = {}
+        self._checkpointing: set[str] = set()
+        self.persistence: Persistence | None = None
+        if spec.checkpoint is not None:
+            self.persistence = Persistence(
+                spec.checkpoint,
+                spec.namespace,
+                spec.name,
+                f"{spec.agent_class.__module__}.{spec.agent_class.__qualname__}",
+            )
         self._validators: dict[str, ActionValidator] = {}
         self._loops: dict[str, asyncio.Task[None]] = {}
 
@@ -89,9 +99,17 @@ class AgentRunner:
             executor=self._executor,
         )
         self.agent = agent
-        for action_name in self.agent_class.agent_actions():
+        for action_name, function in self.agent_class.agent_actions().items():
             self._bound[action_name] = getattr(agent, action_name)
+            if getattr(function, ACTION_CHECKPOINTS, True):
+                self._checkpointing.add(action_name)
+        if self.persistence is not None:
+            fields = await self.persistence.activate()
+            if fields is not None:
+                agent.agent_restore(fields)
         await agent.agent_on_startup()
+        if self.persistence is not None:
+            self.persistence.start_background(agent)
 
     def request_shutdown(self) -> None:
         """Asks the agent to shut down (as `Agent.agent_shutdown` does)."""
@@ -110,6 +128,8 @@ class AgentRunner:
             await self.agent.agent_on_shutdown()
         except Exception:
             logger.exception("agent_on_shutdown of agent %r raised", self.spec.name)
+        if self.persistence is not None:
+            await self.persistence.close(self.agent)
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._set_status("stopped")
         self.done.set()
@@ -184,8 +204,39 @@ class AgentRunner:
             )
             self._validators[action] = validator
         args, kwargs = validator(self.agent, args, kwargs)
+        persistence = self.persistence
         try:
-            return await method(*args, **kwargs)
+            result = await method(*args, **kwargs)
         except Exception as error:
+            if persistence is not None and action in self._checkpointing:
+                persistence.mark_changed()  # it may have changed state before raising
             _add_remote_traceback(error, self.spec.name, action)
+            raise
+        if (
+            persistence is not None
+            and action in self._checkpointing
+            and persistence.policy.every_action
+        ):
+            await self._make_durable(persistence, action)
+        return result
+
+    async def _make_durable(self, persistence: Persistence, action: str) -> None:
+        """Saves the state the action left before its result is returned (every-action policy)."""
+        assert self.agent is not None
+        try:
+            await persistence.save(self.agent)
+        except CheckpointFencedError as error:
+            self.error = f"fenced: {error}"
+            self._set_status("failed", self.error)
+            self._shutdown_event.set()
+            error.add_note(
+                f"agent {self.spec.name!r}: a newer copy of this agent is active; this copy stopped and the "
+                f"result of {action!r} was not made durable"
+            )
+            raise
+        except Exception as error:
+            error.add_note(
+                f"action {action!r} of agent {self.spec.name!r} ran, but its new state could not be made "
+                "durable; the agent keeps running and retries in the background"
+            )
             raise

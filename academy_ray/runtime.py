@@ -14,6 +14,7 @@ import ray
 
 from academy_ray._sync import run_sync
 from academy_ray.agent import Agent
+from academy_ray.checkpoint import CheckpointPolicy
 from academy_ray.exception import (
     AgentExistsError,
     AgentNotFoundError,
@@ -24,6 +25,7 @@ from academy_ray.exception import (
 from academy_ray.handle import Handle, lookup_actor, translate_error
 from academy_ray.host import AgentHost
 from academy_ray.spec import AgentInfo, AgentResources, AgentSpec
+from academy_ray.store import AgentCheckpoints, CheckpointInfo
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ class Runtime:
             in other namespaces are invisible to this runtime.
         init_kwargs: Extra keyword arguments for ``ray.init`` (ignored when Ray is already initialised).
         default_resources: Resources of agents launched without ``resources=``.
+        checkpoint: Default checkpoint policy of launched agents (a `CheckpointPolicy`, or just a store URI
+            for the default policy: after every state-changing action, on shutdown, keep the last 10).
     """
 
     def __init__(
@@ -64,9 +68,11 @@ class Runtime:
         namespace: str | None = None,
         init_kwargs: Mapping[str, Any] | None = None,
         default_resources: AgentResources | None = None,
+        checkpoint: CheckpointPolicy | str | None = None,
     ) -> None:
         self.namespace = namespace or default_namespace()
         self.default_resources = default_resources or AgentResources()
+        self.default_checkpoint = _as_policy(checkpoint)
         self._owns_ray = False
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"namespace": self.namespace}
@@ -110,6 +116,7 @@ class Runtime:
         get_if_exists: bool = False,
         max_restarts: int = -1,
         executor_workers: int = 4,
+        checkpoint: CheckpointPolicy | str | bool | None = None,
     ) -> Handle[AgentT]:
         """Starts ``agent(*args, **kwargs)`` as a detached, named Ray actor and waits until it serves calls.
 
@@ -122,6 +129,9 @@ class Runtime:
             get_if_exists: Return the existing agent's handle instead of failing when the name is taken.
             max_restarts: How often Ray restarts the host after its process dies (-1: always).
             executor_workers: Threads for `Agent.agent_run_sync`.
+            checkpoint: The agent's checkpoint policy (or store URI); None uses the runtime's default and
+                False turns checkpointing off. With a policy, the agent restores its newest valid checkpoint
+                before it serves calls: after a crash, and when it is launched again under the same name.
 
         Raises:
             AgentExistsError: The name is taken (and ``get_if_exists`` is False).
@@ -136,6 +146,7 @@ class Runtime:
             args=tuple(args),
             kwargs=dict(kwargs or {}),
             executor_workers=executor_workers,
+            checkpoint=self.default_checkpoint if checkpoint is None else _as_policy(checkpoint),
         )
         if resources is None:
             reserved = self.default_resources
@@ -257,6 +268,41 @@ class Runtime:
         if (return_when == asyncio.ALL_COMPLETED and pending) or not done:
             raise TimeoutError(f"{len(pending)} agent(s) still running after {timeout} s")
 
+    # ---- checkpoints --------------------------------------------------------------------------------------
+
+    async def save(self, agent: str | Handle[Any]) -> CheckpointInfo | None:
+        """Checkpoints a running agent now; None if it has no checkpoint policy."""
+        name = agent.name if isinstance(agent, Handle) else agent
+        handle = self.get(name)
+        return await handle._await(handle._submit("agent_save", name))  # type: ignore[no-any-return]
+
+    def checkpoints(
+        self, name: str, policy: CheckpointPolicy | str | None = None
+    ) -> AgentCheckpoints:
+        """The checkpoints of agent ``name`` (running or not) in ``policy``'s store (default: the runtime's)."""
+        chosen = _as_policy(policy) or self.default_checkpoint
+        if chosen is None:
+            raise ValueError(
+                "no checkpoint store given and the runtime has no default checkpoint policy"
+            )
+        return chosen.store().for_agent(self.namespace, name)
+
+    async def rollback(
+        self, name: str, seq: int, policy: CheckpointPolicy | str | None = None
+    ) -> CheckpointInfo:
+        """Makes checkpoint ``seq`` the newest again; a running agent is restored to it at once."""
+        try:
+            handle = self.get(name)
+        except AgentNotFoundError:
+            checkpoints = self.checkpoints(name, policy)
+            loop = asyncio.get_running_loop()
+
+            def roll_back() -> CheckpointInfo:
+                return checkpoints.rollback(seq, epoch=checkpoints.acquire_epoch())
+
+            return await loop.run_in_executor(None, roll_back)
+        return await handle._await(handle._submit("agent_rollback", name, seq))  # type: ignore[no-any-return]
+
     @property
     def sync(self) -> BlockingRuntime:
         """The blocking form of this runtime, for scripts and notebooks."""
@@ -271,6 +317,16 @@ async def _wait_quietly(handle: Handle[Any]) -> None:
         await _wait_quietly(handle)
     except (AgentTerminatedError, AgentNotFoundError):
         return
+
+
+def _as_policy(value: CheckpointPolicy | str | bool | None) -> CheckpointPolicy | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        raise ValueError("checkpoint=True needs a store: pass a URI or a CheckpointPolicy")
+    if isinstance(value, CheckpointPolicy):
+        return value
+    return CheckpointPolicy(uri=value)
 
 
 def _name_taken(name: str, namespace: str) -> bool:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from academy_ray.checkpoint import CheckpointPolicy
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._:@+=-]{0,199}")
+"""Agent names: safe as Ray actor names and as path components of checkpoint stores."""
 
 AgentStatus = Literal["starting", "running", "stopping", "stopped", "failed", "unreachable"]
 """Life-cycle states an agent reports (``unreachable``: its host did not answer, e.g. while restarting)."""
@@ -49,6 +55,7 @@ class AgentSpec(BaseModel):
         kwargs: Keyword arguments of the class.
         executor_workers: Threads for `Agent.agent_run_sync`.
         shutdown_grace_s: How long loops get to return after shutdown is requested before they are cancelled.
+        checkpoint: Where and when the agent's state is checkpointed (None: not persisted).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -60,6 +67,7 @@ class AgentSpec(BaseModel):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     executor_workers: int = Field(default=4, ge=1)
     shutdown_grace_s: float = Field(default=5.0, ge=0)
+    checkpoint: CheckpointPolicy | None = None
 
     @field_validator("name")
     @classmethod
@@ -91,3 +99,8 @@ class AgentInfo(BaseModel):
     restarted: bool = False
     error: str | None = None
     actions: list[str] = Field(default_factory=list)
+    checkpoint_uri: str | None = None
+    last_checkpoint_seq: int | None = None
+    last_checkpoint_at: datetime | None = None
+    checkpoint_pending: bool = False
+    notes: list[str] = Field(default_factory=list)

@@ -59,16 +59,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_for_port(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
 # Every port `weed mini` opens, each set to a free one so that several servers can run side by side.
 _WEED_PORT_FLAGS = (
     "admin.port",
@@ -107,20 +97,35 @@ class S3Server:
         ]
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 60.0) -> None:
-        self.process = subprocess.Popen(self._cmd, stdout=self._log, stderr=subprocess.STDOUT)
-        _wait_for_port(self.s3_port, timeout)
-        # The port opens before the S3 gateway serves requests: wait for a real bucket round trip.
+    def start(self, timeout: float = 60.0, attempts: int = 3) -> None:
+        """Starts the server and waits until it answers S3 requests.
+
+        A restart over the same ports can lose a race with sockets the previous process still holds: the new
+        process then exits, and is started again.
+        """
+        for attempt in range(attempts):
+            self.process = subprocess.Popen(self._cmd, stdout=self._log, stderr=subprocess.STDOUT)
+            if self._wait_ready(timeout):
+                return
+            self.stop()
+            time.sleep(1.0 + attempt)
+        raise TimeoutError(
+            f"SeaweedFS did not serve S3 on {self.endpoint_url}; see {self.data_dir}/weed.log"
+        )
+
+    def _wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        while True:
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                return False
             try:
-                fs = self.filesystem()
-                fs.mkdir("readiness-probe")
-                break
-            except Exception:  # noqa: BLE001
-                if time.monotonic() > deadline:
-                    raise
+                self.filesystem().mkdir("readiness-probe")
+                return True
+            except FileExistsError:  # a restart over the same data directory
+                return True
+            except Exception:  # noqa: BLE001 - not serving yet
                 time.sleep(0.2)
+        return False
 
     def stop(self) -> None:
         if self.process is not None:
@@ -142,7 +147,7 @@ class S3Server:
             "skip_instance_cache": True,
         }
 
-    def filesystem(self):  # noqa: ANN201
+    def filesystem(self):
         import s3fs
 
         return s3fs.S3FileSystem(**self.storage_options)

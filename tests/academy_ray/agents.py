@@ -33,7 +33,7 @@ class Counter(Agent):
         self.count += n
         return self.count
 
-    @action
+    @action(checkpoint=False)
     async def get(self) -> int:
         return self.count
 
@@ -58,7 +58,7 @@ class Counter(Agent):
             raise
         return "slept"
 
-    @action
+    @action(checkpoint=False)
     async def cancelled_count(self) -> int:
         return self.cancelled
 
@@ -79,7 +79,7 @@ class Counter(Agent):
     async def tick(self) -> None:
         self.ticks += 1
 
-    @action
+    @action(checkpoint=False)
     async def get_ticks(self) -> int:
         return self.ticks
 
@@ -178,3 +178,29 @@ class BadStartup(Agent):
     @action
     async def hello(self) -> str:
         return "hi"
+
+
+class Journal(Agent):
+    """Appends entries; its entries (a list) and an embedding matrix (numpy) are its persistent state."""
+
+    agent_state_fields = ("entries", "weights")
+
+    def __init__(self, dim: int = 4) -> None:
+        import numpy as np
+
+        self.entries: list[int] = []
+        self.weights = np.zeros((2, dim), dtype=np.float32)
+
+    @action
+    async def append(self, entry: int) -> int:
+        self.entries.append(entry)
+        self.weights = self.weights + 1
+        return len(self.entries)
+
+    @action(checkpoint=False)
+    async def read(self) -> list[int]:
+        return list(self.entries)
+
+    @action(checkpoint=False)
+    async def weight_sum(self) -> float:
+        return float(self.weights.sum())
