@@ -17,14 +17,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from academy_ray.checkpoint import CheckpointPolicy
 from academy_ray.exception import AgentError
 from academy_ray.runtime import Runtime, default_namespace
+from academy_ray.store import AgentCheckpoints, CheckpointError
 
 console = Console()
 Command = Callable[[Runtime, argparse.Namespace], Any]
 _COMMANDS: dict[str, Command] = {}
-_EXTENSIONS: list[Callable[[Any], None]] = []
-"""Sub-command builders added by other modules (checkpoints, placement)."""
 
 
 def _command(name: str) -> Callable[[Command], Command]:
@@ -74,6 +74,84 @@ async def _stop(rt: Runtime, options: argparse.Namespace) -> None:
     console.print(f"stopped {options.name}")
 
 
+async def _store_of(rt: Runtime, options: argparse.Namespace) -> AgentCheckpoints:
+    uri = options.uri
+    if uri is None:
+        try:
+            info = await rt.get(options.name).info()
+        except AgentError:
+            raise SystemExit(
+                f"agent {options.name!r} is not running: give its store with --uri"
+            ) from None
+        uri = info.checkpoint_uri
+        if uri is None:
+            raise SystemExit(f"agent {options.name!r} has no checkpoint policy")
+    policy = CheckpointPolicy(uri=uri, storage_options=json.loads(options.storage_options))
+    return rt.checkpoints(options.name, policy)
+
+
+@_command("checkpoints")
+async def _checkpoints(rt: Runtime, options: argparse.Namespace) -> None:
+    store = await _store_of(rt, options)
+    table = Table(title=f"checkpoints of {options.name!r} in {store.store.uri}")
+    for column in ("seq", "epoch", "created", "size", "fields", "fenced", "note"):
+        table.add_column(column)
+    for info in await asyncio.to_thread(store.list):
+        rolled = info.extra.get("rollback_of")
+        table.add_row(
+            str(info.seq),
+            str(info.epoch),
+            info.created.isoformat(timespec="seconds"),
+            f"{info.size:,}",
+            ", ".join(f"{k}:{v}" for k, v in info.schema.items()),
+            "yes" if info.fenced else "",
+            f"rollback of {rolled}" if rolled is not None else "",
+        )
+    console.print(table)
+
+
+@_command("inspect")
+async def _inspect(rt: Runtime, options: argparse.Namespace) -> None:
+    store = await _store_of(rt, options)
+    info = await asyncio.to_thread(store.info, options.seq)
+    fields = await asyncio.to_thread(store.load, options.seq)
+    print(
+        json.dumps(
+            {
+                "manifest": info.model_dump(mode="json", by_alias=True),
+                "fields": {name: _summary(value) for name, value in fields.items()},
+            },
+            indent=2,
+        )
+    )
+
+
+@_command("rollback")
+async def _rollback(rt: Runtime, options: argparse.Namespace) -> None:
+    policy = None
+    if options.uri is not None:
+        policy = CheckpointPolicy(
+            uri=options.uri, storage_options=json.loads(options.storage_options)
+        )
+    info = await rt.rollback(options.name, options.seq, policy)
+    console.print(
+        f"{options.name}: checkpoint {options.seq} is the newest again (as seq {info.seq})"
+    )
+
+
+def _summary(value: Any) -> Any:
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return f"array shape={tuple(shape)} dtype={getattr(value, 'dtype', '?')}"
+    num_rows = getattr(value, "num_rows", None)
+    if num_rows is not None:
+        return f"table rows={num_rows} columns={list(value.column_names)}"
+    if isinstance(value, bytes):
+        return f"bytes len={len(value)}"
+    text = json.dumps(value, default=repr)
+    return value if len(text) <= 2000 else text[:2000] + "..."
+
+
 def _jsonable(value: Any) -> Any:
     dump = getattr(value, "model_dump", None)
     if dump is not None:
@@ -100,8 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
     stop = sub.add_parser("stop", help="shut an agent down gracefully")
     stop.add_argument("name")
     stop.add_argument("--timeout", type=float, default=30.0)
-    for extend in _EXTENSIONS:
-        extend(sub)
+    checkpoints = sub.add_parser("checkpoints", help="list an agent's checkpoints (running or not)")
+    inspect = sub.add_parser("inspect", help="show one checkpoint's manifest and fields")
+    rollback = sub.add_parser(
+        "rollback", help="make an older checkpoint the newest (restores a running agent)"
+    )
+    for command in (checkpoints, inspect, rollback):
+        command.add_argument("name")
+        if command is not checkpoints:
+            command.add_argument("seq", type=int)
+        command.add_argument("--uri", help="checkpoint store URI (default: the running agent's)")
+        command.add_argument(
+            "--storage-options", default="{}", help="fsspec options as a JSON object"
+        )
     return parser
 
 
@@ -116,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         asyncio.run(_COMMANDS[options.command](rt, options))
-    except (AgentError, json.JSONDecodeError) as error:
+    except (AgentError, CheckpointError, json.JSONDecodeError) as error:
         console.print(f"[red]error:[/red] {error}")
         return 1
     except Exception as error:  # noqa: BLE001 - an action's own exception: show it, exit non-zero

@@ -50,3 +50,31 @@ def test_list_call_stop(standalone_cluster: str, namespace: str) -> None:
     stopped = _cli(standalone_cluster, namespace, "stop", "cli-agent")
     assert stopped.returncode == 0
     assert json.loads(_cli(standalone_cluster, namespace, "list", "--json").stdout) == []
+
+
+def test_checkpoints_inspect_rollback(standalone_cluster: str, namespace: str, tmp_path) -> None:  # noqa: ANN001
+    uri = f"file://{tmp_path}/store"
+    run_driver(
+        standalone_cluster,
+        namespace,
+        f"""
+        counter = await rt.launch(Counter, name="ckpt-agent", checkpoint={uri!r})
+        await counter.add(1)
+        await counter.add(10)
+        """,
+    )
+    listed = _cli(standalone_cluster, namespace, "checkpoints", "ckpt-agent")
+    assert listed.returncode == 0, listed.stdout + listed.stderr[-2000:]
+    assert "count:json" in listed.stdout
+    inspected = _cli(standalone_cluster, namespace, "inspect", "ckpt-agent", "1")
+    assert inspected.returncode == 0, inspected.stdout
+    assert json.loads(inspected.stdout)["fields"] == {"count": 1}
+    rolled = _cli(standalone_cluster, namespace, "rollback", "ckpt-agent", "1")
+    assert rolled.returncode == 0, rolled.stdout
+    got = _cli(standalone_cluster, namespace, "call", "ckpt-agent", "get")
+    assert json.loads(got.stdout) == 1
+    _cli(standalone_cluster, namespace, "stop", "ckpt-agent")
+    offline = _cli(standalone_cluster, namespace, "checkpoints", "ckpt-agent", "--uri", uri)
+    assert offline.returncode == 0 and "rollback of 1" in offline.stdout
+    missing = _cli(standalone_cluster, namespace, "inspect", "ckpt-agent", "99", "--uri", uri)
+    assert missing.returncode == 1 and "error" in missing.stdout
