@@ -405,25 +405,29 @@ class _Backend:
         if self.local:
             return self._create_local(path, views(), unique=unique)
         body = data.to_bytes() if isinstance(data, EncodedState) else data
-        digest = _hash_views(iter([memoryview(body)]), None)
-        if self.memory:
-            with _MEMORY_LOCK:
-                if self.fs.exists(path):
-                    raise FileExistsError(path)
-                self.fs.pipe_file(path, body)
-            return digest
+        hasher = _Hasher(threaded=len(body) >= _THREADED_MIN)  # hashes while the upload runs
         try:
-            if unique:  # a multipart upload (> 100 MB) cannot be conditional on every S3 server
-                self.fs.pipe_file(path, body)
-            else:
-                self.fs.pipe_file(path, body, mode="create")
-        except FileExistsError:
-            raise
-        except Exception as exc:
-            if _is_precondition_failed(exc):
-                raise FileExistsError(path) from exc
-            raise
-        return digest
+            hasher.update(memoryview(body))
+            if self.memory:
+                with _MEMORY_LOCK:
+                    if self.fs.exists(path):
+                        raise FileExistsError(path)
+                    self.fs.pipe_file(path, body)
+                return hasher.hexdigest()
+            try:
+                if unique:  # a multipart upload (> 100 MB) cannot be conditional on every S3 server
+                    self.fs.pipe_file(path, body)
+                else:
+                    self.fs.pipe_file(path, body, mode="create")
+            except FileExistsError:
+                raise
+            except Exception as exc:
+                if _is_precondition_failed(exc):
+                    raise FileExistsError(path) from exc
+                raise
+            return hasher.hexdigest()
+        finally:
+            hasher.close()
 
     def _create_local(self, path: str, views: Iterator[memoryview], *, unique: bool = False) -> str:
         directory = os.path.dirname(path)
@@ -753,7 +757,7 @@ class AgentCheckpoints:
                     f"{max(epochs)} while writing checkpoint {info.seq}"
                 )
             try:
-                self._retain(epochs)
+                self._retain(epochs, epoch)
             except StorageUnavailableError:
                 raise
             except Exception:
@@ -799,7 +803,7 @@ class AgentCheckpoints:
                     ) from None
         raise CheckpointError(f"could not allocate a checkpoint seq for {self.namespace}/{self.name}")
 
-    def _retain(self, epochs: Mapping[int, int]) -> None:
+    def _retain(self, epochs: Mapping[int, int], writer_epoch: int) -> None:
         keep_last = self.store.keep_last
         if keep_last is None:
             return
@@ -822,6 +826,7 @@ class AgentCheckpoints:
         if len(valid) < keep_last:
             return
         oldest_kept = valid[-1]
+        removed = False
         for seq in seqs:
             if seq >= oldest_kept:
                 break
@@ -834,8 +839,28 @@ class AgentCheckpoints:
                 continue
             # Manifest first: a listed manifest never points to a payload already deleted by us.
             self._b.remove(self._manifest_path(seq))
+            removed = True
             if old is not None and not old.inline:
                 self._b.remove(self._payload_path(old))
+        if removed:
+            referenced = {
+                self._payload_path(info).rsplit("/", 1)[-1]
+                for info in manifests.values()
+                if info is not None and not info.inline
+            }
+            self._collect_orphans(referenced, writer_epoch)
+
+    def _collect_orphans(self, referenced: set[str], writer_epoch: int) -> None:
+        """Deletes payloads no manifest references, left by crashes between payload and manifest.
+
+        Only payloads of epochs older than the (live) writer's are touched: a newer activation's or a
+        concurrent save's in-flight payload is never deleted, and a stale writer whose payload goes can
+        only produce a checkpoint that is fenced anyway (the writer's epoch recorded its start earlier).
+        """
+        for name in self._b.names(f"{self._dir}/payloads"):
+            m = _PAYLOAD_RE.match(name)
+            if m and int(m.group(1)) < writer_epoch and name not in referenced:
+                self._b.remove(f"{self._dir}/payloads/{name}")
 
     def _payload_path(self, info: CheckpointInfo) -> str:
         return f"{self._dir}/payloads/{info.path.rstrip('/').rsplit('/', 1)[-1]}"

@@ -144,12 +144,20 @@ def test_existing_checkpoint_is_never_overwritten(agent: AgentCheckpoints) -> No
 
 def test_retention_keeps_the_newest(store_config: dict[str, Any]) -> None:
     agent = make_store(store_config, keep_last=3).for_agent("ns", "kept")
+    agent.acquire_epoch()
     epoch = agent.acquire_epoch()
+    # A crash between payload and manifest leaves an orphan payload: collected if from an older epoch,
+    # kept if from the writer's own epoch (it could be a concurrent save in flight).
+    old_orphan = f"{0 + epoch - 1:012d}-{uuid.uuid4().hex}.arrow"
+    own_orphan = f"{epoch:012d}-{uuid.uuid4().hex}.arrow"
+    for orphan in (old_orphan, own_orphan):
+        agent._b.create(f"{agent._dir}/payloads/{orphan}", b"partial", unique=True)
     for i in range(7):
         agent.save({"i": i, "a": np.full(10_000 if i % 2 else 10, i)}, epoch=epoch, agent_class=AGENT_CLASS)
     assert [info.seq for info in agent.list()] == [5, 6, 7]
     payloads = [n for n in agent._b.names(f"{agent._dir}/payloads") if n.endswith(".arrow")]
-    assert len(payloads) == 1  # seq 6 (odd i = 5: large); 5 and 7 are inline
+    assert old_orphan not in payloads and own_orphan in payloads
+    assert len(payloads) == 2  # seq 6 (odd i = 5: large; 5 and 7 are inline) and own_orphan
     loaded = agent.load_latest()
     assert loaded is not None and loaded[1]["i"] == 6
 
