@@ -697,7 +697,10 @@ class AgentCheckpoints:
             The manifest of the new checkpoint, durable when this returns.
 
         Raises:
-            StaleEpochError: A newer activation exists; nothing this call wrote will ever be restored.
+            StaleEpochError: A newer activation exists: this copy must stop writing. The checkpoint is
+                ignored by readers, unless the newer activation had already listed it when it started
+                (then it is part of the state that activation restored, an at-most-ambiguous outcome
+                like any failed write; a save that *returned* is never lost).
             StateEncodingError: A field cannot be encoded.
             StorageUnavailableError: The storage failed (nothing half-written is visible).
         """
