@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def standalone_cluster() -> Iterator[str]:
     """A Ray head started apart from this process, as ``ray start --head`` would; yields its address."""
     from ray.cluster_utils import Cluster
