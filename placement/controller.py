@@ -4,7 +4,8 @@ It places demands, calls each demand's *launcher* inside itself once the reserva
 queues demands that do not fit yet (visible through :meth:`PlacementController.pending`), and
 watches the nodes: when a node dies, every demand placed on it is placed again on live nodes by the
 policy (a new placement group) and its launcher is called again with the new decision
-(cause ``"node <id> lost"``).
+(cause ``"node <id> lost"``). A re-placement that does not fit (even one no live node could fit any
+more) waits in the queue until it does; :meth:`PlacementController.failures` says why.
 
 **Launchers must be idempotent**: a launcher is a picklable callable ``launcher(decision) -> None``
 (sync or async) that creates the Ray actor with ``Actor.options(**decision.actor_options(), ...)``.
@@ -39,6 +40,7 @@ class _Queued:
     launcher: Launcher
     cause: str
     waiters: list[asyncio.Future[Decision]] = field(default_factory=list)
+    patient: bool = False  # re-placements wait even while infeasible (a node may come back)
 
 
 class PlacementController:
@@ -116,9 +118,12 @@ class PlacementController:
                 cause = f"node {lost.node_id} lost"
                 try:
                     await self._place_and_launch(lost.demand, launcher, cause)
-                except NoCapacityError:
-                    self.scheduler.release(lost.name)
-                    self._queue[lost.name] = _Queued(lost.demand, launcher, cause)
+                except (NoCapacityError, InfeasibleDemandError) as exc:
+                    # Wait for capacity (or for a node that fits to join), visibly in pending().
+                    self._safe_release(lost.name)
+                    self._queue[lost.name] = _Queued(lost.demand, launcher, cause, patient=True)
+                    if isinstance(exc, InfeasibleDemandError):
+                        self._failures[lost.name] = f"{cause}; waiting: {exc}"
                 except Exception as exc:  # noqa: BLE001 - recorded and visible via failures()
                     self._safe_release(lost.name)
                     self._launchers.pop(lost.name, None)
@@ -129,6 +134,13 @@ class PlacementController:
         if self.scheduler.explain(name) is not None:
             self.scheduler.release(name)
 
+    def _fail_queued(self, name: str, queued: _Queued, exc: BaseException) -> None:
+        del self._queue[name]
+        self._failures[name] = repr(exc)
+        for fut in queued.waiters:
+            if not fut.done():
+                fut.set_exception(exc)
+
     async def _drain(self) -> None:
         for name, queued in list(self._queue.items()):
             try:
@@ -137,12 +149,14 @@ class PlacementController:
                 )
             except NoCapacityError:
                 continue
+            except InfeasibleDemandError as exc:
+                if queued.patient:
+                    self._failures[name] = f"{queued.cause}; waiting: {exc}"
+                    continue
+                self._fail_queued(name, queued, exc)
+                continue
             except Exception as exc:  # noqa: BLE001 - handed to the waiters (or recorded)
-                del self._queue[name]
-                self._failures[name] = repr(exc)
-                for fut in queued.waiters:
-                    if not fut.done():
-                        fut.set_exception(exc)
+                self._fail_queued(name, queued, exc)
                 continue
             del self._queue[name]
             for fut in queued.waiters:
@@ -219,7 +233,7 @@ class PlacementController:
         return [q.demand for q in self._queue.values()]
 
     async def failures(self) -> dict[str, str]:
-        """Names whose re-placement failed, with why."""
+        """Names whose re-placement failed or waits for a node that can fit them, with why."""
         return dict(self._failures)
 
     async def report(self, node_id: str, key: str, nbytes: int, kind: str) -> None:

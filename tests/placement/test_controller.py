@@ -114,6 +114,7 @@ async def test_impossible_demand_errors_fast(sim_cluster, client) -> None:
         )
     assert await client.pending() == []
     assert await client.explain("nope") is None
+    assert await client.release("nope") is False
 
 
 def test_full_cluster_queues_then_places(sim_cluster, client) -> None:
@@ -152,6 +153,11 @@ def test_node_loss_replaces_actor_on_live_node(sim_cluster, client) -> None:
     )
     assert d.node_id == doomed and d.generation == 1
     assert _where("survivor", client.namespace) == (doomed, 1, "restored-from-checkpoint")
+    # Only the doomed node has resource 'x': after the loss this one fits nowhere, so it waits.
+    stuck = client.place_sync(
+        Demand(name="needs-x", cpus=0.5, resources={"x": 1}), PlainLauncher(client.namespace)
+    )
+    assert stuck.node_id == doomed
 
     sim_cluster.kill("doomed-2")
     deadline = time.monotonic() + 60
@@ -169,5 +175,12 @@ def test_node_loss_replaces_actor_on_live_node(sim_cluster, client) -> None:
     assert (node, generation, state) == (now.node_id, 2, "restored-from-checkpoint")
     causes = [h.cause for h in client.history_sync() if h.name == "survivor"]
     assert causes == ["placed", f"node {doomed} lost"]
+    deadline = time.monotonic() + 30
+    while [p.name for p in client.pending_sync()] != ["needs-x"]:
+        assert time.monotonic() < deadline, client.failures_sync()
+        time.sleep(0.2)
+    assert "custom resource 'x'" in client.failures_sync()["needs-x"]
+    assert client.explain_sync("needs-x") is None
+    assert client.release_sync("needs-x") and client.pending_sync() == []
     ray.kill(ray.get_actor("survivor", namespace=client.namespace))
     client.release_sync("survivor")
