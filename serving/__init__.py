@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 
-def build_app(*args, **kwargs):  # type: ignore[no-untyped-def]  # noqa: ANN002, ANN003, ANN201
+def build_app(*args, **kwargs):  # type: ignore[no-untyped-def]
     """See :func:`serving.app.build_app` (imported lazily: it pulls in Ray Serve)."""
     from serving.app import build_app as _build
 

@@ -10,7 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -56,8 +56,8 @@ class ServingConfig(BaseModel):
     replica_gpus: float = Field(default=0.0, ge=0)
     ingress_cpus: float = Field(default=0.1, ge=0)
     max_ongoing_requests: int = Field(default=32, ge=1)
-    api_key: Optional[str] = Field(default=None, repr=False)
-    runtime_env: Optional[dict[str, Any]] = None
+    api_key: str | None = Field(default=None, repr=False)
+    runtime_env: dict[str, Any] | None = None
     cache: CacheConfig = Field(default_factory=CacheConfig)
 
 
@@ -121,7 +121,7 @@ class OpenAIIngress:
         )
         try:
             first = await stream.__anext__()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             err = as_serving_error(exc)
             if err is None:
                 raise
@@ -283,7 +283,7 @@ def build_app(specs: list[ModelSpec], config: ServingConfig | None = None) -> An
         cache=config.cache,
     )
     server = (
-        serve.deployment(ModelServer)
+        serve.deployment(ModelServer)  # type: ignore[attr-defined]
         .options(
             name="ModelServer",
             num_replicas=config.replicas,

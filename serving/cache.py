@@ -53,7 +53,8 @@ class CacheConfig(BaseModel):
         namespace: Ray namespace of the cache actors.
         name_prefix: actor name prefix; the node id is appended.
         lease_seconds: how long a caller's lease protects a model from eviction while it loads.
-        report_to_placement: report inventory changes through ``placement``'s client.
+        placement_namespace: Ray namespace of the ``placement`` controller to report the inventory
+            to (``None``: report nowhere).
     """
 
     root: str = Field(default_factory=default_cache_root)
@@ -61,7 +62,7 @@ class CacheConfig(BaseModel):
     namespace: str = "academy-serving"
     name_prefix: str = "model-cache"
     lease_seconds: float = Field(default=600.0, gt=0)
-    report_to_placement: bool = True
+    placement_namespace: str | None = None
 
 
 class LocalModel(BaseModel):
@@ -327,31 +328,33 @@ class NodeModelCache:
         import ray
 
         node_id = ray.get_runtime_context().get_node_id()
-        sink: InventorySink = PlacementSink() if config.report_to_placement else NullSink()
+        sink: InventorySink = (
+            PlacementSink(config.placement_namespace) if config.placement_namespace else NullSink()
+        )
         self._cache = ModelCache(config, node_id=node_id, sink=sink)
 
-    async def ensure(self, spec: ModelSpec, lease: bool = True) -> LocalModel:  # noqa: D102
+    async def ensure(self, spec: ModelSpec, lease: bool = True) -> LocalModel:
         return await self._cache.ensure(spec, lease)
 
-    def release(self, spec: ModelSpec) -> None:  # noqa: D102
+    def release(self, spec: ModelSpec) -> None:
         self._cache.release(spec)
 
-    def engine_loaded(self, model_id: str, from_cache: bool) -> None:  # noqa: D102
+    def engine_loaded(self, model_id: str, from_cache: bool) -> None:
         self._cache.engine_loaded(model_id, from_cache)
 
-    def engine_unloaded(self, model_id: str) -> None:  # noqa: D102
+    def engine_unloaded(self, model_id: str) -> None:
         self._cache.engine_unloaded(model_id)
 
-    def engine_hits(self, count: int) -> None:  # noqa: D102
+    def engine_hits(self, count: int) -> None:
         self._cache.engine_hits(count)
 
-    def evict(self, model_id: str) -> bool:  # noqa: D102
+    def evict(self, model_id: str) -> bool:
         return self._cache.evict(model_id)
 
-    def stats(self) -> CacheStats:  # noqa: D102
+    def stats(self) -> CacheStats:
         return self._cache.stats()
 
-    def node_id(self) -> str:  # noqa: D102
+    def node_id(self) -> str:
         return self._cache.node_id
 
 

@@ -132,20 +132,22 @@ class Client:
 
         timeout = aiohttp.ClientTimeout(total=self._timeout)
         body = json.dumps({"model": model, "prompt": prompt, "stream": True, **params})
-        async with aiohttp.ClientSession(timeout=timeout, headers=self._headers) as session:
-            async with session.post(self.base_url + "/completions", data=body) as resp:
-                if resp.status >= 400:
-                    _raise_for(resp.status, await resp.read())
-                async for line in resp.content:
-                    text = line.decode().strip()
-                    if not text.startswith("data:"):
-                        continue
-                    data = text[5:].strip()
-                    if data == "[DONE]":
-                        return
-                    piece = json.loads(data)["choices"][0]["text"]
-                    if piece:
-                        yield piece
+        async with (
+            aiohttp.ClientSession(timeout=timeout, headers=self._headers) as session,
+            session.post(self.base_url + "/completions", data=body) as resp,
+        ):
+            if resp.status >= 400:
+                _raise_for(resp.status, await resp.read())
+            async for line in resp.content:
+                text = line.decode().strip()
+                if not text.startswith("data:"):
+                    continue
+                data = text[5:].strip()
+                if data == "[DONE]":
+                    return
+                piece = json.loads(data)["choices"][0]["text"]
+                if piece:
+                    yield piece
 
     # ------------------------------------------------------------------ blocking
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:

@@ -199,7 +199,7 @@ class ModelServer:
     async def _park(self, model_id: str, engine: Engine) -> None:
         try:
             await engine.sleep()
-        except Exception:  # noqa: BLE001
+        except Exception:
             logger.exception("could not put %s to sleep; unloading it", model_id)
             engine.unload()
             self._cache.engine_unloaded.remote(model_id)
@@ -293,7 +293,7 @@ class ModelServer:
 
     def check_health(self) -> None:
         """Serve health check: the replica is healthy while its event loop answers."""
-        return None
+        return
 
 
 def as_serving_error(exc: BaseException) -> ServingError | None:

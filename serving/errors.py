@@ -22,7 +22,7 @@ class ServingError(Exception):
         self.message = message
         self.param = param
 
-    def __reduce__(self):  # noqa: ANN204 - keeps ``param`` across Ray's pickling
+    def __reduce__(self):
         return (self.__class__, (self.message, self.param))
 
 

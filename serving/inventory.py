@@ -1,7 +1,9 @@
-"""Adapter that reports the node model cache's contents to ``placement``'s inventory.
+"""Reports the node model cache's contents into ``placement``'s inventory.
 
-``placement`` owns the inventory; the serving cache only reports into it. Reporting is best effort:
-a missing placement controller must never break serving, so failures are logged and dropped.
+``placement`` owns the inventory (its controller actor, :mod:`placement.client`); the serving cache
+only reports into it, keyed by model id with kind ``"model"``. Reporting is best effort and never
+creates a controller: while none runs in the configured namespace, changes are remembered and
+replayed once one appears.
 """
 
 from __future__ import annotations
@@ -25,45 +27,63 @@ class InventorySink(Protocol):
 
 
 class NullSink:
-    """Reports nowhere (used when placement is not running)."""
+    """Reports nowhere."""
 
-    def held(self, node_id: str, key: str, nbytes: int) -> None:  # noqa: D102
+    def held(self, node_id: str, key: str, nbytes: int) -> None:
         return None
 
-    def evicted(self, node_id: str, key: str) -> None:  # noqa: D102
+    def evicted(self, node_id: str, key: str) -> None:
         return None
 
 
 class PlacementSink:
-    """Reports through ``placement.client.PlacementClient`` when it exists and answers.
+    """Reports to the placement controller actor of ``namespace`` (fire and forget).
 
-    The client is created lazily on first use so a cache can start before the placement
-    controller; every failure is logged once and ignored.
+    Args:
+        namespace: Ray namespace of the placement controller.
+        name: its actor name (default ``placement.client.CONTROLLER_NAME``).
     """
 
-    def __init__(self) -> None:
-        self._client: Any = None
-        self._warned = False
+    def __init__(self, namespace: str, name: str | None = None) -> None:
+        self._namespace = namespace
+        self._name = name
+        self._actor: Any = None
+        self._held: dict[tuple[str, str], int] = {}
 
-    def _get(self) -> Any:
-        if self._client is None:
-            from placement.client import PlacementClient  # type: ignore[import-not-found]
+    def _controller(self) -> Any:
+        if self._actor is None:
+            import ray
 
-            self._client = PlacementClient()
-        return self._client
+            name = self._name
+            if name is None:
+                from placement.client import CONTROLLER_NAME
 
-    def _call(self, method: str, *args: Any) -> None:
+                name = CONTROLLER_NAME
+            try:
+                self._actor = ray.get_actor(name, namespace=self._namespace)
+            except ValueError:
+                return None
+            for (node_id, key), nbytes in self._held.items():  # replay what it missed
+                self._actor.report.remote(node_id, key, nbytes, MODEL_KIND)
+            return None  # the replay included the current change
+        return self._actor
+
+    def held(self, node_id: str, key: str, nbytes: int) -> None:
+        self._held[(node_id, key)] = nbytes
         try:
-            func = getattr(self._get(), method, None)
-            if func is not None:
-                func(*args)
+            actor = self._controller()
+            if actor is not None:
+                actor.report.remote(node_id, key, nbytes, MODEL_KIND)
         except Exception as exc:  # noqa: BLE001 - best effort by design
-            if not self._warned:
-                logger.info("model cache inventory not reported to placement: %r", exc)
-                self._warned = True
+            logger.info("model cache inventory not reported to placement: %r", exc)
+            self._actor = None
 
-    def held(self, node_id: str, key: str, nbytes: int) -> None:  # noqa: D102
-        self._call("report", node_id, key, nbytes, MODEL_KIND)
-
-    def evicted(self, node_id: str, key: str) -> None:  # noqa: D102
-        self._call("forget", node_id, key)
+    def evicted(self, node_id: str, key: str) -> None:
+        self._held.pop((node_id, key), None)
+        try:
+            actor = self._controller()
+            if actor is not None:
+                actor.forget.remote(node_id, key)
+        except Exception as exc:  # noqa: BLE001
+            logger.info("model cache eviction not reported to placement: %r", exc)
+            self._actor = None

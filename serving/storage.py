@@ -93,7 +93,7 @@ def read_manifest(uri: str, storage_options: dict[str, Any] | None = None) -> Ma
         raw = fs.cat_file(f"{base}/{MANIFEST_NAME}")
     except FileNotFoundError:
         raise WeightsError(f"no model at {uri}: {MANIFEST_NAME} not found") from None
-    except Exception as exc:  # noqa: BLE001 - any storage failure is a weights failure here
+    except Exception as exc:
         raise WeightsError(f"cannot read {uri}/{MANIFEST_NAME}: {exc!r}") from exc
     try:
         return Manifest.model_validate(json.loads(raw))
@@ -113,7 +113,7 @@ def _fetch_one(fs: Any, src: str, dst: Path, entry: FileEntry, uri: str, rel: st
                 sink.write(chunk)
     except FileNotFoundError:
         raise WeightsError(f"model file missing in storage: {uri}/{rel}") from None
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise WeightsError(f"cannot read {uri}/{rel}: {exc!r}") from exc
     if size != entry.size or digest.hexdigest() != entry.sha256:
         raise WeightsError(

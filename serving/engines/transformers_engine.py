@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -42,7 +42,7 @@ class TransformersEngine:
         self._closed = False
         self._lock = threading.Lock()
 
-    async def load(self, path: str) -> None:  # noqa: D102
+    async def load(self, path: str) -> None:
         await asyncio.get_running_loop().run_in_executor(self._pool, self._load, path)
 
     def _load(self, path: str) -> None:
@@ -63,7 +63,7 @@ class TransformersEngine:
             )
         except (OSError, ValueError) as exc:
             raise WeightsError(f"cannot load model from {path}: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise EngineError(f"transformers failed to load {path}: {exc!r}") from exc
         self._model.eval()
         # transformers 5.2x renamed ``past_key_values`` to ``cache``; support both spellings.
@@ -72,10 +72,10 @@ class TransformersEngine:
         context = getattr(self._model.config, "max_position_embeddings", None) or 2048
         self.max_context = self._override_context or int(context)
 
-    def count_tokens(self, prompt: str) -> int:  # noqa: D102
+    def count_tokens(self, prompt: str) -> int:
         return len(self._tokenizer(prompt)["input_ids"])
 
-    def chat_prompt(self, messages: list[dict[str, Any]]) -> str:  # noqa: D102
+    def chat_prompt(self, messages: list[dict[str, Any]]) -> str:
         if getattr(self._tokenizer, "chat_template", None):
             return str(
                 self._tokenizer.apply_chat_template(
@@ -84,7 +84,9 @@ class TransformersEngine:
             )
         return fallback_chat_prompt(messages)
 
-    def _steps(self, prompt: str, params: GenerationParams) -> Iterator[GenerationChunk]:
+    def _steps(
+        self, prompt: str, params: GenerationParams
+    ) -> Generator[GenerationChunk, None, None]:
         import torch
 
         if self._model is None:
@@ -140,7 +142,7 @@ class TransformersEngine:
             yield GenerationChunk(text=text[len(emitted) :], tokens=pending)
         yield GenerationChunk(finish_reason=finish)  # type: ignore[arg-type]
 
-    async def generate(  # noqa: D102
+    async def generate(
         self, prompt: str, params: GenerationParams
     ) -> AsyncIterator[GenerationChunk]:
         loop = asyncio.get_running_loop()
@@ -155,7 +157,7 @@ class TransformersEngine:
         finally:
             await loop.run_in_executor(self._pool, steps.close)
 
-    def unload(self) -> None:  # noqa: D102
+    def unload(self) -> None:
         with self._lock:
             if self._closed:
                 return
@@ -164,8 +166,8 @@ class TransformersEngine:
         self._tokenizer = None
         self._pool.shutdown(wait=False)  # reference counting frees the tensors; no gc.collect()
 
-    async def sleep(self) -> None:  # noqa: D102
+    async def sleep(self) -> None:
         raise EngineError("the transformers engine has no sleep mode")
 
-    async def wake(self) -> None:  # noqa: D102
+    async def wake(self) -> None:
         raise EngineError("the transformers engine has no sleep mode")

@@ -14,7 +14,12 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from serving.engines.base import GenerationChunk, GenerationParams, fallback_chat_prompt
+from serving.engines.base import (
+    FinishReason,
+    GenerationChunk,
+    GenerationParams,
+    fallback_chat_prompt,
+)
 from serving.errors import EngineError, WeightsError
 
 
@@ -48,7 +53,7 @@ class VLLMEngine:
         self.supports_sleep = False
         self.start_seconds = 0.0
 
-    async def load(self, path: str) -> None:  # noqa: D102
+    async def load(self, path: str) -> None:
         try:
             import torch
             from transformers import AutoTokenizer
@@ -75,16 +80,16 @@ class VLLMEngine:
         start = time.perf_counter()
         try:
             self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise EngineError(f"vLLM failed to start on {path}: {exc!r}") from exc
         self.start_seconds = time.perf_counter() - start
         self.supports_sleep = bool(sleep)
         self.max_context = int(self._engine.model_config.max_model_len)
 
-    def count_tokens(self, prompt: str) -> int:  # noqa: D102
+    def count_tokens(self, prompt: str) -> int:
         return len(self._tokenizer(prompt)["input_ids"])
 
-    def chat_prompt(self, messages: list[dict[str, Any]]) -> str:  # noqa: D102
+    def chat_prompt(self, messages: list[dict[str, Any]]) -> str:
         if getattr(self._tokenizer, "chat_template", None):
             return str(
                 self._tokenizer.apply_chat_template(
@@ -93,7 +98,7 @@ class VLLMEngine:
             )
         return fallback_chat_prompt(messages)
 
-    async def generate(  # noqa: D102
+    async def generate(
         self, prompt: str, params: GenerationParams
     ) -> AsyncIterator[GenerationChunk]:
         from vllm import SamplingParams
@@ -115,11 +120,11 @@ class VLLMEngine:
             if new_text or new_tokens:
                 yield GenerationChunk(text=new_text, tokens=new_tokens)
             if out.finished:
-                reason = "length" if completion.finish_reason == "length" else "stop"
+                reason: FinishReason = "length" if completion.finish_reason == "length" else "stop"
                 yield GenerationChunk(finish_reason=reason)
                 return
 
-    def unload(self) -> None:  # noqa: D102
+    def unload(self) -> None:
         with self._lock:
             if self._closed:
                 return
@@ -136,12 +141,12 @@ class VLLMEngine:
         except ImportError:
             pass
 
-    async def sleep(self) -> None:  # noqa: D102
+    async def sleep(self) -> None:
         if not self.supports_sleep:
             raise EngineError("vLLM sleep mode is only available on CUDA")
         await self._engine.sleep(level=1)
 
-    async def wake(self) -> None:  # noqa: D102
+    async def wake(self) -> None:
         if not self.supports_sleep:
             raise EngineError("vLLM sleep mode is only available on CUDA")
         await self._engine.wake_up()

@@ -24,13 +24,13 @@ def tiny_model_dirs() -> Iterator[list[Path]]:
 
 
 @pytest.fixture(scope="session")
-def model_bucket(s3_server) -> str:  # noqa: ANN001
+def model_bucket(s3_server) -> str:
     """A bucket holding the tiny models under ``models/m<i>``."""
     return s3_server.new_bucket()
 
 
 @pytest.fixture(scope="session")
-def s3_specs(s3_server, model_bucket: str, tiny_model_dirs: list[Path]) -> list[ModelSpec]:  # noqa: ANN001
+def s3_specs(s3_server, model_bucket: str, tiny_model_dirs: list[Path]) -> list[ModelSpec]:
     """Specs of the four tiny models, published to S3 with their checksum manifests."""
     specs = []
     for i, folder in enumerate(tiny_model_dirs):
@@ -43,7 +43,7 @@ def s3_specs(s3_server, model_bucket: str, tiny_model_dirs: list[Path]) -> list[
 
 
 @pytest.fixture(scope="session")
-def bad_specs(s3_server, model_bucket: str, tiny_model_dirs: list[Path]) -> list[ModelSpec]:  # noqa: ANN001
+def bad_specs(s3_server, model_bucket: str, tiny_model_dirs: list[Path]) -> list[ModelSpec]:
     """A model whose weights file is corrupt in storage and one with no files at all."""
     corrupt = f"s3://{model_bucket}/models/corrupt"
     publish_model(tiny_model_dirs[0], corrupt, s3_server.storage_options)
@@ -67,18 +67,18 @@ def cache_root(tmp_path: Path) -> str:
 class Served:
     """A running serving app: its URL, key, config and handles to its parts."""
 
-    def __init__(self, url: str, api_key: str, config) -> None:  # noqa: ANN001
+    def __init__(self, url: str, api_key: str, config) -> None:
         self.url = url
         self.api_key = api_key
         self.config = config
 
-    def replica_stats(self):  # noqa: ANN201
+    def replica_stats(self):
         from ray import serve
 
         handle = serve.get_deployment_handle("ModelServer", app_name=self.config.app_name)
         return handle.stats.remote().result()
 
-    def cache_stats(self):  # noqa: ANN201
+    def cache_stats(self):
         import ray
 
         from serving.cache import node_cache
@@ -95,7 +95,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served(ray_local, s3_specs, bad_specs, tmp_path_factory) -> Iterator[Served]:  # noqa: ANN001
+def served(ray_local, s3_specs, bad_specs, tmp_path_factory) -> Iterator[Served]:
     """The four tiny models plus two broken ones on ONE replica that holds at most two."""
     import uuid
 
@@ -106,7 +106,7 @@ def served(ray_local, s3_specs, bad_specs, tmp_path_factory) -> Iterator[Served]
     from serving.cache import CacheConfig, kill_node_caches
 
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     key = f"sk-test-{uuid.uuid4().hex}"
     config = ServingConfig(
         app_name=f"serving-test-{uuid.uuid4().hex[:6]}",
@@ -117,7 +117,6 @@ def served(ray_local, s3_specs, bad_specs, tmp_path_factory) -> Iterator[Served]
         cache=CacheConfig(
             root=str(tmp_path_factory.mktemp("node-cache")),
             namespace=f"serving-test-{uuid.uuid4().hex[:8]}",
-            report_to_placement=False,
         ),
     )
     url = serve_models([*s3_specs, *bad_specs], config, port=_free_port())

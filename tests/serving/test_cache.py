@@ -108,7 +108,7 @@ def test_node_cache_actor_is_one_per_node_and_counts(
 ) -> None:
     import ray
 
-    config = CacheConfig(root=cache_root, namespace=namespace, report_to_placement=False)
+    config = CacheConfig(root=cache_root, namespace=namespace)
     try:
         cache = node_cache(config)
         same = node_cache(config)
@@ -120,3 +120,38 @@ def test_node_cache_actor_is_one_per_node_and_counts(
         assert stats.hits["disk"] == 5 and stats.misses["disk"] == 1
     finally:
         assert kill_node_caches(config) == 1
+
+
+def test_inventory_reaches_placement_controller(
+    local_ray: None, s3_specs: list[ModelSpec], cache_root: str, namespace: str
+) -> None:
+    import time
+
+    import ray
+
+    from placement.client import PlacementClient
+
+    placement = PlacementClient(namespace)
+    config = CacheConfig(
+        root=cache_root,
+        namespace=namespace,
+        placement_namespace=namespace,
+        budget_bytes=_size(s3_specs[0]) * 3 // 2,
+    )
+    node = ray.get_runtime_context().get_node_id()
+    try:
+        cache = node_cache(config)
+        ray.get(cache.ensure.remote(s3_specs[0], False))
+        ray.get(cache.ensure.remote(s3_specs[1], False))  # evicts s3_specs[0]
+
+        def held() -> dict[str, int]:
+            items = ray.get(placement.actor.inventory.remote(node))
+            return {i["key"]: i["nbytes"] for i in items if i["kind"] == "model"}
+
+        deadline = time.monotonic() + 10  # reports are fire-and-forget
+        while held() != {s3_specs[1].id: _size(s3_specs[1])}:
+            assert time.monotonic() < deadline, held()
+            time.sleep(0.1)
+    finally:
+        kill_node_caches(config)
+        ray.kill(placement.actor)

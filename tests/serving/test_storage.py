@@ -11,7 +11,7 @@ from serving.spec import ModelSpec
 from serving.storage import MANIFEST_NAME, fetch_model, publish_model, read_manifest
 
 
-def test_publish_then_fetch_round_trips(s3_server, tiny_model_dirs: list[Path], tmp_path: Path) -> None:  # noqa: ANN001
+def test_publish_then_fetch_round_trips(s3_server, tiny_model_dirs: list[Path], tmp_path: Path) -> None:
     uri = f"s3://{s3_server.new_bucket()}/m"
     manifest = publish_model(tiny_model_dirs[1], uri, s3_server.storage_options)
     assert "model.safetensors" in manifest.files and "config.json" in manifest.files
@@ -23,7 +23,7 @@ def test_publish_then_fetch_round_trips(s3_server, tiny_model_dirs: list[Path], 
 
 
 def test_corrupt_weights_are_refused_and_leave_nothing(
-    s3_server, bad_specs: list[ModelSpec], tmp_path: Path  # noqa: ANN001
+    s3_server, bad_specs: list[ModelSpec], tmp_path: Path
 ) -> None:
     corrupt = bad_specs[0]
     with pytest.raises(WeightsError, match="checksum mismatch .*model.safetensors"):
@@ -37,7 +37,7 @@ def test_missing_model_is_a_clear_error(bad_specs: list[ModelSpec], tmp_path: Pa
         fetch_model(missing.weights_uri, tmp_path / "m", missing.storage_options)
 
 
-def test_missing_file_listed_in_manifest(s3_server, tiny_model_dirs: list[Path], tmp_path: Path) -> None:  # noqa: ANN001
+def test_missing_file_listed_in_manifest(s3_server, tiny_model_dirs: list[Path], tmp_path: Path) -> None:
     bucket = s3_server.new_bucket()
     publish_model(tiny_model_dirs[0], f"s3://{bucket}/m", s3_server.storage_options)
     s3_server.filesystem().rm_file(f"{bucket}/m/config.json")

@@ -12,7 +12,7 @@ from serving.errors import EngineError, WeightsError
 
 
 @pytest.fixture(scope="module")
-async def engine(tiny_model_dirs: list[Path]):  # noqa: ANN201
+async def engine(tiny_model_dirs: list[Path]):
     eng = TransformersEngine()
     await eng.load(str(tiny_model_dirs[0]))
     yield eng
@@ -25,7 +25,7 @@ async def _text(eng: TransformersEngine, prompt: str, **kw: object) -> tuple[str
 
 
 async def test_streams_tokens_and_ends_with_finish_reason(engine: TransformersEngine) -> None:
-    text, chunks = await _text(engine, "The agent asked the model", max_tokens=12, temperature=0)
+    _, chunks = await _text(engine, "The agent asked the model", max_tokens=12, temperature=0)
     assert chunks[-1].finish_reason in ("length", "stop")
     assert all(c.finish_reason is None for c in chunks[:-1])
     assert sum(c.tokens for c in chunks) <= 12

@@ -47,7 +47,7 @@ def test_vllm_cpu_serves_switches_and_streams(
 
     venv = _venv_or_skip()
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     specs = [
         s.model_copy(update={"id": f"vllm-{i}", "engine": "vllm", "engine_args": {"dtype": "float32"}})
         for i, s in enumerate(s3_specs[:2])
@@ -60,7 +60,6 @@ def test_vllm_cpu_serves_switches_and_streams(
         cache=CacheConfig(
             root=str(tmp_path / "cache"),
             namespace=f"vllm-test-{uuid.uuid4().hex[:8]}",
-            report_to_placement=False,
         ),
     )
     url = serve_models(specs, config, port=_free_port())
