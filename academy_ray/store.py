@@ -364,6 +364,9 @@ class _Hasher:
 
 
 _THREADED_MIN = 4 << 20
+_RANGED_MIN = 64 << 20  # remote payloads at least this big are fetched as concurrent ranges
+_RANGE = 32 << 20
+_RANGE_WORKERS = 4
 
 
 def _hash_views(views: Iterator[memoryview], sink: Callable[[memoryview], None] | None) -> str:
@@ -458,7 +461,7 @@ class _Backend:
         _fsync_dir(directory)
         return digest
 
-    def read(self, path: str) -> tuple[bytearray, str]:
+    def read(self, path: str, expected_size: int | None = None) -> tuple[bytearray, str]:
         """Reads a whole object into a writable buffer; returns it with its sha256."""
         if self.local:
             with open(path, "rb", buffering=0) as f:
@@ -481,8 +484,47 @@ class _Backend:
                 if pos != size:
                     del buf[pos:]
                 return buf, digest
+        if expected_size is not None and expected_size >= _RANGED_MIN and not self.memory:
+            try:
+                return self._read_ranged(path, expected_size)
+            except FileNotFoundError:
+                raise
+            except Exception:
+                logger.debug("ranged read of %s failed, reading it whole", path, exc_info=True)
         buf = bytearray(self.fs.cat_file(path))
         return buf, _hash_views(iter([memoryview(buf)]), None)
+
+    def _read_ranged(self, path: str, size: int) -> tuple[bytearray, str]:
+        """Large remote objects: concurrent ranged GETs into one buffer, hashed in order as they land."""
+        buf = bytearray(size)
+        view = memoryview(buf)
+        starts = list(range(0, size, _RANGE))
+        hasher = _Hasher(threaded=True)
+        pos = 0
+        try:
+            with concurrent.futures.ThreadPoolExecutor(_RANGE_WORKERS, thread_name_prefix="ckpt-get") as pool:
+                futures = [
+                    pool.submit(self.fs.cat_file, path, start=start, end=min(start + _RANGE, size))
+                    for start in starts
+                ]
+                try:
+                    for start, fut in zip(starts, futures):
+                        chunk = fut.result()
+                        view[start : start + len(chunk)] = chunk
+                        hasher.update(view[start : start + len(chunk)])
+                        pos = start + len(chunk)
+                        if len(chunk) < min(_RANGE, size - start):
+                            break  # the object is shorter than its manifest says
+                finally:
+                    for fut in futures:
+                        fut.cancel()
+            digest = hasher.hexdigest()
+        finally:
+            hasher.close()
+        del view
+        if pos != size:
+            del buf[pos:]
+        return buf, digest
 
     def read_small(self, path: str) -> bytes:
         if self.local:
@@ -540,6 +582,10 @@ class AgentCheckpoints:
         self._dir = f"{store.root}/{namespace}/{name}"
         self._b = _Backend(store)
         self._starts: dict[int, int] = {}
+        # Manifests seen by retention (write-once, so cacheable; restores always re-read them).
+        self._retained: dict[int, CheckpointInfo] = {}
+        self._seqs_seen: list[int] = []
+        self._removals = 0
 
     def __repr__(self) -> str:
         return f"AgentCheckpoints({self.store.uri!r}, {self.namespace!r}, {self.name!r})"
@@ -781,7 +827,8 @@ class AgentCheckpoints:
         compression: str | None,
     ) -> CheckpointInfo:
         for _ in range(1000):
-            seq = max(self._seqs(), default=0) + 1
+            seqs = self._seqs()
+            seq = max(seqs, default=0) + 1
             info = CheckpointInfo(
                 namespace=self.namespace, name=self.name, agent_class=agent_class, seq=seq, epoch=epoch,
                 created=_now(), size=size, checksum=checksum, schema=schema,
@@ -795,6 +842,8 @@ class AgentCheckpoints:
             body = json.dumps(doc, separators=(",", ":")).encode()
             try:
                 self._b.create(self._manifest_path(seq), body)
+                self._seqs_seen = [*seqs, seq]
+                self._retained[seq] = info
                 return info
             except FileExistsError:
                 # Lost the race for this seq: a newer activation may be the winner.
@@ -810,18 +859,18 @@ class AgentCheckpoints:
         keep_last = self.store.keep_last
         if keep_last is None:
             return
-        seqs = self._seqs()
+        seqs = sorted(set(self._seqs_seen))  # the listing made by this save (newer ones: next time)
         if len(seqs) <= keep_last:
             return
         valid: list[int] = []
         manifests: dict[int, CheckpointInfo | None] = {}
         for seq in reversed(seqs):
             try:
-                info = self._manifest(seq)
+                info = self._retained.get(seq) or self._manifest(seq)
             except (CheckpointNotFoundError, CorruptCheckpointError):
                 manifests[seq] = None
                 continue
-            manifests[seq] = info
+            manifests[seq] = self._retained[seq] = info
             if not self._fenced(seq, info.epoch, epochs):
                 valid.append(seq)
                 if len(valid) >= keep_last:
@@ -842,10 +891,13 @@ class AgentCheckpoints:
                 continue
             # Manifest first: a listed manifest never points to a payload already deleted by us.
             self._b.remove(self._manifest_path(seq))
+            self._retained.pop(seq, None)
             removed = True
             if old is not None and not old.inline:
                 self._b.remove(self._payload_path(old))
         if removed:
+            self._removals += 1
+        if removed and self._removals % 16 == 1:  # orphans are rare (crashes): look now and then
             referenced = {
                 self._payload_path(info).rsplit("/", 1)[-1]
                 for info in manifests.values()
@@ -886,7 +938,7 @@ class AgentCheckpoints:
     def _read_payload_object(self, info: CheckpointInfo) -> tuple[bytearray, str]:
         path = self._payload_path(info)
         try:
-            return self._b.read(path)
+            return self._b.read(path, info.size)
         except FileNotFoundError:
             raise CorruptCheckpointError(
                 f"checkpoint {info.seq} payload {info.path} is missing"
@@ -987,3 +1039,4 @@ class AgentCheckpoints:
             except FileNotFoundError:
                 pass
             self._starts.clear()
+            self._retained.clear()

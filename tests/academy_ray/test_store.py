@@ -473,3 +473,29 @@ def test_unwritable_local_storage_is_a_typed_error(tmp_path: Path) -> None:
     agent = CheckpointStore(f"file://{blocker}/ckpt").for_agent("ns", "blocked")
     with pytest.raises(StorageUnavailableError, match="acquire epoch"):
         agent.acquire_epoch()
+
+
+@pytest.mark.parametrize("keep", [1.0, 0.999, 0.01])
+def test_large_payload_ranged_reads_and_truncation(
+    agent: AgentCheckpoints, monkeypatch: pytest.MonkeyPatch, keep: float
+) -> None:
+    import academy_ray.store as store_module
+
+    # Smaller thresholds so that a 2 MB payload takes the concurrent ranged-read path on s3.
+    monkeypatch.setattr(store_module, "_RANGED_MIN", 1 << 20)
+    monkeypatch.setattr(store_module, "_RANGE", 256 << 10)
+    epoch = agent.acquire_epoch()
+    agent.save({"a": np.zeros(10)}, epoch=epoch, agent_class=AGENT_CLASS)
+    arr = np.random.default_rng(1).random(1 << 18)
+    info = agent.save({"a": arr}, epoch=epoch, agent_class=AGENT_CLASS)
+    if keep < 1.0:
+        path = _payload_path(agent, info)
+        data = agent.store.fs.cat_file(path)
+        agent.store.fs.pipe_file(path, data[: int(len(data) * keep)])
+        with pytest.warns(RuntimeWarning, match=r"seq=2 .*expected"):
+            loaded = agent.load_latest()
+        assert loaded is not None and loaded[0].seq == 1
+    else:
+        loaded = agent.load_latest()
+        assert loaded is not None and loaded[0].seq == 2
+        np.testing.assert_array_equal(loaded[1]["a"], arr)
