@@ -323,8 +323,14 @@ def _ls_names(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
 def _storage_errors(uri: str, op: str) -> Iterator[None]:
     try:
         yield
-    except (CheckpointError, FileNotFoundError, FileExistsError, StateEncodingError):
+    except (CheckpointError, StateEncodingError):
         raise
+    except FileNotFoundError as exc:  # expected ones are handled inside: here a bucket or root is missing
+        raise StorageUnavailableError(
+            f"checkpoint storage {uri} failed during {op}: not found: {exc}"
+        ) from exc
+    except FileExistsError as exc:  # pragma: no cover - conflicts are handled inside
+        raise CheckpointError(f"unexpected write conflict in {uri} during {op}: {exc}") from exc
     except _unavailable_types() as exc:
         if _is_precondition_failed(exc):
             raise FileExistsError(str(exc)) from exc

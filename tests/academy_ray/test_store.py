@@ -499,3 +499,11 @@ def test_large_payload_ranged_reads_and_truncation(
         loaded = agent.load_latest()
         assert loaded is not None and loaded[0].seq == 2
         np.testing.assert_array_equal(loaded[1]["a"], arr)
+
+
+def test_missing_bucket_is_a_typed_error(s3_server: Any) -> None:
+    store = CheckpointStore(f"s3://missing-{uuid.uuid4().hex[:8]}/ckpt", s3_server.storage_options)
+    agent = store.for_agent("ns", "nobucket")
+    assert agent.load_latest() is None  # nothing there to restore
+    with pytest.raises(StorageUnavailableError, match="missing-"):
+        agent.acquire_epoch()
