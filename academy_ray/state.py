@@ -176,12 +176,16 @@ class EncodedState:
         segments: Buffers whose concatenation is the payload (bytes-like objects).
         size: Total payload size in bytes.
         schema: Field name to kind (``json``, ``bytes``, ``model``, ``ndarray``, ``table``).
+        compression: ``None`` or ``"lz4"``.
     """
 
-    def __init__(self, segments: list[Any], size: int, schema: dict[str, str]) -> None:
+    def __init__(
+        self, segments: list[Any], size: int, schema: dict[str, str], compression: Compression = None
+    ) -> None:
         self.segments = segments
         self.size = size
         self.schema = schema
+        self.compression: Compression = compression
 
     def iter_views(self) -> Iterator[memoryview]:
         """Yields the payload as consecutive byte views."""
@@ -316,7 +320,7 @@ def encode_state_segments(
     prefix = _PREFIX.pack(MAGIC, len(header)) + header
     prefix += bytes(_pad(len(prefix)))
     schema = {name: kinds[name] for name in fields}
-    return EncodedState([prefix, *data_segments], len(prefix) + offset, schema)
+    return EncodedState([prefix, *data_segments], len(prefix) + offset, schema, compression)
 
 
 def encode_state(fields: Mapping[str, Any], *, compression: Compression = None) -> bytes:

@@ -564,6 +564,11 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def _payload_compression(encoded: EncodedState) -> str | None:
+    """The compression recorded in an encoded payload."""
+    return encoded.compression
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -757,8 +762,7 @@ class AgentCheckpoints:
             StorageUnavailableError: The storage failed (nothing half-written is visible).
         """
         encoded = encode_state_segments(fields, compression=self.store.compression)
-        return self._commit(encoded, encoded.schema, epoch=epoch, agent_class=agent_class,
-                            extra=dict(extra or {}), compression=self.store.compression)
+        return self.save_encoded(encoded, epoch=epoch, agent_class=agent_class, extra=extra)
 
     def save_encoded(
         self,
@@ -769,9 +773,13 @@ class AgentCheckpoints:
         extra: dict[str, Any] | None = None,
     ) -> CheckpointInfo:
         """Like :meth:`save`, for state already encoded with ``encode_state_segments`` (e.g. on the agent's
-        event loop, so that the snapshot is consistent, while this write runs in a thread)."""
+        event loop, so that the snapshot is consistent, while this write runs in a thread).
+
+        The manifest's ``compression`` is the encoder's (``encoded.compression``).
+        """
+        compression = _payload_compression(encoded)
         return self._commit(encoded, encoded.schema, epoch=epoch, agent_class=agent_class,
-                            extra=dict(extra or {}), compression=self.store.compression)
+                            extra=dict(extra or {}), compression=compression)
 
     def _commit(
         self,

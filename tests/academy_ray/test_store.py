@@ -507,3 +507,15 @@ def test_missing_bucket_is_a_typed_error(s3_server: Any) -> None:
     assert agent.load_latest() is None  # nothing there to restore
     with pytest.raises(StorageUnavailableError, match="missing-"):
         agent.acquire_epoch()
+
+
+def test_save_encoded_takes_a_pre_encoded_state(agent: AgentCheckpoints) -> None:
+    from academy_ray.state import encode_state_segments
+
+    epoch = agent.acquire_epoch()
+    encoded = encode_state_segments({"a": np.arange(50_000), "n": 1}, compression="lz4")
+    info = agent.save_encoded(encoded, epoch=epoch, agent_class=AGENT_CLASS, extra={"k": 1})
+    assert info.compression == "lz4" and info.schema == {"a": "ndarray", "n": "json"} and info.extra == {"k": 1}
+    loaded = agent.load_latest()
+    assert loaded is not None and loaded[1]["n"] == 1
+    np.testing.assert_array_equal(loaded[1]["a"], np.arange(50_000))
