@@ -253,6 +253,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3, help="round-robin rounds over the models")
     parser.add_argument("--no-vllm", action="store_true")
+    parser.add_argument("--out", type=Path, help="also write the JSON to this file")
     args = parser.parse_args()
 
     import ray
@@ -268,13 +269,14 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="model-switch-"))
     (work / "s3").mkdir()
     s3 = S3Server(work / "s3")
-    s3.start()
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     cache_root = Path(default_cache_root()).parent / f"model-switch-{uuid.uuid4().hex[:8]}"
     cache = CacheConfig(
         root=str(cache_root), namespace=f"bench-{uuid.uuid4().hex[:6]}"
     )
+    result: dict[str, Any] = {}
     try:
+        s3.start()
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
         bucket = s3.new_bucket()
         specs, model_bytes = [], 0
         for i in range(args.models):
@@ -287,7 +289,7 @@ def main() -> None:
                 ModelSpec(id=f"m{i}", weights_uri=f"s3://{bucket}/m{i}", storage_options=s3.storage_options)
             )
         serve.start(http_options={"host": "127.0.0.1", "port": 0})
-        result: dict[str, Any] = {
+        result = {
             "setup": {
                 "models": args.models,
                 "model_bytes": model_bytes,
@@ -315,14 +317,18 @@ def main() -> None:
             finally:
                 kill_node_caches(vcache)
                 shutil.rmtree(vcache.root, ignore_errors=True)
-        print(json.dumps(result, indent=2))
     finally:
-        serve.shutdown()
-        kill_node_caches(cache)
-        ray.shutdown()
+        if ray.is_initialized():
+            serve.shutdown()
+            kill_node_caches(cache)
+            ray.shutdown()
         s3.stop()
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(cache_root, ignore_errors=True)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text, flush=True)
 
 
 if __name__ == "__main__":
