@@ -10,6 +10,7 @@ import ray
 from ray.exceptions import (
     ActorDiedError,
     ActorUnavailableError,
+    ActorUnschedulableError,
     GetTimeoutError,
     RayActorError,
     RayTaskError,
@@ -25,6 +26,9 @@ from academy_ray.exception import (
 from academy_ray.spec import AgentInfo
 
 AgentT = TypeVar("AgentT")
+
+PLACEMENT_QUERY_TIMEOUT_S = 5.0
+"""Bound on asking the placement controller whether a vanished agent is being re-placed."""
 
 
 def lookup_actor(name: str, namespace: str) -> Any:
@@ -56,17 +60,36 @@ def translate_error(error: BaseException, name: str, namespace: str) -> BaseExce
         return error
     if isinstance(error, ActorUnavailableError):
         return AgentUnavailableError(name, str(error).splitlines()[0])
-    if isinstance(error, (ActorDiedError, RayActorError)):
+    if isinstance(error, (ActorDiedError, RayActorError, ActorUnschedulableError)):
         try:
             lookup_actor(name, namespace)
         except AgentNotFoundError:
+            if _placement_holds(name, namespace):
+                return AgentUnavailableError(
+                    name, "its node was lost and it is being re-placed: retry"
+                )
             return AgentTerminatedError(name, "the agent has stopped or its process died for good")
         return AgentUnavailableError(
-            name, "its process died during the call; it is being restarted"
+            name, "its process died during the call; it is being restarted: retry"
         )
     if isinstance(error, GetTimeoutError):
         return ActionTimeoutError(f"call to agent {name!r} timed out")
     return error
+
+
+def _placement_holds(name: str, namespace: str) -> bool:
+    """Whether the namespace's placement controller still places ``name`` (e.g. re-placing it right now)."""
+    from placement import CONTROLLER_NAME
+
+    try:
+        controller = ray.get_actor(CONTROLLER_NAME, namespace=namespace)
+        decision = ray.get(controller.explain.remote(name), timeout=PLACEMENT_QUERY_TIMEOUT_S)
+        if decision is not None:
+            return True
+        pending = ray.get(controller.pending.remote(), timeout=PLACEMENT_QUERY_TIMEOUT_S)
+    except (ValueError, ray.exceptions.RayError):
+        return False
+    return any(demand.name == name for demand in pending)
 
 
 class Handle(Generic[AgentT]):
@@ -149,7 +172,8 @@ class Handle(Generic[AgentT]):
     def _submit(self, method: str, *args: Any, **kwargs: Any) -> Any:
         try:
             return getattr(self.actor, method).remote(*args, **kwargs)
-        except RayActorError as error:
+        except (RayActorError, ActorUnschedulableError) as error:
+            self._forget_actor_on(error)
             raise translate_error(error, self.name, self.namespace) from None
 
     async def _await(self, ref: Any) -> Any:
@@ -166,7 +190,15 @@ class Handle(Generic[AgentT]):
             ray.cancel(ref)
             raise
         except ray.exceptions.RayError as error:
-            raise translate_error(error, self.name, self.namespace) from None
+            self._forget_actor_on(error)
+            raise await asyncio.to_thread(
+                translate_error, error, self.name, self.namespace
+            ) from None
+
+    def _forget_actor_on(self, error: BaseException) -> None:
+        """After the actor died or was replaced, look the name up again on the next call."""
+        if isinstance(error, (RayActorError, ActorUnschedulableError)):
+            self._actor = None
 
     async def ping(self) -> float:
         """Round-trip time to the agent's host in seconds (also proves it is reachable)."""
@@ -224,6 +256,7 @@ class BlockingHandle:
             ray.cancel(ref)
             raise
         except ray.exceptions.RayError as error:
+            handle._forget_actor_on(error)
             raise translate_error(error, handle.name, handle.namespace) from None
 
 

@@ -63,7 +63,20 @@ class AgentHost:
         if self._tasks:  # an agent was added meanwhile
             return
         logger.info("all agents of this host have shut down; exiting")
+        self._release_placement()
         ray.kill(self._self_actor, no_restart=True)
+
+    def _release_placement(self) -> None:
+        """Frees the placement reservations of this host's agents (best effort: placement may be off)."""
+        from placement import CONTROLLER_NAME
+
+        namespace = ray.get_runtime_context().namespace
+        try:
+            controller = ray.get_actor(CONTROLLER_NAME, namespace=namespace)
+        except ValueError:
+            return
+        for name in self._runners:
+            controller.release.remote(name)
 
     def _runner(self, name: str) -> AgentRunner:
         runner = self._runners.get(name)

@@ -23,9 +23,10 @@ from academy_ray.exception import (
     AgentUnavailableError,
 )
 from academy_ray.handle import Handle, lookup_actor, translate_error
-from academy_ray.host import AgentHost
+from academy_ray.launcher import HostLauncher, host_options, remote_host
 from academy_ray.spec import AgentInfo, AgentResources, AgentSpec
 from academy_ray.store import AgentCheckpoints, CheckpointInfo
+from placement import CONTROLLER_NAME, Decision, Demand, PlacementClient
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +70,13 @@ class Runtime:
         init_kwargs: Mapping[str, Any] | None = None,
         default_resources: AgentResources | None = None,
         checkpoint: CheckpointPolicy | str | None = None,
+        placement: bool = True,
+        placement_policy: str = "locality",
     ) -> None:
         self.namespace = namespace or default_namespace()
+        self.placement_enabled = placement
+        self.placement_policy = placement_policy
+        self._placement: PlacementClient | None = None
         self.default_resources = default_resources or AgentResources()
         self.default_checkpoint = _as_policy(checkpoint)
         self._owns_ray = False
@@ -117,6 +123,9 @@ class Runtime:
         max_restarts: int = -1,
         executor_workers: int = 4,
         checkpoint: CheckpointPolicy | str | bool | None = None,
+        data: Iterable[str] = (),
+        models: Iterable[str] = (),
+        placement_timeout: float | None = None,
     ) -> Handle[AgentT]:
         """Starts ``agent(*args, **kwargs)`` as a detached, named Ray actor and waits until it serves calls.
 
@@ -132,10 +141,16 @@ class Runtime:
             checkpoint: The agent's checkpoint policy (or store URI); None uses the runtime's default and
                 False turns checkpointing off. With a policy, the agent restores its newest valid checkpoint
                 before it serves calls: after a crash, and when it is launched again under the same name.
+            data: Data URIs the agent reads: placement prefers nodes that already hold them.
+            models: Model ids the agent calls: placement prefers nodes whose model cache holds them.
+            placement_timeout: How long to wait for room when the cluster is full (None: as long as it
+                takes; `academy-ray explain` and `Runtime.pending` show the wait).
 
         Raises:
             AgentExistsError: The name is taken (and ``get_if_exists`` is False).
             AgentStartupError: The constructor or ``agent_on_startup`` raised.
+            placement.InfeasibleDemandError: No node of the cluster could ever fit the resources.
+            placement.PlacementTimeoutError: No room within ``placement_timeout``.
             pydantic.ValidationError: A bad name, class or resources.
         """
         name = name or f"{agent.__name__}-{uuid.uuid4().hex[:8]}"
@@ -158,27 +173,36 @@ class Runtime:
             if get_if_exists:
                 return self.get(name)
             raise AgentExistsError(name, self.namespace)
-        options = {
-            "name": name,
-            "namespace": self.namespace,
-            "lifetime": "detached",
-            "max_restarts": max_restarts,
-            "max_task_retries": 0,
-            "max_concurrency": 10_000,
-            **reserved.actor_options(),
-        }
-        try:
-            actor = _remote_host().options(**options).remote(spec)
-        except ValueError as error:  # lost a race for the name
-            if "already" in str(error).lower():
-                if get_if_exists:
-                    return self.get(name)
-                raise AgentExistsError(name, self.namespace) from None
-            raise
+        if self.placement_enabled:
+            demand = Demand(
+                name=name,
+                cpus=reserved.num_cpus,
+                gpus=reserved.num_gpus,
+                memory_bytes=reserved.memory_bytes or 0,
+                resources=dict(reserved.custom),
+                data_uris=tuple(data),
+                model_ids=tuple(models),
+                checkpoint_key=f"checkpoint:{self.namespace}/{name}" if spec.checkpoint else None,
+            )
+            await self.placement.place(
+                demand, HostLauncher(spec, max_restarts), timeout=placement_timeout
+            )
+            actor = lookup_actor(name, self.namespace)
+        else:
+            options = {**host_options(spec, max_restarts), **reserved.actor_options()}
+            try:
+                actor = remote_host().options(**options).remote(spec)
+            except ValueError as error:  # lost a race for the name
+                if "already" in str(error).lower():
+                    if get_if_exists:
+                        return self.get(name)
+                    raise AgentExistsError(name, self.namespace) from None
+                raise
         try:
             await actor.agent_ready.remote(name)
         except ray.exceptions.RayError as error:
             ray.kill(actor, no_restart=True)
+            await self._release(name)
             translated = translate_error(error, name, self.namespace)
             if isinstance(translated, AgentStartupError):
                 raise translated from translated.__cause__
@@ -245,6 +269,43 @@ class Runtime:
         except (TimeoutError, ray.exceptions.RayError) as error:
             logger.warning("agent %r did not shut down cleanly (%s); killing it", name, error)
         ray.kill(actor, no_restart=True)
+        await self._release(name)
+
+    # ---- placement ------------------------------------------------------------------------------------------
+
+    @property
+    def placement(self) -> PlacementClient:
+        """The namespace's placement controller (created on first use)."""
+        if self._placement is None:
+            self._placement = PlacementClient(self.namespace, policy=self.placement_policy)
+        return self._placement
+
+    async def explain(self, name: str) -> Decision | None:
+        """Why agent ``name`` runs where it runs (None: not placed by academy_ray's placement)."""
+        if not self.placement_enabled:
+            return None
+        return await self.placement.explain(name)
+
+    async def pending(self) -> builtins.list[Demand]:
+        """Agents waiting for room in a full cluster."""
+        if not self.placement_enabled:
+            return []
+        return await self.placement.pending()
+
+    def stop_placement(self) -> None:
+        """Removes the namespace's placement controller (agents keep running but are no longer re-placed
+        when their node dies). For tests and tear-down; a later launch creates a new controller."""
+        if self._placement is None and self.placement_enabled:
+            try:
+                ray.get_actor(CONTROLLER_NAME, namespace=self.namespace)
+            except ValueError:
+                return
+        self.placement.shutdown()
+        self._placement = None
+
+    async def _release(self, name: str) -> None:
+        if self.placement_enabled:
+            await self.placement.release(name)
 
     async def wait(
         self,

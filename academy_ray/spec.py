@@ -21,7 +21,9 @@ class AgentResources(BaseModel):
     """What an agent's host process reserves on its node.
 
     Attributes:
-        num_cpus: Logical CPUs (0 lets many light agents share a node).
+        num_cpus: Logical CPUs. The default, 0.01, lets 100 mostly idle agents share one logical CPU while
+            still being a reservation that a placement group can pin to a node (Ray cannot reserve an
+            empty bundle).
         num_gpus: GPUs (fractions allowed).
         memory_bytes: Memory to reserve, if any.
         custom: Custom Ray resources, e.g. ``{"agent_slot": 1}``.
@@ -29,7 +31,7 @@ class AgentResources(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    num_cpus: float = Field(default=0.0, ge=0)
+    num_cpus: float = Field(default=0.01, ge=0)
     num_gpus: float = Field(default=0.0, ge=0)
     memory_bytes: int | None = Field(default=None, ge=0)
     custom: dict[str, float] = Field(default_factory=dict)

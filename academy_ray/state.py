@@ -67,10 +67,19 @@ _SMALL_KINDS = ("json", "bytes", "model")
 # Arrow column type used to store each numpy dtype kind (bool and complex are stored as views).
 _ARROW_TYPES: dict[str, pa.DataType] = {
     "b1": pa.uint8(),
-    "i1": pa.int8(), "i2": pa.int16(), "i4": pa.int32(), "i8": pa.int64(),
-    "u1": pa.uint8(), "u2": pa.uint16(), "u4": pa.uint32(), "u8": pa.uint64(),
-    "f2": pa.float16(), "f4": pa.float32(), "f8": pa.float64(),
-    "c8": pa.float32(), "c16": pa.float64(),
+    "i1": pa.int8(),
+    "i2": pa.int16(),
+    "i4": pa.int32(),
+    "i8": pa.int64(),
+    "u1": pa.uint8(),
+    "u2": pa.uint16(),
+    "u4": pa.uint32(),
+    "u8": pa.uint64(),
+    "f2": pa.float16(),
+    "f4": pa.float32(),
+    "f8": pa.float64(),
+    "c8": pa.float32(),
+    "c16": pa.float64(),
 }
 
 Compression = Literal["lz4"] | None
@@ -180,7 +189,11 @@ class EncodedState:
     """
 
     def __init__(
-        self, segments: list[Any], size: int, schema: dict[str, str], compression: Compression = None
+        self,
+        segments: list[Any],
+        size: int,
+        schema: dict[str, str],
+        compression: Compression = None,
     ) -> None:
         self.segments = segments
         self.size = size
@@ -202,7 +215,9 @@ def _ipc_options(compression: Compression) -> ipc.IpcWriteOptions:
 
 
 def _write_stream(sink: _SegmentSink, table: pa.Table, compression: Compression) -> None:
-    with ipc.new_stream(pa.PythonFile(sink, mode="w"), table.schema, options=_ipc_options(compression)) as w:
+    with ipc.new_stream(
+        pa.PythonFile(sink, mode="w"), table.schema, options=_ipc_options(compression)
+    ) as w:
         w.write_table(table)
 
 
@@ -226,11 +241,16 @@ def _ndarray_table(arr: np.ndarray) -> tuple[pa.Table, dict[str, Any]]:
     column = pa.Array.from_buffers(arrow_type, len(flat), [None, pa.py_buffer(flat)])
     dtype_str = np.dtype(arr.dtype).newbyteorder("<").str
     meta: dict[str, Any] = {"dtype": dtype_str, "shape": list(arr.shape), "order": order}
-    field = pa.field("data", arrow_type, nullable=False, metadata={
-        b"academy.dtype": dtype_str.encode(),
-        b"academy.shape": json.dumps(list(arr.shape)).encode(),
-        b"academy.order": order.encode(),
-    })
+    field = pa.field(
+        "data",
+        arrow_type,
+        nullable=False,
+        metadata={
+            b"academy.dtype": dtype_str.encode(),
+            b"academy.shape": json.dumps(list(arr.shape)).encode(),
+            b"academy.order": order.encode(),
+        },
+    )
     return pa.Table.from_arrays([column], schema=pa.schema([field])), meta
 
 
@@ -289,11 +309,15 @@ def encode_state_segments(
             value, kind = fields[name], kinds[name]
             if kind == "bytes":
                 arrays.append(pa.array([bytes(value)], type=pa.large_binary()))
-                schema_fields.append(pa.field(name, pa.large_binary(), metadata={b"academy.kind": b"bytes"}))
+                schema_fields.append(
+                    pa.field(name, pa.large_binary(), metadata={b"academy.kind": b"bytes"})
+                )
             else:
                 doc = value.model_dump(mode="json") if kind == "model" else value
                 arrays.append(pa.array([_dumps(doc)], type=pa.large_string()))
-                schema_fields.append(pa.field(name, pa.large_string(), metadata={b"academy.kind": kind.encode()}))
+                schema_fields.append(
+                    pa.field(name, pa.large_string(), metadata={b"academy.kind": kind.encode()})
+                )
             entry: dict[str, Any] = {"name": name, "kind": kind, "block": 0}
             if kind == "model":
                 entry["model"] = f"{type(value).__module__}.{type(value).__qualname__}"
@@ -309,14 +333,17 @@ def encode_state_segments(
 
     position = {name: i for i, name in enumerate(fields)}
     header_fields.sort(key=lambda entry: position[entry["name"]])
-    header = json.dumps({
-        "format": "academy-ray-state",
-        "version": FORMAT_VERSION,
-        "compression": compression,
-        "fields": header_fields,
-        "blocks": blocks,
-        "data_length": offset,
-    }, separators=(",", ":")).encode()
+    header = json.dumps(
+        {
+            "format": "academy-ray-state",
+            "version": FORMAT_VERSION,
+            "compression": compression,
+            "fields": header_fields,
+            "blocks": blocks,
+            "data_length": offset,
+        },
+        separators=(",", ":"),
+    ).encode()
     prefix = _PREFIX.pack(MAGIC, len(header)) + header
     prefix += bytes(_pad(len(prefix)))
     schema = {name: kinds[name] for name in fields}
@@ -370,7 +397,9 @@ def _decode_ndarray(entry: dict[str, Any], table: pa.Table, data: Any, base: int
     column = table.column(0)
     count = int(math.prod(shape)) * (2 if dtype.kind == "c" else 1)
     if len(column) != count:
-        raise StateEncodingError(f"state field {entry['name']!r}: {len(column)} values for shape {shape}")
+        raise StateEncodingError(
+            f"state field {entry['name']!r}: {len(column)} values for shape {shape}"
+        )
     storage = np.dtype(column.type.to_pandas_dtype())
     flat: np.ndarray
     if column.num_chunks == 1 and count:
@@ -381,7 +410,9 @@ def _decode_ndarray(entry: dict[str, Any], table: pa.Table, data: Any, base: int
             # The values lie inside the caller's buffer: a zero-copy (and, for a bytearray, writable) view.
             flat = np.frombuffer(data, dtype=storage, count=count, offset=start)
         else:  # decompressed into new memory: our own copy
-            flat = np.frombuffer(values, dtype=storage, count=count, offset=chunk.offset * storage.itemsize).copy()
+            flat = np.frombuffer(
+                values, dtype=storage, count=count, offset=chunk.offset * storage.itemsize
+            ).copy()
     elif count:
         flat = np.concatenate([c.to_numpy(zero_copy_only=False) for c in column.chunks])
     else:
@@ -421,7 +452,9 @@ def decode_state(data: bytes | bytearray | memoryview) -> dict[str, Any]:
         for index, block in enumerate(header["blocks"]):
             start, length = data_start + int(block["offset"]), int(block["length"])
             if start + length > buf.size:
-                raise StateEncodingError(f"state payload truncated: block {index} ends past {buf.size} bytes")
+                raise StateEncodingError(
+                    f"state payload truncated: block {index} ends past {buf.size} bytes"
+                )
             tables[index] = ipc.open_stream(buf.slice(start, length)).read_all()
         out: dict[str, Any] = {}
         for entry in header["fields"]:

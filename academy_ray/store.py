@@ -232,7 +232,10 @@ class CheckpointStore:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(  # type: ignore[misc]
-            state["uri"], state["storage_options"], state["keep_last"], compression=state["compression"]
+            state["uri"],
+            state["storage_options"],
+            state["keep_last"],
+            compression=state["compression"],
         )
 
     def __repr__(self) -> str:
@@ -278,7 +281,9 @@ class CheckpointStore:
                     except (ValueError, TypeError):
                         raise
                     except Exception as exc:
-                        raise StorageUnavailableError(f"cannot open checkpoint storage {self.uri}: {exc}") from exc
+                        raise StorageUnavailableError(
+                            f"cannot open checkpoint storage {self.uri}: {exc}"
+                        ) from exc
                     if self.protocol in ("s3", "s3a") and hasattr(fs, "retries"):
                         fs.retries = min(int(fs.retries), _S3_RETRIES)
                     self._root = root.rstrip("/")
@@ -325,7 +330,9 @@ def _storage_errors(uri: str, op: str) -> Iterator[None]:
         yield
     except (CheckpointError, StateEncodingError):
         raise
-    except FileNotFoundError as exc:  # expected ones are handled inside: here a bucket or root is missing
+    except (
+        FileNotFoundError
+    ) as exc:  # expected ones are handled inside: here a bucket or root is missing
         raise StorageUnavailableError(
             f"checkpoint storage {uri} failed during {op}: not found: {exc}"
         ) from exc
@@ -345,7 +352,9 @@ class _Hasher:
     def __init__(self, threaded: bool) -> None:
         self._sha = hashlib.sha256()
         self._pool = (
-            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ckpt-sha") if threaded else None
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ckpt-sha")
+            if threaded
+            else None
         )
         self._pending: list[concurrent.futures.Future[None]] = []
 
@@ -378,7 +387,9 @@ _RANGE_WORKERS = 4
 def _hash_views(views: Iterator[memoryview], sink: Callable[[memoryview], None] | None) -> str:
     """Hashes (and optionally writes) a stream of views, hashing in a thread beside the writes."""
     all_views = list(views)
-    hasher = _Hasher(threaded=sink is not None and sum(v.nbytes for v in all_views) >= _THREADED_MIN)
+    hasher = _Hasher(
+        threaded=sink is not None and sum(v.nbytes for v in all_views) >= _THREADED_MIN
+    )
     try:
         for view in all_views:
             for start in range(0, view.nbytes, _CHUNK):
@@ -447,9 +458,10 @@ class _Backend:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             try:
+
                 def write(chunk: memoryview) -> None:
                     while chunk.nbytes:
-                        chunk = chunk[os.write(fd, chunk):]
+                        chunk = chunk[os.write(fd, chunk) :]
 
                 digest = _hash_views(views, write)
                 os.fsync(fd)
@@ -508,7 +520,9 @@ class _Backend:
         hasher = _Hasher(threaded=True)
         pos = 0
         try:
-            with concurrent.futures.ThreadPoolExecutor(_RANGE_WORKERS, thread_name_prefix="ckpt-get") as pool:
+            with concurrent.futures.ThreadPoolExecutor(
+                _RANGE_WORKERS, thread_name_prefix="ckpt-get"
+            ) as pool:
                 futures = [
                     pool.submit(self.fs.cat_file, path, start=start, end=min(start + _RANGE, size))
                     for start in starts
@@ -639,7 +653,11 @@ class AgentCheckpoints:
         return epochs
 
     def _seqs(self) -> list[int]:
-        return sorted(int(m.group(1)) for n in self._b.names(f"{self._dir}/checkpoints") if (m := _SEQ_RE.match(n)))
+        return sorted(
+            int(m.group(1))
+            for n in self._b.names(f"{self._dir}/checkpoints")
+            if (m := _SEQ_RE.match(n))
+        )
 
     @staticmethod
     def _fenced(seq: int, epoch: int, epochs: Mapping[int, int]) -> bool:
@@ -705,14 +723,22 @@ class AgentCheckpoints:
             except FileExistsError:
                 continue
             return epoch
-        raise CheckpointError(f"could not claim an epoch for {self.namespace}/{self.name}")  # pragma: no cover
+        raise CheckpointError(
+            f"could not claim an epoch for {self.namespace}/{self.name}"
+        )  # pragma: no cover
 
     def _record_start(self, epoch: int) -> int:
         """Step 2 (after the claim): records the newest valid seq at this moment as the restore point."""
         start = self._newest_valid_seq(self._epochs())
         record = json.dumps({"epoch": epoch, "start": start, "created": _now().isoformat()})
         self._b.create(self._epoch_path(epoch, "start"), record.encode())
-        logger.info("agent %s/%s: epoch %d starts from checkpoint %d", self.namespace, self.name, epoch, start)
+        logger.info(
+            "agent %s/%s: epoch %d starts from checkpoint %d",
+            self.namespace,
+            self.name,
+            epoch,
+            start,
+        )
         return start
 
     def current_epoch(self) -> int:
@@ -778,8 +804,14 @@ class AgentCheckpoints:
         The manifest's ``compression`` is the encoder's (``encoded.compression``).
         """
         compression = _payload_compression(encoded)
-        return self._commit(encoded, encoded.schema, epoch=epoch, agent_class=agent_class,
-                            extra=dict(extra or {}), compression=compression)
+        return self._commit(
+            encoded,
+            encoded.schema,
+            epoch=epoch,
+            agent_class=agent_class,
+            extra=dict(extra or {}),
+            compression=compression,
+        )
 
     def _commit(
         self,
@@ -804,8 +836,15 @@ class AgentCheckpoints:
                 checksum = self._b.create(payload_path, payload, unique=True)
             try:
                 info = self._create_manifest(
-                    payload_path, inline, checksum, size, schema,
-                    epoch=epoch, agent_class=agent_class, extra=extra, compression=compression,
+                    payload_path,
+                    inline,
+                    checksum,
+                    size,
+                    schema,
+                    epoch=epoch,
+                    agent_class=agent_class,
+                    extra=extra,
+                    compression=compression,
                 )
             except BaseException:
                 if payload_path is not None:
@@ -824,7 +863,9 @@ class AgentCheckpoints:
             except StorageUnavailableError:
                 raise
             except Exception:
-                logger.warning("retention failed for %s/%s", self.namespace, self.name, exc_info=True)
+                logger.warning(
+                    "retention failed for %s/%s", self.namespace, self.name, exc_info=True
+                )
             return info
 
     def _create_manifest(
@@ -844,10 +885,19 @@ class AgentCheckpoints:
             seqs = self._seqs()
             seq = max(seqs, default=0) + 1
             info = CheckpointInfo(
-                namespace=self.namespace, name=self.name, agent_class=agent_class, seq=seq, epoch=epoch,
-                created=_now(), size=size, checksum=checksum, schema=schema,
-                path=self._url(payload_path or self._manifest_path(seq)), inline=inline is not None,
-                compression=compression, extra=extra,
+                namespace=self.namespace,
+                name=self.name,
+                agent_class=agent_class,
+                seq=seq,
+                epoch=epoch,
+                created=_now(),
+                size=size,
+                checksum=checksum,
+                schema=schema,
+                path=self._url(payload_path or self._manifest_path(seq)),
+                inline=inline is not None,
+                compression=compression,
+                extra=extra,
             )
             doc = info.model_dump(mode="json", by_alias=True, exclude={"fenced"})
             if inline is not None:
@@ -867,7 +917,9 @@ class AgentCheckpoints:
                         f"agent {self.namespace}/{self.name}: epoch {epoch} lost checkpoint {seq} to a newer "
                         f"activation {newer}"
                     ) from None
-        raise CheckpointError(f"could not allocate a checkpoint seq for {self.namespace}/{self.name}")
+        raise CheckpointError(
+            f"could not allocate a checkpoint seq for {self.namespace}/{self.name}"
+        )
 
     def _retain(self, epochs: Mapping[int, int], writer_epoch: int) -> None:
         keep_last = self.store.keep_last
@@ -946,7 +998,9 @@ class AgentCheckpoints:
                 f"checkpoint {info.seq} payload {info.path} has {len(data)} bytes, expected {info.size}"
             )
         if digest != info.checksum:
-            raise CorruptCheckpointError(f"checkpoint {info.seq} payload {info.path} fails its sha256 checksum")
+            raise CorruptCheckpointError(
+                f"checkpoint {info.seq} payload {info.path} fails its sha256 checksum"
+            )
         return data
 
     def _read_payload_object(self, info: CheckpointInfo) -> tuple[bytearray, str]:
@@ -962,7 +1016,9 @@ class AgentCheckpoints:
         try:
             return decode_state(data)
         except StateEncodingError as exc:
-            raise CorruptCheckpointError(f"checkpoint {info.seq} payload {info.path} is undecodable: {exc}") from exc
+            raise CorruptCheckpointError(
+                f"checkpoint {info.seq} payload {info.path} is undecodable: {exc}"
+            ) from exc
 
     def load(self, seq: int) -> dict[str, Any]:
         """Loads checkpoint ``seq`` (fenced or not).
@@ -998,8 +1054,13 @@ class AgentCheckpoints:
                 try:
                     info = self._manifest(seq)
                     if self._fenced(seq, info.epoch, epochs):
-                        logger.info("skipping fenced checkpoint %d (epoch %d) of %s/%s",
-                                    seq, info.epoch, self.namespace, self.name)
+                        logger.info(
+                            "skipping fenced checkpoint %d (epoch %d) of %s/%s",
+                            seq,
+                            info.epoch,
+                            self.namespace,
+                            self.name,
+                        )
                         continue
                     return info, self._decode(info, self._read_payload(info))
                 except CheckpointNotFoundError:
@@ -1042,8 +1103,14 @@ class AgentCheckpoints:
             info = self._manifest(seq)
             data = self._read_payload(info)
             extra = {**info.extra, "rollback_of": seq}
-            return self._commit(bytes(data), dict(info.schema), epoch=epoch, agent_class=info.agent_class,
-                                extra=extra, compression=info.compression)
+            return self._commit(
+                bytes(data),
+                dict(info.schema),
+                epoch=epoch,
+                agent_class=info.agent_class,
+                extra=extra,
+                compression=info.compression,
+            )
 
     def delete_all(self) -> None:
         """Deletes every object of this agent, epochs included."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import pytest
+
+from academy_ray import Runtime
 
 
 @pytest.fixture(scope="session")
@@ -15,3 +18,21 @@ def standalone_cluster() -> Iterator[str]:
     cluster = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 2})
     yield cluster.address
     cluster.shutdown()
+
+
+@pytest.fixture
+async def make_runtime(namespace: str) -> AsyncIterator[Callable[..., Runtime]]:
+    """Makes runtimes (default: the test's namespace); at the end stops their agents and placement controllers."""
+    made: list[Runtime] = []
+
+    def make(**options: Any) -> Runtime:
+        options.setdefault("namespace", namespace)
+        runtime = Runtime(**options)
+        made.append(runtime)
+        return runtime
+
+    yield make
+    for runtime in made:
+        for info in await runtime.list():
+            await runtime.stop(info.name, timeout=5)
+        runtime.stop_placement()

@@ -7,7 +7,7 @@ import asyncio
 import os
 import signal
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,11 +27,8 @@ def store_uri(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def rt(namespace: str, store_uri: str) -> AsyncIterator[Runtime]:
-    runtime = Runtime(namespace=namespace, checkpoint=store_uri)
-    yield runtime
-    for info in await runtime.list():
-        await runtime.stop(info.name, timeout=5)
+def rt(make_runtime: Callable[..., Runtime], store_uri: str) -> Runtime:
+    return make_runtime(checkpoint=store_uri)
 
 
 async def _wait_running(rt: Runtime, name: str, timeout: float = 60) -> None:
@@ -140,8 +137,10 @@ async def test_stale_copy_cannot_write_and_learns_it(rt: Runtime, namespace: str
     await newer.close(None)
 
 
-async def test_interval_and_on_demand_policies(namespace: str, store_uri: str) -> None:
-    rt = Runtime(namespace=namespace)
+async def test_interval_and_on_demand_policies(
+    make_runtime: Callable[..., Runtime], store_uri: str
+) -> None:
+    rt = make_runtime()
     policy = CheckpointPolicy(uri=store_uri, every_action=False, interval_s=0.3, on_shutdown=False)
     counter = await rt.launch(Counter, name="interval", checkpoint=policy)
     await counter.add(5)
@@ -168,7 +167,9 @@ async def test_rollback_running_and_stopped(rt: Runtime) -> None:
     assert await again.get() == 1
 
 
-async def test_s3_storage_outage_gives_typed_error_and_recovers(namespace: str) -> None:
+async def test_s3_storage_outage_gives_typed_error_and_recovers(
+    make_runtime: Callable[..., Runtime],
+) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="academy-outage-"))
     server = S3Server(data_dir)
     server.start()
@@ -177,7 +178,7 @@ async def test_s3_storage_outage_gives_typed_error_and_recovers(namespace: str) 
     policy = CheckpointPolicy(
         uri=f"s3://{bucket}/ckpt", storage_options=options, retry_initial_s=0.2, retry_max_s=1.0
     )
-    rt = Runtime(namespace=namespace)
+    rt = make_runtime()
     try:
         counter = await rt.launch(Counter, name="outage", checkpoint=policy)
         assert await counter.add(1) == 1

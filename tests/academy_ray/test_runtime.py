@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -36,11 +36,8 @@ pytestmark = pytest.mark.usefixtures("local_ray")
 
 
 @pytest.fixture
-async def rt(namespace: str) -> AsyncIterator[Runtime]:
-    runtime = Runtime(namespace=namespace)
-    yield runtime
-    for info in await runtime.list():
-        await runtime.stop(info.name, timeout=5)
+def rt(make_runtime: Callable[..., Runtime]) -> Runtime:
+    return make_runtime()
 
 
 async def test_launch_call_and_concurrent_timer(rt: Runtime) -> None:
@@ -111,10 +108,12 @@ async def test_name_in_use_errors_or_reattaches(rt: Runtime) -> None:
     assert await again.get() == 7
 
 
-async def test_get_and_namespace_isolation(rt: Runtime, namespace: str) -> None:
+async def test_get_and_namespace_isolation(
+    rt: Runtime, namespace: str, make_runtime: Callable[..., Runtime]
+) -> None:
     await rt.launch(Counter, name="visible")
     assert await rt.get("visible").add(1) == 1
-    other = Runtime(namespace=namespace + "-other")
+    other = make_runtime(namespace=namespace + "-other")
     with pytest.raises(AgentNotFoundError):
         other.get("visible")
     assert await other.list() == []
@@ -279,7 +278,7 @@ async def test_fifty_agents_launch_and_stop_cleanly(rt: Runtime) -> None:
 
 
 def test_blocking_forms(namespace: str) -> None:
-    rt = Runtime(namespace=namespace)
+    rt = Runtime(namespace=namespace, placement=False)
     counter = rt.sync.launch(Counter, name="blocking")
     assert counter.sync.add(2) == 2
     with pytest.raises(ActionArgumentError):

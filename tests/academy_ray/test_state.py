@@ -30,7 +30,9 @@ class Params(BaseModel):
 
 
 def test_round_trip_of_every_kind() -> None:
-    table = pa.table({"x": [1, 2, 3], "s": ["a", None, "c"]}).replace_schema_metadata({"origin": "test"})
+    table = pa.table({"x": [1, 2, 3], "s": ["a", None, "c"]}).replace_schema_metadata(
+        {"origin": "test"}
+    )
     fields = {
         "none": None,
         "flag": True,
@@ -58,7 +60,17 @@ def test_round_trip_of_every_kind() -> None:
         assert out[name] == fields[name]
     assert out["tuple"] == [1, 2]
     assert Params.model_validate(out["params"]) == fields["params"]
-    for name in ("matrix", "fortran", "strided", "mask", "complex", "half", "bigendian", "scalar", "empty"):
+    for name in (
+        "matrix",
+        "fortran",
+        "strided",
+        "mask",
+        "complex",
+        "half",
+        "bigendian",
+        "scalar",
+        "empty",
+    ):
         expected = fields[name]
         assert out[name].shape == expected.shape, name
         assert out[name].dtype == expected.dtype.newbyteorder("="), name
@@ -100,7 +112,9 @@ def test_segments_reference_large_arrays_without_copying() -> None:
 
 
 def test_format_starts_with_magic_and_blocks_are_aligned() -> None:
-    payload = encode_state({"x": 1, "a": np.arange(3, dtype=np.uint8), "b": np.arange(5, dtype=np.int64)})
+    payload = encode_state(
+        {"x": 1, "a": np.arange(3, dtype=np.uint8), "b": np.arange(5, dtype=np.int64)}
+    )
     assert payload[:8] == MAGIC
     out = decode_state(payload)
     base = np.frombuffer(payload, dtype=np.uint8).ctypes.data
@@ -144,7 +158,9 @@ def test_truncated_or_garbled_payloads_raise(cut: int) -> None:
 
 def test_state_schema_and_pickle_free_payload() -> None:
     assert state_schema({"a": np.zeros(2), "b": "x", "t": pa.table({"x": [1]})}) == {
-        "a": "ndarray", "b": "json", "t": "table",
+        "a": "ndarray",
+        "b": "json",
+        "t": "table",
     }
     payload = encode_state({"a": np.zeros(2), "b": "x"})
     assert pickle.PROTO not in payload[:2]  # not a pickle stream
@@ -153,13 +169,20 @@ def test_state_schema_and_pickle_free_payload() -> None:
 @settings(max_examples=60, deadline=None)
 @given(
     arr=hnp.arrays(
-        dtype=st.one_of(hnp.integer_dtypes(), hnp.unsigned_integer_dtypes(), hnp.floating_dtypes(),
-                        hnp.boolean_dtypes(), hnp.complex_number_dtypes()),
+        dtype=st.one_of(
+            hnp.integer_dtypes(),
+            hnp.unsigned_integer_dtypes(),
+            hnp.floating_dtypes(),
+            hnp.boolean_dtypes(),
+            hnp.complex_number_dtypes(),
+        ),
         shape=hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5),
     ),
     doc=st.recursive(
         st.none() | st.booleans() | st.integers() | st.text() | st.floats(allow_nan=False),
-        lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(), children, max_size=3),
+        lambda children: (
+            st.lists(children, max_size=3) | st.dictionaries(st.text(), children, max_size=3)
+        ),
         max_leaves=10,
     ),
 )

@@ -81,8 +81,15 @@ def test_round_trip_every_value_kind(agent: AgentCheckpoints) -> None:
     epoch = agent.acquire_epoch()
     info = agent.save(fields, epoch=epoch, agent_class=AGENT_CLASS, extra={"note": "first"})
     assert info.seq == 1 and info.epoch == epoch and info.agent_class == AGENT_CLASS
-    assert info.schema == {"count": "json", "doc": "json", "blob": "bytes", "knobs": "model",
-                           "weights": "ndarray", "mask": "ndarray", "table": "table"}
+    assert info.schema == {
+        "count": "json",
+        "doc": "json",
+        "blob": "bytes",
+        "knobs": "model",
+        "weights": "ndarray",
+        "mask": "ndarray",
+        "table": "table",
+    }
     assert info.created.tzinfo is not None and info.extra == {"note": "first"}
     loaded = agent.load_latest()
     assert loaded is not None
@@ -153,7 +160,9 @@ def test_retention_keeps_the_newest(store_config: dict[str, Any]) -> None:
     for orphan in (old_orphan, own_orphan):
         agent._b.create(f"{agent._dir}/payloads/{orphan}", b"partial", unique=True)
     for i in range(7):
-        agent.save({"i": i, "a": np.full(10_000 if i % 2 else 10, i)}, epoch=epoch, agent_class=AGENT_CLASS)
+        agent.save(
+            {"i": i, "a": np.full(10_000 if i % 2 else 10, i)}, epoch=epoch, agent_class=AGENT_CLASS
+        )
     assert [info.seq for info in agent.list()] == [5, 6, 7]
     payloads = [n for n in agent._b.names(f"{agent._dir}/payloads") if n.endswith(".arrow")]
     assert old_orphan not in payloads and own_orphan in payloads
@@ -214,7 +223,9 @@ def _corrupt_manifest(agent: AgentCheckpoints, info: CheckpointInfo) -> None:
         (_corrupt_delete, 100),
     ],
 )
-def test_corrupt_newest_falls_back_with_warning(agent: AgentCheckpoints, corrupt: Any, size: int) -> None:
+def test_corrupt_newest_falls_back_with_warning(
+    agent: AgentCheckpoints, corrupt: Any, size: int
+) -> None:
     epoch = agent.acquire_epoch()
     agent.save({"i": 1, "a": np.arange(size)}, epoch=epoch, agent_class=AGENT_CLASS)
     newest = agent.save({"i": 2, "a": np.arange(size) * 2}, epoch=epoch, agent_class=AGENT_CLASS)
@@ -320,7 +331,12 @@ def test_write_landing_between_claim_and_start_is_fenced(store_config: dict[str,
     with pytest.raises(StaleEpochError):
         new._check_epoch = lambda epoch: None  # type: ignore[method-assign]
         new.save({"count": 300}, epoch=new_epoch, agent_class=AGENT_CLASS)
-    assert [(i.seq, i.fenced) for i in newer.list()] == [(1, False), (2, False), (3, True), (4, True)]
+    assert [(i.seq, i.fenced) for i in newer.list()] == [
+        (1, False),
+        (2, False),
+        (3, True),
+        (4, True),
+    ]
     latest = newer.load_latest()
     assert latest is not None and latest[0].seq == 2 and latest[1] == {"count": 100}
     info = newer.save({"count": 101}, epoch=newer_epoch, agent_class=AGENT_CLASS)
@@ -357,7 +373,9 @@ def test_racing_writers_same_epoch_get_distinct_seqs(store_config: dict[str, Any
         assert fields["worker"] * 100 + fields["i"] == tag
 
 
-def test_stale_writer_racing_a_restart_never_loses_acknowledged_state(store_config: dict[str, Any]) -> None:
+def test_stale_writer_racing_a_restart_never_loses_acknowledged_state(
+    store_config: dict[str, Any],
+) -> None:
     old = _second_copy(store_config, "race")
     new = _second_copy(store_config, "race")
     old_epoch = old.acquire_epoch()
@@ -402,7 +420,11 @@ def test_rollback_writes_old_content_as_newest(agent: AgentCheckpoints) -> None:
     for i in range(3):
         agent.save({"i": i, "a": np.arange(4) + i}, epoch=epoch, agent_class=AGENT_CLASS)
     info = agent.rollback(1, epoch=epoch)
-    assert info.seq == 4 and info.extra == {"rollback_of": 1} and info.schema == {"i": "json", "a": "ndarray"}
+    assert (
+        info.seq == 4
+        and info.extra == {"rollback_of": 1}
+        and info.schema == {"i": "json", "a": "ndarray"}
+    )
     loaded = agent.load_latest()
     assert loaded is not None and loaded[1]["i"] == 0
     np.testing.assert_array_equal(loaded[1]["a"], np.arange(4))
@@ -455,12 +477,16 @@ def test_unreachable_s3_fails_fast_with_typed_error(s3_server: Any) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed once the block ends
-    options = {**s3_server.storage_options,
-               "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1"}}
+    options = {
+        **s3_server.storage_options,
+        "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1"},
+    }
     store = CheckpointStore("s3://nobucket/ckpt", options)
     agent = store.for_agent("ns", "down")
     for call in (agent.acquire_epoch, agent.load_latest, agent.list):
-        with pytest.raises(StorageUnavailableError, match=rf"s3://nobucket/ckpt.*127\.0\.0\.1:{port}") as info:
+        with pytest.raises(
+            StorageUnavailableError, match=rf"s3://nobucket/ckpt.*127\.0\.0\.1:{port}"
+        ) as info:
             call()
         assert info.value.__cause__ is not None
     with pytest.raises(StorageUnavailableError):
@@ -515,7 +541,11 @@ def test_save_encoded_takes_a_pre_encoded_state(agent: AgentCheckpoints) -> None
     epoch = agent.acquire_epoch()
     encoded = encode_state_segments({"a": np.arange(50_000), "n": 1}, compression="lz4")
     info = agent.save_encoded(encoded, epoch=epoch, agent_class=AGENT_CLASS, extra={"k": 1})
-    assert info.compression == "lz4" and info.schema == {"a": "ndarray", "n": "json"} and info.extra == {"k": 1}
+    assert (
+        info.compression == "lz4"
+        and info.schema == {"a": "ndarray", "n": "json"}
+        and info.extra == {"k": 1}
+    )
     loaded = agent.load_latest()
     assert loaded is not None and loaded[1]["n"] == 1
     np.testing.assert_array_equal(loaded[1]["a"], np.arange(50_000))

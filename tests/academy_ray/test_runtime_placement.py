@@ -1,0 +1,83 @@
+"""Runtime.launch places agents through `placement` on a simulated multi-node cluster: data locality, GPU
+fit, impossible demands, and re-placement with state intact when a node dies."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from academy_ray import AgentResources, AgentUnavailableError, Runtime
+from placement import InfeasibleDemandError
+from tests.academy_ray.agents import Counter, Journal
+from tests.conftest import SimCluster
+
+
+@pytest.fixture
+async def rt(sim_cluster: SimCluster, namespace: str, tmp_path: Path) -> AsyncIterator[Runtime]:
+    runtime = Runtime(namespace=namespace, checkpoint=f"file://{tmp_path}/ckpt")
+    yield runtime
+    for info in await runtime.list():
+        await runtime.stop(info.name, timeout=5)
+    runtime.stop_placement()
+
+
+async def test_data_already_on_a_node_brings_the_agent_there(
+    rt: Runtime, sim_cluster: SimCluster
+) -> None:
+    node_b = sim_cluster.nodes["cpu-b"]
+    await rt.placement.report(node_b, "s3://lab/raw/run-42.h5", 20 * 2**30, "data")
+    agent = await rt.launch(Counter, name="reader", data=["s3://lab/raw/run-42.h5"])
+    assert (await agent.info()).node_id == node_b
+    decision = await rt.explain("reader")
+    assert decision is not None and decision.node_id == node_b
+    assert "run-42" in decision.explain() or any("local" in reason for reason in decision.reasons)
+
+
+async def test_gpu_agent_lands_on_the_gpu_node_and_cpu_agents_stay_off_it(
+    rt: Runtime, sim_cluster: SimCluster
+) -> None:
+    gpu_agent = await rt.launch(
+        Counter, name="gpu-agent", resources=AgentResources(num_cpus=1, num_gpus=1)
+    )
+    assert (await gpu_agent.info()).node_id == sim_cluster.nodes["gpu"]
+    cpu_agents = await asyncio.gather(*(rt.launch(Counter, name=f"cpu-{i}") for i in range(4)))
+    for agent in cpu_agents:
+        assert (await agent.info()).node_id != sim_cluster.nodes["gpu"]
+
+
+async def test_impossible_demand_fails_fast(rt: Runtime) -> None:
+    with pytest.raises(InfeasibleDemandError, match="GPU"):
+        await asyncio.wait_for(rt.launch(Counter, name="greedy", resources={"num_gpus": 8}), 30)
+    assert [info.name for info in await rt.list()] == []
+
+
+async def test_node_loss_replaces_agent_with_state_intact(
+    rt: Runtime, sim_cluster: SimCluster
+) -> None:
+    sim_cluster.add("spare", num_cpus=2, resources={"spare": 2})
+    journal = await rt.launch(
+        Journal, name="nomad", resources={"custom": {"spare": 0.5}, "num_cpus": 0.01}
+    )
+    for entry in range(20):
+        await journal.append(entry)
+    lost_node = sim_cluster.nodes["spare"]
+    assert (await journal.info()).node_id == lost_node
+    sim_cluster.add("spare-2", num_cpus=2, resources={"spare": 2})
+    sim_cluster.kill("spare")
+    deadline = asyncio.get_running_loop().time() + 90
+    while True:
+        try:
+            info = await asyncio.wait_for(journal.info(), 10)
+            if info.status == "running" and info.node_id != lost_node:
+                break
+        except (AgentUnavailableError, TimeoutError):
+            pass
+        assert asyncio.get_running_loop().time() < deadline, "the agent was not re-placed"
+        await asyncio.sleep(0.5)
+    assert info.node_id == sim_cluster.nodes["spare-2"]
+    assert await journal.read() == list(range(20))
+    decision = await rt.explain("nomad")
+    assert decision is not None and "lost" in decision.cause and decision.generation >= 2
