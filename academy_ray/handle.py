@@ -83,10 +83,10 @@ def _placement_holds(name: str, namespace: str) -> bool:
 
     try:
         controller = ray.get_actor(CONTROLLER_NAME, namespace=namespace)
-        decision = ray.get(controller.explain.remote(name), timeout=PLACEMENT_QUERY_TIMEOUT_S)
+        decision: Any = ray.get(controller.explain.remote(name), timeout=PLACEMENT_QUERY_TIMEOUT_S)
         if decision is not None:
             return True
-        pending = ray.get(controller.pending.remote(), timeout=PLACEMENT_QUERY_TIMEOUT_S)
+        pending: list[Any] = ray.get(controller.pending.remote(), timeout=PLACEMENT_QUERY_TIMEOUT_S)
     except (ValueError, ray.exceptions.RayError):
         return False
     return any(demand.name == name for demand in pending)

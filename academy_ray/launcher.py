@@ -22,7 +22,7 @@ _host_actor_class: Any = None
 
 def remote_host() -> Any:
     """The Ray actor class of `AgentHost` (made once per process)."""
-    global _host_actor_class  # noqa: PLW0603
+    global _host_actor_class
     if _host_actor_class is None:
         _host_actor_class = ray.remote(AgentHost)
     return _host_actor_class

@@ -36,15 +36,6 @@ DEFAULT_NAMESPACE = "academy"
 LIST_TIMEOUT_S = 5.0
 """How long `Runtime.list` waits for one host to answer before reporting it ``unreachable``."""
 
-_host_actor_class: Any = None
-
-
-def _remote_host() -> Any:
-    global _host_actor_class
-    if _host_actor_class is None:
-        _host_actor_class = ray.remote(AgentHost)
-    return _host_actor_class
-
 
 class Runtime:
     """Connects to Ray and manages agents in one namespace.

@@ -26,6 +26,7 @@ def _cli(address: str, namespace: str, *args: str) -> subprocess.CompletedProces
         cwd=REPO,
         env=env,
         capture_output=True,
+        check=False,
         text=True,
         timeout=120,
     )
@@ -52,7 +53,7 @@ def test_list_call_stop(standalone_cluster: str, namespace: str) -> None:
     assert json.loads(_cli(standalone_cluster, namespace, "list", "--json").stdout) == []
 
 
-def test_checkpoints_inspect_rollback(standalone_cluster: str, namespace: str, tmp_path) -> None:  # noqa: ANN001
+def test_checkpoints_inspect_rollback(standalone_cluster: str, namespace: str, tmp_path) -> None:
     uri = f"file://{tmp_path}/store"
     run_driver(
         standalone_cluster,

@@ -34,6 +34,7 @@ def run_driver(address: str, namespace: str, body: str) -> str:
         cwd=REPO,
         env=env,
         capture_output=True,
+        check=False,
         text=True,
         timeout=120,
     )
