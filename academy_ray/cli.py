@@ -139,6 +139,25 @@ async def _rollback(rt: Runtime, options: argparse.Namespace) -> None:
     )
 
 
+@_command("explain")
+async def _explain(rt: Runtime, options: argparse.Namespace) -> None:
+    decision = await rt.explain(options.name)
+    if decision is None:
+        waiting = [demand for demand in await rt.pending() if demand.name == options.name]
+        if waiting:
+            console.print(
+                f"{options.name}: waiting for room in the cluster ({waiting[0].bundle()})"
+            )
+            return
+        raise SystemExit(
+            f"no placement decision for {options.name!r} in namespace {rt.namespace!r}"
+        )
+    if options.json:
+        print(decision.model_dump_json(indent=2))
+        return
+    console.print(decision.explain(), markup=False, highlight=False)
+
+
 def _summary(value: Any) -> Any:
     shape = getattr(value, "shape", None)
     if shape is not None:
@@ -178,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     stop = sub.add_parser("stop", help="shut an agent down gracefully")
     stop.add_argument("name")
     stop.add_argument("--timeout", type=float, default=30.0)
+    explain = sub.add_parser("explain", help="why an agent runs on its node (placement decision)")
+    explain.add_argument("name")
+    explain.add_argument("--json", action="store_true", help="machine-readable output")
     checkpoints = sub.add_parser("checkpoints", help="list an agent's checkpoints (running or not)")
     inspect = sub.add_parser("inspect", help="show one checkpoint's manifest and fields")
     rollback = sub.add_parser(

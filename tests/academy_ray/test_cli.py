@@ -46,6 +46,16 @@ def test_list_call_stop(standalone_cluster: str, namespace: str) -> None:
     assert bad.returncode == 1 and "parameter 'n'" in bad.stdout
     missing = _cli(standalone_cluster, namespace, "call", "cli-agent", "nope")
     assert missing.returncode == 1 and "no action 'nope'" in missing.stdout
+    explained = _cli(standalone_cluster, namespace, "explain", "cli-agent")
+    assert (
+        explained.returncode == 0
+        and "cli-agent: node" in explained.stdout
+        and "candidates" in explained.stdout
+    )
+    as_json = json.loads(
+        _cli(standalone_cluster, namespace, "explain", "cli-agent", "--json").stdout
+    )
+    assert as_json["name"] == "cli-agent" and as_json["node_id"] == info["node_id"]
     table = _cli(standalone_cluster, namespace, "list")
     assert "cli-agent" in table.stdout and "running" in table.stdout
     stopped = _cli(standalone_cluster, namespace, "stop", "cli-agent")
