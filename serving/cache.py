@@ -80,8 +80,8 @@ class CacheStats(BaseModel):
     """Counters and contents of one node cache.
 
     ``hits``/``misses`` are per tier: a ``disk`` hit found a local copy, a ``disk`` miss fetched
-    from object storage. ``engine`` counts come from replicas reporting engine loads (misses) on
-    this node. ``coalesced`` counts callers that joined a fetch already in flight.
+    from object storage. ``engine`` counts come from this node's replicas: a miss is an engine
+    load, a hit a request answered by an already loaded engine (hits are reported in batches). ``coalesced`` counts callers that joined a fetch already in flight.
     """
 
     node_id: str

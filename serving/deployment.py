@@ -130,6 +130,7 @@ class ModelServer:
         self._loads: list[LoadEvent] = []
         self._unloads: list[str] = []
         self._hot_hits = 0
+        self._unreported_hits = 0
         self._failures = 0
         self._inflight = 0
         self._metrics = get_metrics()
@@ -143,6 +144,8 @@ class ModelServer:
     async def _load(self, model_id: str) -> LoadedModel:
         self._loop = asyncio.get_running_loop()
         spec = self._registry.get(model_id)
+        if self._unreported_hits:
+            self._report_hits()
         start = time.perf_counter()
         cache_seconds = 0.0
         engine = self._parked.pop(model_id, None)
@@ -235,7 +238,10 @@ class ModelServer:
                 self._resident.move_to_end(model_id)  # mirror Serve's LRU order
             if hot:
                 self._hot_hits += 1
+                self._unreported_hits += 1
                 self._metrics.cache("engine", True)
+                if self._unreported_hits >= 32:
+                    self._report_hits()
             try:
                 async for item in self._run(spec, loaded.engine, request):
                     yield item
@@ -279,8 +285,14 @@ class ModelServer:
         if tokens and elapsed > 0:
             self._metrics.tokens_per_second.observe(tokens / elapsed, tags={"model": spec.id})
 
-    def stats(self) -> ReplicaStats:
-        """This replica's counters (and reports hot hits to the node cache)."""
+    def _report_hits(self) -> Any:
+        """Sends the hot (engine tier) hits not yet reported to the node cache, in one call."""
+        count, self._unreported_hits = self._unreported_hits, 0
+        return self._cache.engine_hits.remote(count)
+
+    async def stats(self) -> ReplicaStats:
+        """This replica's counters (after reporting pending hot hits to the node cache)."""
+        await self._report_hits()
         return ReplicaStats(
             resident=list(self._resident),
             parked=list(self._parked),

@@ -71,7 +71,7 @@ def test_lru_switching_and_reloads_come_from_the_node_cache(
     assert stats.hot_hits == 1
     cache = served.cache_stats()
     assert cache.fetches == 4 and cache.misses["disk"] == 4 and cache.hits["disk"] == 2
-    assert cache.misses["engine"] == 6
+    assert cache.misses["engine"] == 6 and cache.hits["engine"] == 1
     deadline = time.monotonic() + 10  # unload reports are fire-and-forget
     while served.cache_stats().engines != {"tiny-1": 1, "tiny-0": 1}:
         assert time.monotonic() < deadline, served.cache_stats().engines
