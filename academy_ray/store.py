@@ -13,7 +13,11 @@ Every object is created once and never overwritten: locally a temporary file in 
 fsynced then hard-linked to its name (``os.link`` fails if the name exists) and the directory is fsynced;
 on S3 a ``PUT`` with ``If-None-Match: *``; on ``memory://`` a locked check-and-set. A payload is written
 before its manifest, so a crash never leaves a visible manifest without its full payload; a reader also
-verifies size and sha256 and skips (with a warning naming it) a checkpoint that fails.
+verifies size and checksum and skips (with a warning naming it) a checkpoint that fails.
+
+Checksums detect corruption (not tampering): ``xxh3_128:<hex>`` (xxHash XXH3, 128 bits) for new
+checkpoints; a manifest whose checksum has no ``<algorithm>:`` prefix is a sha256 hex digest (the format
+before the prefix) and still verifies.
 
 Fencing. An activation takes epoch ``e`` by creating ``epochs/e.claim`` (exclusive; ``e`` = newest + 1,
 retried on conflict), *then* lists the checkpoints and records ``epochs/e.start`` = the newest valid seq
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import ctypes
 import datetime as dt
 import hashlib
 import json
@@ -40,12 +45,15 @@ import os
 import re
 import threading
 import uuid
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import fsspec
+import numpy as np
+import xxhash
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 from pydantic import BaseModel, Field, PrivateAttr
@@ -117,7 +125,8 @@ class CheckpointInfo(BaseModel):
         epoch: Activation epoch that wrote it.
         created: Creation time (UTC).
         size: Payload size in bytes.
-        checksum: sha256 (hex) of the payload.
+        checksum: ``<algorithm>:<hex digest>`` of the payload (``xxh3_128`` for new checkpoints; a bare hex
+            digest, as written by older versions, is a sha256).
         schema_: Field name to kind (serialised as ``schema``).
         path: Payload URL (the manifest's URL for a payload stored inline).
         inline: The payload (<= 64 KiB) is stored base64-encoded inside the manifest object.
@@ -346,13 +355,39 @@ def _storage_errors(uri: str, op: str) -> Iterator[None]:
         ) from exc
 
 
-class _Hasher:
-    """sha256 that runs its large updates in a helper thread, in order, beside the caller's I/O."""
+#: Algorithm of the checksums this version writes (recorded in the manifest as ``<algorithm>:<hex>``).
+CHECKSUM_ALGORITHM = "xxh3_128"
+_LEGACY_ALGORITHM = "sha256"  # a checksum without an algorithm prefix
+_HASHES: dict[str, Callable[[], Any]] = {"xxh3_128": xxhash.xxh3_128, "sha256": hashlib.sha256}
 
-    def __init__(self, threaded: bool) -> None:
-        self._sha = hashlib.sha256()
+
+def _split_checksum(checksum: str) -> tuple[str, str]:
+    """``"algo:hex"`` -> ``(algo, hex)``; a bare hex digest (old manifests) is a sha256."""
+    algorithm, sep, digest = checksum.partition(":")
+    return (algorithm, digest) if sep else (_LEGACY_ALGORITHM, checksum)
+
+
+def _checksum_of(data: Any, algorithm: str = CHECKSUM_ALGORITHM) -> str:
+    """The checksum of a bytes-like object, as recorded in manifests."""
+    hasher = _Hasher(algorithm, threaded=False)
+    hasher.update(memoryview(data))
+    return hasher.hexdigest()
+
+
+class _Hasher:
+    """A payload checksum whose large updates run in a helper thread, in order, beside the caller's I/O.
+
+    ``hexdigest`` gives ``<algorithm>:<hex>``, except for sha256 whose bare hex is the legacy format.
+    """
+
+    def __init__(self, algorithm: str = CHECKSUM_ALGORITHM, *, threaded: bool) -> None:
+        try:
+            self._hash = _HASHES[algorithm]()
+        except KeyError:
+            raise CorruptCheckpointError(f"unknown checksum algorithm {algorithm!r}") from None
+        self.algorithm = algorithm
         self._pool = (
-            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ckpt-sha")
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ckpt-hash")
             if threaded
             else None
         )
@@ -360,13 +395,15 @@ class _Hasher:
 
     def update(self, chunk: memoryview) -> None:
         if self._pool is None:
-            self._sha.update(chunk)
+            self._hash.update(chunk)
         else:
-            self._pending.append(self._pool.submit(self._sha.update, chunk))
+            # Both xxhash and hashlib release the GIL on large buffers: this runs beside the I/O.
+            self._pending.append(self._pool.submit(self._hash.update, chunk))
 
     def hexdigest(self) -> str:
         self.close()
-        return self._sha.hexdigest()
+        digest: str = self._hash.hexdigest()
+        return digest if self.algorithm == _LEGACY_ALGORITHM else f"{self.algorithm}:{digest}"
 
     def close(self) -> None:
         if self._pool is not None:
@@ -384,8 +421,37 @@ _RANGE = 32 << 20
 _RANGE_WORKERS = 4
 
 
+def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
+    """Linux ``sync_file_range(fd, off, n, SYNC_FILE_RANGE_WRITE)``: starts writeback of a range, no wait.
+
+    Used to let the disk write chunk ``i`` while chunk ``i + 1`` is copied into the page cache, so the
+    final ``fsync`` (which still provides the durability) has little left to do.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):  # pragma: no cover - not glibc/musl
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+
+    def start_writeback(fd: int, offset: int, nbytes: int) -> None:
+        fn(fd, offset, nbytes, 2)  # SYNC_FILE_RANGE_WRITE; a failure only loses the overlap
+
+    return start_writeback
+
+
+_START_WRITEBACK = _load_sync_file_range()
+
+
+def _empty_buffer(size: int) -> memoryview:
+    """A writable, *uninitialised* byte buffer (``bytearray(n)`` would zero every page first)."""
+    return memoryview(np.empty(size, dtype=np.uint8)).cast("B")
+
+
 def _hash_views(views: Iterator[memoryview], sink: Callable[[memoryview], None] | None) -> str:
-    """Hashes (and optionally writes) a stream of views, hashing in a thread beside the writes."""
+    """Checksums (and optionally writes) a stream of views, hashing chunk i while chunk i + 1 is written."""
     all_views = list(views)
     hasher = _Hasher(
         threaded=sink is not None and sum(v.nbytes for v in all_views) >= _THREADED_MIN
@@ -412,7 +478,7 @@ class _Backend:
         self.memory = isinstance(self.fs, MemoryFileSystem)
 
     def create(self, path: str, data: EncodedState | bytes, *, unique: bool = False) -> str:
-        """Creates ``path`` with ``data`` unless it exists (FileExistsError). Returns the sha256.
+        """Creates ``path`` with ``data`` unless it exists (FileExistsError). Returns the checksum.
 
         ``unique=True`` promises that nobody else uses this name (a random one): no exclusivity check.
         """
@@ -459,9 +525,16 @@ class _Backend:
         try:
             try:
 
+                offset = 0
+
                 def write(chunk: memoryview) -> None:
-                    while chunk.nbytes:
-                        chunk = chunk[os.write(fd, chunk) :]
+                    nonlocal offset
+                    start, view = offset, chunk
+                    while view.nbytes:
+                        view = view[os.write(fd, view) :]
+                    offset = start + chunk.nbytes
+                    if _START_WRITEBACK is not None and chunk.nbytes >= _CHUNK:
+                        _START_WRITEBACK(fd, start, chunk.nbytes)
 
                 digest = _hash_views(views, write)
                 os.fsync(fd)
@@ -479,14 +552,15 @@ class _Backend:
         _fsync_dir(directory)
         return digest
 
-    def read(self, path: str, expected_size: int | None = None) -> tuple[bytearray, str]:
-        """Reads a whole object into a writable buffer; returns it with its sha256."""
+    def read(
+        self, path: str, expected_size: int | None = None, algorithm: str = CHECKSUM_ALGORITHM
+    ) -> tuple[memoryview, str]:
+        """Reads a whole object into a writable buffer; returns it with its checksum (``algorithm``)."""
         if self.local:
             with open(path, "rb", buffering=0) as f:
                 size = os.fstat(f.fileno()).st_size
-                buf = bytearray(size)
-                view = memoryview(buf)
-                hasher = _Hasher(threaded=size >= _THREADED_MIN)
+                view = _empty_buffer(size)
+                hasher = _Hasher(algorithm, threaded=size >= _THREADED_MIN)
                 try:
                     pos = 0
                     while pos < size:
@@ -498,26 +572,22 @@ class _Backend:
                     digest = hasher.hexdigest()
                 finally:
                     hasher.close()
-                del view
-                if pos != size:
-                    del buf[pos:]
-                return buf, digest
+                return view[:pos], digest
         if expected_size is not None and expected_size >= _RANGED_MIN and not self.memory:
             try:
-                return self._read_ranged(path, expected_size)
+                return self._read_ranged(path, expected_size, algorithm)
             except FileNotFoundError:
                 raise
             except Exception:
                 logger.debug("ranged read of %s failed, reading it whole", path, exc_info=True)
         buf = bytearray(self.fs.cat_file(path))
-        return buf, _hash_views(iter([memoryview(buf)]), None)
+        return memoryview(buf), _checksum_of(buf, algorithm)
 
-    def _read_ranged(self, path: str, size: int) -> tuple[bytearray, str]:
+    def _read_ranged(self, path: str, size: int, algorithm: str) -> tuple[memoryview, str]:
         """Large remote objects: concurrent ranged GETs into one buffer, hashed in order as they land."""
-        buf = bytearray(size)
-        view = memoryview(buf)
+        view = _empty_buffer(size)
         starts = list(range(0, size, _RANGE))
-        hasher = _Hasher(threaded=True)
+        hasher = _Hasher(algorithm, threaded=True)
         pos = 0
         try:
             with concurrent.futures.ThreadPoolExecutor(
@@ -541,10 +611,7 @@ class _Backend:
             digest = hasher.hexdigest()
         finally:
             hasher.close()
-        del view
-        if pos != size:
-            del buf[pos:]
-        return buf, digest
+        return view[:pos], digest
 
     def read_small(self, path: str) -> bytes:
         if self.local:
@@ -830,7 +897,7 @@ class AgentCheckpoints:
             payload_path: str | None = None
             if size <= INLINE_MAX:
                 inline = payload.to_bytes() if isinstance(payload, EncodedState) else bytes(payload)
-                checksum = hashlib.sha256(inline).hexdigest()
+                checksum = _checksum_of(inline)
             else:
                 payload_path = f"{self._dir}/payloads/{epoch:012d}-{uuid.uuid4().hex}.arrow"
                 checksum = self._b.create(payload_path, payload, unique=True)
@@ -987,32 +1054,39 @@ class AgentCheckpoints:
         return f"{self._dir}/payloads/{info.path.rstrip('/').rsplit('/', 1)[-1]}"
 
     # ------------------------------------------------------------------ reading
-    def _read_payload(self, info: CheckpointInfo) -> bytearray:
-        if info.inline:
-            data = bytearray(info._inline_payload or b"")
-            digest = hashlib.sha256(data).hexdigest()
-        else:
-            data, digest = self._read_payload_object(info)
-        if len(data) != info.size:
+    def _read_payload(self, info: CheckpointInfo) -> memoryview:
+        """The verified payload, in a writable buffer (restored arrays are views on it)."""
+        algorithm, expected = _split_checksum(info.checksum)
+        if algorithm not in _HASHES:
             raise CorruptCheckpointError(
-                f"checkpoint {info.seq} payload {info.path} has {len(data)} bytes, expected {info.size}"
+                f"checkpoint {info.seq} payload {info.path} has a checksum of unknown algorithm "
+                f"{algorithm!r}"
             )
-        if digest != info.checksum:
+        if info.inline:
+            data = memoryview(bytearray(info._inline_payload or b""))
+            digest = _checksum_of(data, algorithm)
+        else:
+            data, digest = self._read_payload_object(info, algorithm)
+        if data.nbytes != info.size:
             raise CorruptCheckpointError(
-                f"checkpoint {info.seq} payload {info.path} fails its sha256 checksum"
+                f"checkpoint {info.seq} payload {info.path} has {data.nbytes} bytes, expected {info.size}"
+            )
+        if _split_checksum(digest)[1] != expected.lower():
+            raise CorruptCheckpointError(
+                f"checkpoint {info.seq} payload {info.path} fails its {algorithm} checksum"
             )
         return data
 
-    def _read_payload_object(self, info: CheckpointInfo) -> tuple[bytearray, str]:
+    def _read_payload_object(self, info: CheckpointInfo, algorithm: str) -> tuple[memoryview, str]:
         path = self._payload_path(info)
         try:
-            return self._b.read(path, info.size)
+            return self._b.read(path, info.size, algorithm)
         except FileNotFoundError:
             raise CorruptCheckpointError(
                 f"checkpoint {info.seq} payload {info.path} is missing"
             ) from None
 
-    def _decode(self, info: CheckpointInfo, data: bytearray) -> dict[str, Any]:
+    def _decode(self, info: CheckpointInfo, data: memoryview) -> dict[str, Any]:
         try:
             return decode_state(data)
         except StateEncodingError as exc:

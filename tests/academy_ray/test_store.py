@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import threading
 import uuid
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
+import xxhash
 from pydantic import BaseModel
 
 from academy_ray.state import encode_state
@@ -109,12 +111,12 @@ def test_manifest_checksum_and_size_describe_the_payload(agent: AgentCheckpoints
     assert not info.inline
     raw = agent.store.fs.cat_file(_payload_path(agent, info))
     assert len(raw) == info.size
-    assert hashlib.sha256(raw).hexdigest() == info.checksum
+    assert info.checksum == f"xxh3_128:{xxhash.xxh3_128(raw).hexdigest()}"
     assert info.path.endswith(".arrow")
     assert agent.info(1).model_dump() == {**info.model_dump(), "fenced": False}
     small = agent.save({"a": np.ones(10)}, epoch=epoch, agent_class=AGENT_CLASS)
     assert small.inline and small.path.endswith("checkpoints/000000000002.json")
-    assert hashlib.sha256(encode_state({"a": np.ones(10)})).hexdigest() == small.checksum
+    assert small.checksum == f"xxh3_128:{xxhash.xxh3_128(encode_state({'a': np.ones(10)})).hexdigest()}"
 
 
 def test_unsupported_type_is_refused_before_writing(agent: AgentCheckpoints) -> None:
@@ -255,6 +257,82 @@ def test_all_corrupt_gives_none_with_warnings(agent: AgentCheckpoints) -> None:
     _corrupt_delete(agent, info)
     with pytest.warns(RuntimeWarning, match="seq=1"):
         assert agent.load_latest() is None
+
+
+def _rewrite_checksum(agent: AgentCheckpoints, info: CheckpointInfo, checksum: str) -> None:
+    """Rewrites a manifest's checksum field in place (as an older version, or a bug, would have written it)."""
+    path = agent._manifest_path(info.seq)
+    doc = json.loads(agent.store.fs.cat_file(path))
+    doc["checksum"] = checksum
+    agent.store.fs.pipe_file(path, json.dumps(doc).encode())
+
+
+def _payload_bytes(agent: AgentCheckpoints, info: CheckpointInfo) -> bytes:
+    if info.inline:
+        return encode_state({"i": 2, "a": np.arange(100) * 2})
+    return bytes(agent.store.fs.cat_file(_payload_path(agent, info)))
+
+
+@pytest.mark.parametrize("size", [20_000, 100])
+def test_legacy_sha256_manifests_still_verify(agent: AgentCheckpoints, size: int) -> None:
+    """A manifest written before checksums carried an algorithm (bare sha256 hex) loads and verifies."""
+    epoch = agent.acquire_epoch()
+    agent.save({"i": 1, "a": np.arange(size)}, epoch=epoch, agent_class=AGENT_CLASS)
+    newest = agent.save({"i": 2, "a": np.arange(size) * 2}, epoch=epoch, agent_class=AGENT_CLASS)
+    legacy = hashlib.sha256(_payload_bytes(agent, newest)).hexdigest()
+    _rewrite_checksum(agent, newest, legacy)
+    assert agent.info(2).checksum == legacy
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = agent.load_latest()
+    assert loaded is not None and loaded[0].seq == 2 and loaded[1]["i"] == 2
+    np.testing.assert_array_equal(loaded[1]["a"], np.arange(size) * 2)
+    # A wrong legacy digest is detected like any corruption.
+    _rewrite_checksum(agent, newest, hashlib.sha256(b"something else").hexdigest())
+    with pytest.raises(CorruptCheckpointError, match="fails its sha256 checksum"):
+        agent.load(2)
+    with pytest.warns(RuntimeWarning, match="seq=2"):
+        loaded = agent.load_latest()
+    assert loaded is not None and loaded[0].seq == 1
+
+
+def test_xxh3_mismatch_and_unknown_algorithm_are_corruption(agent: AgentCheckpoints) -> None:
+    epoch = agent.acquire_epoch()
+    agent.save({"i": 1}, epoch=epoch, agent_class=AGENT_CLASS)
+    arr = np.random.default_rng(2).random(1 << 19)  # 4 MiB: the threaded hashing path
+    info = agent.save({"a": arr}, epoch=epoch, agent_class=AGENT_CLASS)
+    assert info.checksum.startswith("xxh3_128:")
+    path = _payload_path(agent, info)
+    data = bytearray(agent.store.fs.cat_file(path))
+    data[-9] ^= 0x01  # one bit, in the last chunk, same size
+    agent.store.fs.pipe_file(path, bytes(data))
+    with pytest.raises(CorruptCheckpointError, match="fails its xxh3_128 checksum"):
+        agent.load(2)
+    _rewrite_checksum(agent, info, "md4:" + "0" * 32)
+    with pytest.raises(CorruptCheckpointError, match="unknown algorithm 'md4'"):
+        agent.load(2)
+    with pytest.warns(RuntimeWarning, match="seq=2"):
+        loaded = agent.load_latest()
+    assert loaded is not None and loaded[1] == {"i": 1}
+
+
+def test_large_payload_round_trips_through_chunked_write_and_read(
+    agent: AgentCheckpoints, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several chunks per segment (writeback started per chunk), restored writable and bit-identical."""
+    import academy_ray.store as store_module
+
+    monkeypatch.setattr(store_module, "_CHUNK", 1 << 20)
+    arr = np.random.default_rng(3).random((5 << 20) // 8 + 3)
+    epoch = agent.acquire_epoch()
+    info = agent.save({"a": arr, "b": arr[::-1].copy()}, epoch=epoch, agent_class=AGENT_CLASS)
+    raw = agent.store.fs.cat_file(_payload_path(agent, info))
+    assert info.checksum == f"xxh3_128:{xxhash.xxh3_128(raw).hexdigest()}"
+    loaded = agent.load_latest()
+    assert loaded is not None
+    np.testing.assert_array_equal(loaded[1]["a"], arr)
+    np.testing.assert_array_equal(loaded[1]["b"], arr[::-1])
+    loaded[1]["a"][0] = -1.0  # writable
 
 
 def _second_copy(config: dict[str, Any], name: str) -> AgentCheckpoints:
