@@ -1,0 +1,1 @@
+"""Helpers shared by the example pipelines: command line, runtime, retries, live progress."""

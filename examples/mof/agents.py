@@ -1,0 +1,507 @@
+"""The five MOF discovery agents: Generator, Assembler, Validator, Estimator and Database.
+
+Delivery is at-least-once and every receiver is idempotent, so a crash anywhere (the agent is restarted
+from its checkpoint) neither loses nor double counts a candidate:
+
+* a stage's inbox is checkpointed state: ``submit`` returns only once the item is durable;
+* a stage works on the head of its inbox and removes it (through its own checkpointed ``done`` action)
+  only after the Database and the next stage acknowledged the results;
+* the Database records an event once per ``(candidate, stage)``; a stage ignores ids it already holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, ClassVar
+
+import numpy as np
+
+from academy_ray import Agent, Handle, action, event, loop
+from examples.common.runtime import retry
+from examples.mof.framework import (
+    AssemblyError,
+    Linker3D,
+    build_framework,
+    embed_linker,
+    straightened_strain,
+)
+from examples.mof.linkers import SEED_LINKERS, NgramModel, canonical_linker, crossover, mutate
+from examples.mof.records import FINAL, FUNNEL, Candidate, Event, StageStatus, WorkItem
+from examples.mof.widom import widom_uptake
+
+logger = logging.getLogger(__name__)
+
+IDLE_S = 0.05
+
+
+class Database(Agent):
+    """Records every candidate and event; retrains the Generator on the best half every few scores.
+
+    State: ``records`` (candidate id -> record), ``retrains`` (when, after how many scores, best
+    uptake), ``best_structures`` (the top-k frameworks), ``history`` ((time, uptake) per score).
+    """
+
+    agent_state_fields = ("records", "retrains", "best_structures", "history", "started")
+
+    def __init__(self, retrain_every: int = 10, keep_structures: int = 5) -> None:
+        self.retrain_every = retrain_every
+        self.keep_structures = keep_structures
+        self.records: dict[str, dict[str, Any]] = {}
+        self.retrains: list[dict[str, float]] = []
+        self.best_structures: dict[str, dict[str, Any]] = {}
+        self.history: list[list[float]] = []
+        self.started = time.time()
+        self.generator: Handle[Any] | None = None
+        self.retrain_needed = asyncio.Event()
+
+    @action
+    async def set_generator(self, generator: Handle[Any]) -> None:
+        """Who to retrain (given after launch: the Generator needs the Database's handle too)."""
+        self.generator = generator
+
+    @action
+    async def record(self, events: list[Event]) -> int:
+        """Records events; an event already recorded for its ``(candidate, stage)`` is ignored.
+
+        Returns:
+            How many events were new.
+        """
+        new = 0
+        for ev in events:
+            rec = self.records.setdefault(
+                ev.candidate.id,
+                {
+                    "id": ev.candidate.id,
+                    "smiles": ev.candidate.smiles,
+                    "origin": ev.candidate.origin,
+                    "model_version": ev.candidate.model_version,
+                    "stages": {},
+                    "reason": None,
+                },
+            )
+            if ev.stage in rec["stages"]:
+                continue
+            new += 1
+            rec["stages"][ev.stage] = time.time() - self.started
+            rec.update({k: float(v) for k, v in ev.properties.items()})
+            if ev.reason:
+                rec["reason"] = ev.reason
+            if ev.stage == "scored":
+                self._scored(rec, ev)
+        return new
+
+    def _scored(self, rec: dict[str, Any], ev: Event) -> None:
+        uptake = float(rec["uptake_mol_kg"])
+        self.history.append([rec["stages"]["scored"], uptake])
+        if ev.structure is not None:
+            self.best_structures[rec["id"]] = ev.structure.model_dump()
+            ranked = sorted(
+                self.best_structures,
+                key=lambda i: self.records[i].get("uptake_mol_kg", 0.0),
+                reverse=True,
+            )
+            for drop in ranked[self.keep_structures :]:
+                del self.best_structures[drop]
+        if len(self.history) - self._scored_at_last_retrain() >= self.retrain_every:
+            self.retrain_needed.set()
+
+    def _scored_at_last_retrain(self) -> int:
+        return int(self.retrains[-1]["n_scored"]) if self.retrains else 0
+
+    @event("retrain_needed")
+    async def retrain(self) -> None:
+        """Retrains the Generator on the best half of the scored linkers."""
+        if self.generator is None:
+            return
+        scored = [r for r in self.records.values() if "scored" in r["stages"]]
+        scored.sort(key=lambda r: r["uptake_mol_kg"], reverse=True)
+        best = [r["smiles"] for r in scored[: max(1, len(scored) // 2)]]
+        try:
+            version = await retry(self.generator.retrain, best)
+        except Exception as error:  # noqa: BLE001 - the generator may have finished and stopped
+            logger.info("retrain skipped: %s", error)
+            return
+        await self.agent_handle.note_retrain(
+            len(scored), float(scored[0]["uptake_mol_kg"]), int(version)
+        )
+
+    @action
+    async def note_retrain(self, n_scored: int, best: float, version: int) -> None:
+        """Records a retrain (a checkpointed action, so the record survives a crash)."""
+        self.retrains.append(
+            {"t": time.time() - self.started, "n_scored": n_scored, "best": best, "version": version}
+        )
+
+    @action(checkpoint=False)
+    async def funnel(self) -> dict[str, int]:
+        """Candidates that reached each funnel step, plus ``pending`` (not at a final stage yet)."""
+        counts = dict.fromkeys(FUNNEL, 0)
+        pending = 0
+        for rec in self.records.values():
+            for stage in FUNNEL:
+                counts[stage] += stage in rec["stages"]
+            if not FINAL.intersection(rec["stages"]):
+                pending += 1
+        counts["pending"] = pending
+        counts["retrains"] = len(self.retrains)
+        return counts
+
+    @action(checkpoint=False)
+    async def export(self) -> dict[str, Any]:
+        """Everything recorded: records, retrains, history and the best structures."""
+        return {
+            "records": list(self.records.values()),
+            "retrains": self.retrains,
+            "history": self.history,
+            "best_structures": self.best_structures,
+        }
+
+
+class Stage(Agent):
+    """A pipeline stage with a checkpointed inbox, worked in order by one loop.
+
+    Subclasses implement `process`: it returns the Database events and, if the item goes on, the item
+    for the next stage.
+    """
+
+    agent_state_fields: ClassVar[tuple[str, ...]] = ("inbox", "processed", "seen")
+
+    def __init__(self, database: Handle[Any], downstream: Handle[Any] | None = None) -> None:
+        self.database = database
+        self.downstream = downstream
+        self.inbox: list[dict[str, Any]] = []
+        self.processed = 0
+        self.seen: list[str] = []
+        self._seen: set[str] = set()
+        self._resume = asyncio.Event()
+        self._resume.set()
+        self.throttle_events = 0
+
+    async def agent_on_startup(self) -> None:
+        self._seen = set(self.seen)
+
+    def agent_restore(self, state: dict[str, Any]) -> None:
+        super().agent_restore(state)
+        self._seen = set(self.seen)
+
+    @action
+    async def submit(self, items: list[WorkItem]) -> int:
+        """Queues items (ids already seen are ignored); returns the queue depth once durable."""
+        for item in items:
+            if item.id in self._seen:
+                continue
+            self._seen.add(item.id)
+            self.seen.append(item.id)
+            self.inbox.append(item.model_dump())
+        await self.on_depth(len(self.inbox))
+        return len(self.inbox)
+
+    async def on_depth(self, depth: int) -> None:
+        """Called after each submit with the new queue depth (backpressure hook)."""
+
+    @action
+    async def done(self, item_id: str) -> int:
+        """Removes a finished item from the head of the inbox (durably)."""
+        self.inbox = [item for item in self.inbox if item["candidate"]["id"] != item_id]
+        self.processed += 1
+        await self.on_depth(len(self.inbox))
+        return len(self.inbox)
+
+    @action(checkpoint=False)
+    async def throttle(self, on: bool) -> None:
+        """Pauses (``on``) or resumes this stage's work loop: the next stage's backpressure."""
+        if on and self._resume.is_set():
+            self.throttle_events += 1
+            self._resume.clear()
+        elif not on:
+            self._resume.set()
+
+    @action(checkpoint=False)
+    async def status(self) -> StageStatus:
+        """Queue depth, items processed, throttling."""
+        return StageStatus(
+            name=self.agent_name,
+            queued=len(self.inbox),
+            processed=self.processed,
+            throttled=not self._resume.is_set(),
+            throttle_events=self.throttle_events,
+        )
+
+    async def process(self, item: WorkItem) -> tuple[list[Event], WorkItem | None]:
+        """Does the stage's work on one item."""
+        raise NotImplementedError
+
+    @loop
+    async def work(self, shutdown: asyncio.Event) -> None:
+        """Works the inbox head first; forwards, records, then removes the item."""
+        while not shutdown.is_set():
+            if not self.inbox:
+                await asyncio.sleep(IDLE_S)
+                continue
+            await self._resume.wait()
+            item = WorkItem.model_validate(self.inbox[0])
+            events, forward = await self.process(item)
+            if forward is not None and self.downstream is not None:
+                await retry(self.downstream.submit, [forward])
+            await retry(self.database.record, events)
+            await retry(self.agent_handle.done, item.id)
+
+
+class Assembler(Stage):
+    """Builds a cubic pcu framework around a Zn node from the linker's 3D geometry (RDKit + ASE)."""
+
+    async def process(self, item: WorkItem) -> tuple[list[Event], WorkItem | None]:
+        def assemble() -> tuple[Linker3D, Any, dict[str, float]]:
+            linker = embed_linker(item.candidate.smiles)
+            structure, props = build_framework(linker)
+            return linker, structure, props
+
+        try:
+            _, structure, props = await self.agent_run_sync(assemble)
+        except AssemblyError as error:
+            return [Event(candidate=item.candidate, stage="assembly_failed", reason=str(error))], None
+        props = {f"framework_{k}": v for k, v in props.items()}
+        forward = WorkItem(candidate=item.candidate, structure=structure, properties=props)
+        return [Event(candidate=item.candidate, stage="assembled", properties=props)], forward
+
+
+class Validator(Stage):
+    """Stability: the linker's UFF strain when the framework holds it straight (RDKit).
+
+    Throttles the Assembler while its own queue is deeper than ``high_water`` and until it has drained
+    to ``low_water``.
+    """
+
+    def __init__(
+        self,
+        database: Handle[Any],
+        downstream: Handle[Any] | None = None,
+        assembler: Handle[Any] | None = None,
+        max_strain: float = 5.0,
+        high_water: int = 6,
+        low_water: int = 2,
+    ) -> None:
+        super().__init__(database, downstream)
+        self.assembler = assembler
+        self.max_strain = max_strain
+        self.high_water = high_water
+        self.low_water = low_water
+        self._throttling = False
+        self.throttles_sent = 0
+
+    async def on_depth(self, depth: int) -> None:
+        if self.assembler is None:
+            return
+        if depth >= self.high_water and not self._throttling:
+            self._throttling = True
+            self.throttles_sent += 1
+            await retry(self.assembler.throttle, True)
+        elif depth <= self.low_water and self._throttling:
+            self._throttling = False
+            await retry(self.assembler.throttle, False)
+
+    async def process(self, item: WorkItem) -> tuple[list[Event], WorkItem | None]:
+        def validate() -> tuple[float, Any, dict[str, float]]:
+            linker = embed_linker(item.candidate.smiles)
+            relaxed, strain = straightened_strain(linker)
+            structure, props = build_framework(relaxed)
+            return strain, structure, props
+
+        try:
+            strain, structure, props = await self.agent_run_sync(validate)
+        except AssemblyError as error:
+            return [Event(candidate=item.candidate, stage="unstable", reason=str(error))], None
+        props = {**item.properties, "strain_kcal_mol": strain, "framework_a": props["a"]}
+        if strain > self.max_strain:
+            reason = f"strain {strain:.1f} > {self.max_strain} kcal/mol"
+            return [
+                Event(candidate=item.candidate, stage="unstable", properties=props, reason=reason)
+            ], None
+        forward = WorkItem(candidate=item.candidate, structure=structure, properties=props)
+        return [Event(candidate=item.candidate, stage="stable", properties=props)], forward
+
+    @action(checkpoint=False)
+    async def status(self) -> StageStatus:
+        """Queue depth, items processed, throttle signals sent to the Assembler."""
+        status = await super().status()
+        status.extra = {"throttles_sent": self.throttles_sent, "throttling": self._throttling}
+        return status
+
+
+class Estimator(Stage):
+    """CO2 uptake at 298 K and 0.1 bar by Widom insertion with Lennard-Jones (numpy)."""
+
+    def __init__(
+        self, database: Handle[Any], insertions: int = 2000, temperature: float = 298.0
+    ) -> None:
+        super().__init__(database, None)
+        self.insertions = insertions
+        self.temperature = temperature
+
+    async def process(self, item: WorkItem) -> tuple[list[Event], WorkItem | None]:
+        assert item.structure is not None
+        seed = int(item.id.lstrip("L") or 0)
+        uptake = await self.agent_run_sync(
+            widom_uptake, item.structure, self.insertions, self.temperature, 1.0e4, 12.0, seed
+        )
+        props = {**item.properties, **uptake.model_dump()}
+        props.pop("insertions", None)
+        return [
+            Event(
+                candidate=item.candidate, stage="scored", properties=props, structure=item.structure
+            )
+        ], None
+
+
+class Generator(Agent):
+    """Proposes linkers from a trigram SMILES model, mutations and crossovers of its training set.
+
+    The model (a numpy array) and the training set are retrained online by the Database. Generated
+    candidates go through a checkpointed outbox, so none is lost or re-issued under another id.
+    """
+
+    agent_state_fields = (
+        "weights",
+        "training",
+        "model_version",
+        "issued",
+        "outbox",
+        "known",
+        "finished",
+    )
+
+    def __init__(
+        self,
+        assembler: Handle[Any],
+        database: Handle[Any],
+        budget: int = 200,
+        batch: int = 4,
+        seed: int = 0,
+        max_assembler_queue: int = 8,
+    ) -> None:
+        self.assembler = assembler
+        self.database = database
+        self.budget = budget
+        self.batch = batch
+        self.seed = seed
+        self.max_assembler_queue = max_assembler_queue
+        self.training: list[str] = list(SEED_LINKERS)
+        self.weights = NgramModel.fit(self.training).weights
+        self.model_version = 0
+        self.issued = 0
+        self.outbox: list[dict[str, Any]] = []
+        self.known: list[str] = [str(canonical_linker(s)) for s in SEED_LINKERS]
+        self.finished = False
+        self.waits = 0
+
+    @action
+    async def retrain(self, smiles: list[str]) -> int:
+        """Refits the model on the seeds plus ``smiles`` (weighted x3); returns the new model version."""
+        self.training = list(dict.fromkeys([*smiles, *SEED_LINKERS]))
+        self.weights = NgramModel.fit(list(SEED_LINKERS) + list(smiles) * 3).weights
+        self.model_version += 1
+        return self.model_version
+
+    @action
+    async def commit(self, candidates: list[Candidate]) -> int:
+        """Puts a batch into the checkpointed outbox and advances the id counter (idempotent by id)."""
+        have = {c["id"] for c in self.outbox}
+        for candidate in candidates:
+            number = int(candidate.id.lstrip("L"))
+            if number < self.issued or candidate.id in have:
+                continue
+            self.outbox.append(candidate.model_dump())
+            self.issued = number + 1
+            if canonical_linker(candidate.smiles):
+                self.known.append(candidate.smiles)
+        if self.issued >= self.budget and not self.outbox:
+            self.finished = True
+        return self.issued
+
+    @action
+    async def delivered(self, ids: list[str]) -> None:
+        """Removes delivered candidates from the outbox."""
+        gone = set(ids)
+        self.outbox = [c for c in self.outbox if c["id"] not in gone]
+        self.finished = self.issued >= self.budget and not self.outbox
+
+    @action(checkpoint=False)
+    async def status(self) -> dict[str, Any]:
+        """Issued count, budget, model version, finished."""
+        return {
+            "issued": self.issued,
+            "budget": self.budget,
+            "model_version": self.model_version,
+            "finished": self.finished,
+            "backpressure_waits": self.waits,
+        }
+
+    def _propose(self, count: int, start: int) -> list[Candidate]:
+        rng = np.random.default_rng([self.seed, start])
+        model = NgramModel(self.weights)
+        known = set(self.known)
+        out: list[Candidate] = []
+        attempts = 0
+        while len(out) < count and attempts < 50 * count:
+            attempts += 1
+            roll = rng.random()
+            if roll < 0.3:
+                smiles, origin = model.sample(rng, temperature=0.8), "ngram"
+            elif roll < 0.85:
+                smiles, origin = mutate(str(rng.choice(self.training)), rng), "mutation"
+            else:
+                first, second = rng.choice(self.training, size=2)
+                smiles, origin = crossover(str(first), str(second), rng), "crossover"
+            canonical = canonical_linker(smiles)
+            if canonical is not None:
+                if canonical in known:
+                    continue  # propose something new
+                known.add(canonical)
+                smiles = canonical
+            out.append(
+                Candidate(
+                    id=f"L{start + len(out):06d}",
+                    smiles=smiles,
+                    origin=origin,
+                    model_version=self.model_version,
+                )
+            )
+        return out
+
+    async def _deliver(self) -> None:
+        batch = [Candidate.model_validate(c) for c in self.outbox]
+        events = []
+        valid = []
+        for candidate in batch:
+            events.append(Event(candidate=candidate, stage="generated"))
+            if canonical_linker(candidate.smiles):
+                events.append(Event(candidate=candidate, stage="valid"))
+                valid.append(WorkItem(candidate=candidate))
+            else:
+                events.append(
+                    Event(candidate=candidate, stage="invalid", reason="RDKit rejects it")
+                )
+        if valid:
+            depth = await retry(self.assembler.submit, valid)
+            while depth > self.max_assembler_queue:  # backpressure from the Assembler
+                self.waits += 1
+                await asyncio.sleep(0.2)
+                depth = (await retry(self.assembler.status)).queued
+        await retry(self.database.record, events)
+        await retry(self.agent_handle.delivered, [c.id for c in batch])
+
+    @loop
+    async def generate(self, shutdown: asyncio.Event) -> None:
+        """Generates until the budget is spent, delivering each batch before the next."""
+        while not shutdown.is_set():
+            if self.outbox:
+                await self._deliver()
+                continue
+            if self.issued >= self.budget:
+                await retry(self.agent_handle.delivered, [])
+                return
+            count = min(self.batch, self.budget - self.issued)
+            candidates = await self.agent_run_sync(self._propose, count, self.issued)
+            await retry(self.agent_handle.commit, candidates)

@@ -1,0 +1,164 @@
+"""Result files of a MOF run: CSV of every candidate, top-k table, best structures, plots, summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from examples.mof.framework import Structure
+from examples.mof.records import FUNNEL
+
+COLUMNS = (
+    "id",
+    "smiles",
+    "origin",
+    "model_version",
+    "final_stage",
+    "reason",
+    "framework_a",
+    "framework_density",
+    "strain_kcal_mol",
+    "uptake_mol_kg",
+    "stderr_mol_kg",
+    "heat_kj_mol",
+)
+
+
+def final_stage(record: dict[str, Any]) -> str:
+    """The deepest stage a record reached."""
+    order = ("generated", "valid", "invalid", "assembled", "assembly_failed", "stable", "unstable")
+    reached = record["stages"]
+    if "scored" in reached:
+        return "scored"
+    for stage in reversed(order):
+        if stage in reached:
+            return stage
+    return "generated"
+
+
+def funnel_counts(records: list[dict[str, Any]]) -> dict[str, int]:
+    """How many records reached each funnel step."""
+    return {step: sum(step in r["stages"] for r in records) for step in FUNNEL}
+
+
+def top(records: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    """The ``k`` scored records with the highest uptake."""
+    scored = [r for r in records if "scored" in r["stages"]]
+    return sorted(scored, key=lambda r: r["uptake_mol_kg"], reverse=True)[:k]
+
+
+def write_outputs(
+    export: dict[str, Any], out: Path, k: int = 10, elapsed_s: float | None = None
+) -> dict[str, Any]:
+    """Writes ``candidates.csv``, ``top.csv``, ``structures/*.cif|xyz``, the plots and ``summary.json``.
+
+    Returns:
+        The summary (funnel counts, retrains, best candidates, file names).
+    """
+    from ase.io import write
+
+    out.mkdir(parents=True, exist_ok=True)
+    records = sorted(export["records"], key=lambda r: r["id"])
+    with open(out / "candidates.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for rec in records:
+            writer.writerow({**rec, "final_stage": final_stage(rec)})
+    best = top(records, k)
+    with open(out / "top.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for rec in best:
+            writer.writerow({**rec, "final_stage": "scored"})
+    structures = out / "structures"
+    structures.mkdir(exist_ok=True)
+    files = []
+    for cid, data in export["best_structures"].items():
+        atoms = Structure.model_validate(data).to_atoms()
+        for suffix in ("cif", "xyz"):
+            path = structures / f"{cid}.{suffix}"
+            write(path, atoms, format="extxyz" if suffix == "xyz" else suffix)
+            files.append(str(path.relative_to(out)))
+    plots = plot(export, out)
+    summary = {
+        "funnel": funnel_counts(records),
+        "retrains": len(export["retrains"]),
+        "elapsed_s": elapsed_s,
+        "best": [
+            {"id": r["id"], "smiles": r["smiles"], "uptake_mol_kg": r["uptake_mol_kg"]}
+            for r in best[:5]
+        ],
+        "files": ["candidates.csv", "top.csv", *files, *plots],
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def plot(export: dict[str, Any], out: Path) -> list[str]:
+    """``best_uptake.png`` (best CO2 uptake over time, retrains marked) and ``funnel.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = sorted(export["history"])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if history:
+        times = [t for t, _ in history]
+        best = []
+        running = float("-inf")
+        for _, uptake in history:
+            running = max(running, uptake)
+            best.append(running)
+        ax.scatter(times, [u for _, u in history], s=10, alpha=0.4, label="scored MOF")
+        ax.step(times, best, where="post", color="C3", label="best so far")
+    for i, retrain in enumerate(export["retrains"]):
+        ax.axvline(retrain["t"], color="grey", ls="--", lw=0.8, label="retrain" if i == 0 else None)
+    ax.set_xlabel("time since start (s)")
+    ax.set_ylabel("CO2 uptake at 0.1 bar, 298 K (mol/kg)")
+    ax.set_title("MOF discovery: best CO2 uptake over time")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "best_uptake.png", dpi=120)
+    plt.close(fig)
+
+    counts = funnel_counts(export["records"])
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.barh(list(reversed(FUNNEL)), [counts[s] for s in reversed(FUNNEL)], color="C0")
+    for i, step in enumerate(reversed(FUNNEL)):
+        ax.text(counts[step], i, f" {counts[step]}", va="center")
+    ax.set_xlabel("candidates")
+    ax.set_title("MOF discovery funnel")
+    fig.tight_layout()
+    fig.savefig(out / "funnel.png", dpi=120)
+    plt.close(fig)
+    return ["best_uptake.png", "funnel.png"]
+
+
+def print_summary(summary: dict[str, Any], export: dict[str, Any], out: Path, k: int = 10) -> None:
+    """The funnel and the top-k table on the console."""
+    console = Console()
+    funnel = summary["funnel"]
+    console.print(
+        "[bold]funnel[/bold]: " + " -> ".join(f"{step} {funnel[step]}" for step in FUNNEL)
+        + f"   retrains: {summary['retrains']}"
+    )
+    table = Table(title=f"top {k} MOFs by CO2 uptake (298 K, 0.1 bar)")
+    for column in ("id", "linker SMILES", "a (Å)", "strain", "uptake mol/kg", "Qst kJ/mol"):
+        table.add_column(column)
+    for rec in top(export["records"], k):
+        table.add_row(
+            rec["id"],
+            rec["smiles"],
+            f"{rec.get('framework_a', 0):.2f}",
+            f"{rec.get('strain_kcal_mol', 0):.2f}",
+            f"{rec['uptake_mol_kg']:.3f} ± {rec.get('stderr_mol_kg', 0):.3f}",
+            f"{rec.get('heat_kj_mol', 0):.1f}",
+        )
+    console.print(table)
+    console.print(f"results in {out}: " + ", ".join(summary["files"][:4]) + ", ...")
