@@ -23,6 +23,7 @@ from academy_ray.exception import (
     AgentTerminatedError,
     AgentUnavailableError,
 )
+from academy_ray.registry import registry_actor
 from academy_ray.spec import AgentInfo
 
 AgentT = TypeVar("AgentT")
@@ -32,13 +33,36 @@ PLACEMENT_QUERY_TIMEOUT_S = 5.0
 
 
 def lookup_actor(name: str, namespace: str) -> Any:
-    """Returns the Ray actor handle of the agent's host.
+    """Returns the Ray actor handle of the agent's host (its own, or its pool's).
 
     Raises:
         AgentNotFoundError: If no such agent lives in ``namespace``.
     """
     try:
         return ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        pass
+    registry = registry_actor(namespace, create=False)
+    host = None if registry is None else ray.get(registry.resolve.remote(name))
+    return _pool_host(host, name, namespace)
+
+
+async def lookup_actor_async(name: str, namespace: str) -> Any:
+    """`lookup_actor` without blocking the event loop on the registry."""
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        pass
+    registry = registry_actor(namespace, create=False)
+    host = None if registry is None else await registry.resolve.remote(name)
+    return _pool_host(host, name, namespace)
+
+
+def _pool_host(host: str | None, name: str, namespace: str) -> Any:
+    if host is None:
+        raise AgentNotFoundError(name, namespace)
+    try:
+        return ray.get_actor(host, namespace=namespace)
     except ValueError:
         raise AgentNotFoundError(name, namespace) from None
 
@@ -153,6 +177,10 @@ class Handle(Generic[AgentT]):
             self._callers[action] = caller
         return caller
 
+    async def _resolve(self) -> None:
+        if self._actor is None:
+            self._actor = await lookup_actor_async(self.name, self.namespace)
+
     async def action(self, action: str, /, *args: Any, **kwargs: Any) -> Any:
         """Calls ``action`` with the arguments and returns its result.
 
@@ -167,6 +195,8 @@ class Handle(Generic[AgentT]):
             ActionTimeoutError: The handle's timeout expired.
             Exception: Whatever the action raised, as its own type.
         """
+        if self._actor is None:
+            await self._resolve()
         return await self._await(self._submit("agent_call", self.name, action, *args, **kwargs))
 
     def _submit(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -204,20 +234,24 @@ class Handle(Generic[AgentT]):
         """Round-trip time to the agent's host in seconds (also proves it is reachable)."""
         loop = asyncio.get_running_loop()
         start = loop.time()
+        await self._resolve()
         await self._await(self._submit("agent_ready", self.name))
         return loop.time() - start
 
     async def info(self) -> AgentInfo:
         """Status, node and actions of the agent (waits while it is starting)."""
+        await self._resolve()
         return await self._await(self._submit("agent_ready", self.name))  # type: ignore[no-any-return]
 
     async def shutdown(self) -> None:
         """Asks the agent to shut down and waits until it has (its process then exits)."""
+        await self._resolve()
         await self._await(self._submit("agent_stop", self.name))
 
     async def wait(self) -> AgentInfo | None:
         """Returns once the agent has shut down; None if its process is already gone."""
         try:
+            await self._resolve()
             return await self._await(self._submit("agent_wait", self.name))  # type: ignore[no-any-return]
         except (AgentTerminatedError, AgentNotFoundError):
             return None

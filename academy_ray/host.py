@@ -12,6 +12,7 @@ from typing import Any
 import ray
 
 from academy_ray.exception import AgentError, AgentExistsError, AgentNotFoundError
+from academy_ray.registry import POOL_PREFIX, registry_actor
 from academy_ray.runner import AgentRunner
 from academy_ray.spec import AgentInfo, AgentSpec
 from academy_ray.store import CheckpointInfo
@@ -30,10 +31,14 @@ class AgentHost:
     its own actor so the name is freed and no process lingers.
     """
 
-    def __init__(self, *specs: AgentSpec) -> None:
+    def __init__(
+        self, *specs: AgentSpec, pool: str | None = None, namespace: str | None = None
+    ) -> None:
+        self._pool = pool
         self._runners: dict[str, AgentRunner] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         context = ray.get_runtime_context()
+        self._namespace = namespace or (specs[0].namespace if specs else context.namespace)
         self._node_id = context.get_node_id()
         with (
             warnings.catch_warnings()
@@ -43,6 +48,18 @@ class AgentHost:
             self._self_actor = context.current_actor
         for spec in specs:
             self._add(spec)
+        if pool is not None:
+            self._recovery = asyncio.get_running_loop().create_task(self._recover())
+
+    async def _recover(self) -> None:
+        """A pool host (new, restarted or re-placed) starts again every agent the registry gives it."""
+        registry = registry_actor(self._namespace, create=False)
+        if registry is None:
+            return
+        for spec in await registry.specs_of.remote(POOL_PREFIX + str(self._pool)):
+            if spec.name not in self._runners:
+                logger.info("pool %s: starting agent %r again", self._pool, spec.name)
+                self._add(spec)
 
     def _add(self, spec: AgentSpec) -> AgentRunner:
         if spec.name in self._runners:
@@ -56,8 +73,19 @@ class AgentHost:
 
     def _on_runner_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        if self._pool is not None:
+            self._forget_finished()
         if not self._tasks:
             asyncio.get_running_loop().call_later(SELF_EXIT_DELAY_S, self._exit)
+
+    def _forget_finished(self) -> None:
+        """In a pool, a finished agent leaves: its name is free for a new agent."""
+        registry = registry_actor(self._namespace, create=False)
+        for name, runner in list(self._runners.items()):
+            if runner.done.is_set():
+                del self._runners[name]
+                if registry is not None:
+                    registry.unregister.remote(name)
 
     def _exit(self) -> None:
         if self._tasks:  # an agent was added meanwhile
@@ -70,18 +98,19 @@ class AgentHost:
         """Frees the placement reservations of this host's agents (best effort: placement may be off)."""
         from placement import CONTROLLER_NAME
 
-        namespace = ray.get_runtime_context().namespace
+        namespace = self._namespace
         try:
             controller = ray.get_actor(CONTROLLER_NAME, namespace=namespace)
         except ValueError:
             return
-        for name in self._runners:
+        names = [POOL_PREFIX + self._pool] if self._pool is not None else list(self._runners)
+        for name in names:
             controller.release.remote(name)
 
     def _runner(self, name: str) -> AgentRunner:
         runner = self._runners.get(name)
         if runner is None:
-            namespace = ray.get_runtime_context().namespace
+            namespace = self._namespace
             raise AgentNotFoundError(name, namespace)
         return runner
 
@@ -95,10 +124,25 @@ class AgentHost:
     # ---- control ---------------------------------------------------------------------------------------------
 
     async def agent_add(self, spec: AgentSpec) -> AgentInfo:
-        """Co-hosts another agent in this process and waits until it serves calls."""
-        runner = self._add(spec)
+        """Co-hosts another agent in this process and waits until it serves calls.
+
+        Raises:
+            AgentStartupError: Its startup failed (it is removed again).
+        """
+        runner = self._runners.get(spec.name) or self._add(spec)
         await runner.wait_ready()
         return self._info(runner)
+
+    async def agent_remove(self, agent: str) -> None:
+        """Stops a co-hosted agent (if still running) and removes it from this host."""
+        runner = self._runners.get(agent)
+        if runner is None:
+            return
+        if not runner.done.is_set():
+            await runner.ready.wait()
+            runner.request_shutdown()
+            await runner.done.wait()
+        self._runners.pop(agent, None)
 
     async def agent_ready(self, agent: str) -> AgentInfo:
         """Waits until the agent serves calls; raises `AgentStartupError` if its startup failed."""

@@ -28,11 +28,11 @@ def remote_host() -> Any:
     return _host_actor_class
 
 
-def host_options(spec: AgentSpec, max_restarts: int) -> dict[str, Any]:
-    """Ray actor options every agent host gets: detached, named after the agent, restartable, async."""
+def host_options(name: str, namespace: str, max_restarts: int) -> dict[str, Any]:
+    """Ray actor options every agent host gets: detached, named, restartable, async."""
     return {
-        "name": spec.name,
-        "namespace": spec.namespace,
+        "name": name,
+        "namespace": namespace,
         "lifetime": "detached",
         "max_restarts": max_restarts,
         "max_task_retries": 0,
@@ -41,7 +41,7 @@ def host_options(spec: AgentSpec, max_restarts: int) -> dict[str, Any]:
 
 
 class HostLauncher:
-    """Picklable launcher for `placement.PlacementClient.place`.
+    """Picklable launcher for `placement.PlacementClient.place`: creates a host actor (one agent's, or a pool's).
 
     The first placement creates the host actor into the decision's placement group and fails if the name
     is taken. A re-placement (after the agent's node was lost) kills whatever actor still holds the name,
@@ -49,32 +49,47 @@ class HostLauncher:
     newest checkpoint before it serves calls, and epoch fencing keeps any surviving old copy from writing.
     """
 
-    def __init__(self, spec: AgentSpec, max_restarts: int) -> None:
-        self.spec = spec
+    def __init__(
+        self,
+        actor_name: str,
+        namespace: str,
+        max_restarts: int,
+        *specs: AgentSpec,
+        pool: str | None = None,
+    ) -> None:
+        self.actor_name = actor_name
+        self.namespace = namespace
         self.max_restarts = max_restarts
+        self.specs = specs
+        self.pool = pool
 
     async def __call__(self, decision: Any) -> None:
-        options = {**host_options(self.spec, self.max_restarts), **decision.actor_options()}
+        options = {
+            **host_options(self.actor_name, self.namespace, self.max_restarts),
+            **decision.actor_options(),
+        }
         if decision.generation > 1:
             await self._remove_previous()
         try:
-            remote_host().options(**options).remote(self.spec)
+            remote_host().options(**options).remote(
+                *self.specs, pool=self.pool, namespace=self.namespace
+            )
         except ValueError as error:
             if "already" in str(error).lower():
-                raise AgentExistsError(self.spec.name, self.spec.namespace) from None
+                raise AgentExistsError(self.actor_name, self.namespace) from None
             raise
         logger.info(
-            "agent %r launched on node %s (%s)", self.spec.name, decision.node_id, decision.cause
+            "host %r launched on node %s (%s)", self.actor_name, decision.node_id, decision.cause
         )
 
     async def _remove_previous(self) -> None:
         deadline = asyncio.get_running_loop().time() + NAME_RELEASE_TIMEOUT_S
         while True:
             try:
-                old = ray.get_actor(self.spec.name, namespace=self.spec.namespace)
+                old = ray.get_actor(self.actor_name, namespace=self.namespace)
             except ValueError:
                 return
             ray.kill(old, no_restart=True)
             if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"the name of agent {self.spec.name!r} was not freed in time")
+                raise TimeoutError(f"the name of host {self.actor_name!r} was not freed in time")
             await asyncio.sleep(0.2)

@@ -24,6 +24,7 @@ from academy_ray.exception import (
 )
 from academy_ray.handle import Handle, lookup_actor, translate_error
 from academy_ray.launcher import HostLauncher, host_options, remote_host
+from academy_ray.registry import POOL_PREFIX, registry_actor
 from academy_ray.spec import AgentInfo, AgentResources, AgentSpec
 from academy_ray.store import AgentCheckpoints, CheckpointInfo
 from placement import CONTROLLER_NAME, Decision, Demand, PlacementClient
@@ -68,6 +69,7 @@ class Runtime:
         self.placement_enabled = placement
         self.placement_policy = placement_policy
         self._placement: PlacementClient | None = None
+        self._pool_locks: dict[str, asyncio.Lock] = {}
         self.default_resources = default_resources or AgentResources()
         self.default_checkpoint = _as_policy(checkpoint)
         self._owns_ray = False
@@ -117,6 +119,7 @@ class Runtime:
         data: Iterable[str] = (),
         models: Iterable[str] = (),
         placement_timeout: float | None = None,
+        pool: str | None = None,
     ) -> Handle[AgentT]:
         """Starts ``agent(*args, **kwargs)`` as a detached, named Ray actor and waits until it serves calls.
 
@@ -136,6 +139,10 @@ class Runtime:
             models: Model ids the agent calls: placement prefers nodes whose model cache holds them.
             placement_timeout: How long to wait for room when the cluster is full (None: as long as it
                 takes; `academy-ray explain` and `Runtime.pending` show the wait).
+            pool: Co-host the agent in the shared host process of this pool (created on first use with
+                ``resources``, which later agents of the pool then share) instead of a process of its own:
+                many light agents per machine. If the pool's process dies, Ray restarts it and it starts its
+                agents again, each from its checkpoint.
 
         Raises:
             AgentExistsError: The name is taken (and ``get_if_exists`` is False).
@@ -164,43 +171,92 @@ class Runtime:
             if get_if_exists:
                 return self.get(name)
             raise AgentExistsError(name, self.namespace)
-        if self.placement_enabled:
-            demand = Demand(
-                name=name,
-                cpus=reserved.num_cpus,
-                gpus=reserved.num_gpus,
-                memory_bytes=reserved.memory_bytes or 0,
-                resources=dict(reserved.custom),
-                data_uris=tuple(data),
-                model_ids=tuple(models),
-                checkpoint_key=f"checkpoint:{self.namespace}/{name}" if spec.checkpoint else None,
-            )
-            await self.placement.place(
-                demand, HostLauncher(spec, max_restarts), timeout=placement_timeout
-            )
-            actor = lookup_actor(name, self.namespace)
+        placed = _Placed(
+            data=tuple(data),
+            models=tuple(models),
+            timeout=placement_timeout,
+            max_restarts=max_restarts,
+        )
+        if pool is not None:
+            actor = await self._launch_pooled(spec, pool, reserved, placed)
         else:
-            options = {**host_options(spec, max_restarts), **reserved.actor_options()}
+            actor = await self._launch_dedicated(spec, reserved, placed)
             try:
-                actor = remote_host().options(**options).remote(spec)
-            except ValueError as error:  # lost a race for the name
-                if "already" in str(error).lower():
-                    if get_if_exists:
-                        return self.get(name)
-                    raise AgentExistsError(name, self.namespace) from None
-                raise
-        try:
-            await actor.agent_ready.remote(name)
-        except ray.exceptions.RayError as error:
-            ray.kill(actor, no_restart=True)
-            await self._release(name)
-            translated = translate_error(error, name, self.namespace)
-            if isinstance(translated, AgentStartupError):
-                raise translated from translated.__cause__
-            raise AgentStartupError(f"agent {name!r} failed to start: {translated}") from translated
+                await actor.agent_ready.remote(name)
+            except ray.exceptions.RayError as error:
+                ray.kill(actor, no_restart=True)
+                await self._release(name)
+                raise _startup_error(error, name, self.namespace) from None
         handle: Handle[AgentT] = Handle(name, self.namespace)
         handle._actor = actor
         return handle
+
+    async def _launch_dedicated(
+        self, spec: AgentSpec, reserved: AgentResources, placed: _Placed
+    ) -> Any:
+        """Creates the agent's own host actor (through placement when enabled)."""
+        name = spec.name
+        if self.placement_enabled:
+            demand = placed.demand(
+                name, reserved, f"checkpoint:{self.namespace}/{name}" if spec.checkpoint else None
+            )
+            launcher = HostLauncher(name, self.namespace, placed.max_restarts, spec)
+            await self.placement.place(demand, launcher, timeout=placed.timeout)
+            return lookup_actor(name, self.namespace)
+        options = {
+            **host_options(name, self.namespace, placed.max_restarts),
+            **reserved.actor_options(),
+        }
+        try:
+            return remote_host().options(**options).remote(spec)
+        except ValueError as error:  # lost a race for the name
+            if "already" in str(error).lower():
+                raise AgentExistsError(name, self.namespace) from None
+            raise
+
+    async def _launch_pooled(
+        self, spec: AgentSpec, pool: str, reserved: AgentResources, placed: _Placed
+    ) -> Any:
+        """Adds the agent to the pool's shared host (created on first use with ``reserved`` resources)."""
+        registry: Any = registry_actor(self.namespace, create=True)
+        host_name = POOL_PREFIX + pool
+        if not await registry.register.remote(host_name, spec):
+            raise AgentExistsError(spec.name, self.namespace)
+        try:
+            host = await self._pool_host(host_name, pool, reserved, placed)
+            await host.agent_add.remote(spec)
+        except BaseException as error:
+            await registry.unregister.remote(spec.name)
+            if isinstance(error, ray.exceptions.RayError):
+                raise _startup_error(error, spec.name, self.namespace) from None
+            raise
+        return host
+
+    async def _pool_host(
+        self, host_name: str, pool: str, reserved: AgentResources, placed: _Placed
+    ) -> Any:
+        async with self._pool_locks.setdefault(pool, asyncio.Lock()):
+            try:
+                return ray.get_actor(host_name, namespace=self.namespace)
+            except ValueError:
+                pass
+            try:
+                if self.placement_enabled:
+                    launcher = HostLauncher(
+                        host_name, self.namespace, placed.max_restarts, pool=pool
+                    )
+                    await self.placement.place(
+                        placed.demand(host_name, reserved, None), launcher, timeout=placed.timeout
+                    )
+                else:
+                    options = {
+                        **host_options(host_name, self.namespace, placed.max_restarts),
+                        **reserved.actor_options(),
+                    }
+                    remote_host().options(**options).remote(pool=pool, namespace=self.namespace)
+            except AgentExistsError:  # another driver created the pool meanwhile
+                pass
+            return ray.get_actor(host_name, namespace=self.namespace)
 
     def get(self, name: str) -> Handle[Any]:
         """A handle to the live agent ``name`` of this namespace (from any driver process).
@@ -255,6 +311,16 @@ class Runtime:
         """
         name = agent.name if isinstance(agent, Handle) else agent
         actor = lookup_actor(name, self.namespace)
+        if _is_pooled(name, self.namespace):
+            try:
+                await asyncio.wait_for(
+                    asyncio.ensure_future(actor.agent_remove.remote(name)), timeout
+                )
+            finally:
+                registry = registry_actor(self.namespace, create=False)
+                if registry is not None:
+                    await registry.unregister.remote(name)
+            return
         try:
             await asyncio.wait_for(asyncio.ensure_future(actor.agent_stop.remote(name)), timeout)
         except (TimeoutError, ray.exceptions.RayError) as error:
@@ -379,6 +445,53 @@ def _as_policy(value: CheckpointPolicy | str | bool | None) -> CheckpointPolicy 
     if isinstance(value, CheckpointPolicy):
         return value
     return CheckpointPolicy(uri=value)
+
+
+class _Placed:
+    """Placement hints and limits of one launch."""
+
+    def __init__(
+        self,
+        *,
+        data: tuple[str, ...],
+        models: tuple[str, ...],
+        timeout: float | None,
+        max_restarts: int,
+    ) -> None:
+        self.data = data
+        self.models = models
+        self.timeout = timeout
+        self.max_restarts = max_restarts
+
+    def demand(self, name: str, reserved: AgentResources, checkpoint_key: str | None) -> Demand:
+        return Demand(
+            name=name,
+            cpus=reserved.num_cpus,
+            gpus=reserved.num_gpus,
+            memory_bytes=reserved.memory_bytes or 0,
+            resources=dict(reserved.custom),
+            data_uris=self.data,
+            model_ids=self.models,
+            checkpoint_key=checkpoint_key,
+        )
+
+
+def _is_pooled(name: str, namespace: str) -> bool:
+    """Whether agent ``name`` is co-hosted (it has no actor of its own)."""
+    try:
+        ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return True
+    return False
+
+
+def _startup_error(error: BaseException, name: str, namespace: str) -> AgentStartupError:
+    translated = translate_error(error, name, namespace)
+    if isinstance(translated, AgentStartupError):
+        return translated
+    wrapped = AgentStartupError(f"agent {name!r} failed to start: {translated}")
+    wrapped.__cause__ = translated
+    return wrapped
 
 
 def _name_taken(name: str, namespace: str) -> bool:

@@ -7,7 +7,10 @@ from typing import Any
 
 import pytest
 
+import ray
+
 from academy_ray import Runtime
+from academy_ray.registry import registry_actor
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +39,6 @@ async def make_runtime(namespace: str) -> AsyncIterator[Callable[..., Runtime]]:
         for info in await runtime.list():
             await runtime.stop(info.name, timeout=5)
         runtime.stop_placement()
+        registry = registry_actor(runtime.namespace, create=False)
+        if registry is not None:
+            ray.kill(registry)

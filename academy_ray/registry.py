@@ -1,0 +1,77 @@
+"""The namespace's registry of co-hosted agents: which pool host runs which agent, and how to recreate it.
+
+Agents launched with their own host are found by Ray's actor name alone. Agents co-hosted in a pool share one
+host actor, so their names are resolved here; a pool host that restarts (or is re-placed) asks the registry
+which agents it must start again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from academy_ray.spec import AgentSpec
+
+REGISTRY_NAME = "academy-registry"
+POOL_PREFIX = "academy-pool:"
+"""Ray actor names of pool hosts start with this; the rest is the pool's name."""
+
+
+class AgentRegistry:
+    """Ray actor (detached, one per namespace) mapping co-hosted agent names to their pool host.
+
+    The mapping lives in memory: if this actor's process dies, pooled agents keep running but a new driver
+    cannot resolve their names until each pool host re-registers its agents (it does so when it restarts).
+    """
+
+    def __init__(self) -> None:
+        self._hosts: dict[str, str] = {}
+        self._specs: dict[str, AgentSpec] = {}
+
+    async def register(self, host: str, spec: AgentSpec, *, replace: bool = False) -> bool:
+        """Records that ``host`` runs ``spec``; False if the name is already registered (and not replaced)."""
+        if spec.name in self._hosts and not replace:
+            return False
+        self._hosts[spec.name] = host
+        self._specs[spec.name] = spec
+        return True
+
+    async def unregister(self, name: str) -> None:
+        """Forgets agent ``name``."""
+        self._hosts.pop(name, None)
+        self._specs.pop(name, None)
+
+    async def resolve(self, name: str) -> str | None:
+        """The actor name of the pool host running agent ``name``, if any."""
+        return self._hosts.get(name)
+
+    async def specs_of(self, host: str) -> list[AgentSpec]:
+        """Specs of every agent registered on ``host``."""
+        return [self._specs[name] for name, owner in self._hosts.items() if owner == host]
+
+    async def names(self) -> dict[str, str]:
+        """Every registered agent and its host."""
+        return dict(self._hosts)
+
+
+def registry_actor(namespace: str, *, create: bool) -> Any | None:
+    """The registry actor of ``namespace``; created (on the head node) when ``create`` and missing."""
+    try:
+        return ray.get_actor(REGISTRY_NAME, namespace=namespace)
+    except ValueError:
+        if not create:
+            return None
+    return (
+        ray.remote(AgentRegistry)
+        .options(
+            name=REGISTRY_NAME,
+            namespace=namespace,
+            lifetime="detached",
+            get_if_exists=True,
+            num_cpus=0,
+            max_restarts=-1,
+            resources={"node:__internal_head__": 0.001},
+        )
+        .remote()
+    )
