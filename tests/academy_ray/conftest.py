@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-
 import ray
 
 from academy_ray import Runtime
