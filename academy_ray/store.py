@@ -41,6 +41,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import mmap
 import os
 import re
 import threading
@@ -52,7 +53,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import fsspec
-import numpy as np
 import xxhash
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
@@ -446,8 +446,24 @@ _START_WRITEBACK = _load_sync_file_range()
 
 
 def _empty_buffer(size: int) -> memoryview:
-    """A writable, *uninitialised* byte buffer (``bytearray(n)`` would zero every page first)."""
-    return memoryview(np.empty(size, dtype=np.uint8)).cast("B")
+    """A writable buffer that costs nothing until written (``bytearray(n)`` would zero every page first).
+
+    A private anonymous mapping, advised to use huge pages (on Linux): the read that fills it takes one
+    page fault per 2 MiB instead of per 4 KiB, which makes reading a large payload into it several times
+    faster than reading it into a fresh ``bytes`` (what a raw ``cat_file`` does).
+    """
+    if size == 0:
+        return memoryview(bytearray())
+    buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+    if size >= _HUGE_MIN and hasattr(mmap, "MADV_HUGEPAGE"):
+        try:
+            buf.madvise(mmap.MADV_HUGEPAGE)
+        except OSError:  # pragma: no cover - kernel without transparent huge pages
+            pass
+    return memoryview(buf)
+
+
+_HUGE_MIN = 4 << 20
 
 
 def _hash_views(views: Iterator[memoryview], sink: Callable[[memoryview], None] | None) -> str:
@@ -524,7 +540,6 @@ class _Backend:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             try:
-
                 offset = 0
 
                 def write(chunk: memoryview) -> None:
