@@ -1,0 +1,213 @@
+"""GenSLM-style enzyme design agents: User, Generation and SequenceAnalysis.
+
+* **Generation** samples codon sequences from the tiny codon LM served by `serving` (OpenAI API).
+* **SequenceAnalysis** translates them (Biopython), aligns each protein to the parent and keeps the
+  promising ones in its checkpointed repository (idempotent by gene id).
+* **User** triggers rounds of generation and analysis, then monitors the repository.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from pydantic import BaseModel
+
+from academy_ray import Agent, Handle, action, loop, timer
+from examples.common.runtime import retry
+from examples.genslm.analysis import GeneAnalysis, analyze
+from examples.genslm.codon import codons_of, parent_gene
+
+
+class Gene(BaseModel):
+    """A generated gene: id, DNA (no spaces), the sampling temperature and round."""
+
+    id: str
+    dna: str
+    temperature: float
+    round: int
+
+
+class Generation(Agent):
+    """Samples genes from the served codon LM, prompted with the parent's first codons.
+
+    Args:
+        base_url: The serving app's OpenAI API root (``http://host:port/.../v1``).
+        model: Model id in the serving app.
+        prompt_codons: Parent codons given as the prompt.
+        max_codons: Codons to sample at most (the model ends a gene with its end token).
+    """
+
+    def __init__(
+        self, base_url: str, model: str, prompt_codons: int = 6, max_codons: int = 200
+    ) -> None:
+        self.base_url = base_url
+        self.model = model
+        self.prompt = " ".join(codons_of(parent_gene())[:prompt_codons])
+        self.max_codons = max_codons
+        self.sampled = 0
+        self.client: Any = None
+
+    async def agent_on_startup(self) -> None:
+        from serving import Client
+
+        self.client = Client(self.base_url, timeout=120.0)
+
+    @action(checkpoint=False)
+    async def generate(self, round: int, n: int, temperature: float) -> list[Gene]:
+        """Samples ``n`` genes at ``temperature`` (seeded by round and index: a retry gives the same)."""
+        genes = []
+        for i in range(n):
+            completion = await self.client.acomplete(
+                self.model,
+                self.prompt,
+                max_tokens=self.max_codons,
+                temperature=temperature,
+                seed=round * 1000 + i,
+            )
+            dna = (self.prompt + " " + completion.text).replace(" ", "")
+            genes.append(Gene(id=f"g{round:02d}-{i:03d}", dna=dna, temperature=temperature, round=round))
+            self.sampled += 1
+        return genes
+
+
+class SequenceAnalysis(Agent):
+    """Translates, aligns to the parent, and stores promising genes in its repository.
+
+    State: ``analyzed`` (gene id -> identity, ORF, temperature, round) and ``repository`` (the promising
+    genes in full).
+    """
+
+    agent_state_fields = ("analyzed", "repository")
+
+    def __init__(self, threshold: float = 0.8) -> None:
+        self.threshold = threshold
+        self.analyzed: dict[str, dict[str, Any]] = {}
+        self.repository: dict[str, dict[str, Any]] = {}
+
+    @action
+    async def analyze(self, genes: list[Gene]) -> list[GeneAnalysis]:
+        """Analyses genes not seen before; returns the analysis of every gene given."""
+        results = []
+        for gene in genes:
+            result = await self.agent_run_sync(analyze, gene.id, gene.dna)
+            results.append(result)
+            if gene.id in self.analyzed:
+                continue
+            self.analyzed[gene.id] = {
+                "id": gene.id,
+                "round": gene.round,
+                "temperature": gene.temperature,
+                "orf": result.orf,
+                "identity": result.identity,
+                "score": result.score,
+                "length": result.length,
+            }
+            if result.orf and result.identity >= self.threshold:
+                self.repository[gene.id] = {
+                    **result.model_dump(),
+                    "round": gene.round,
+                    "temperature": gene.temperature,
+                }
+        return results
+
+    @action(checkpoint=False)
+    async def summary(self) -> dict[str, Any]:
+        """Funnel counts and the best identity so far."""
+        rows = list(self.analyzed.values())
+        return {
+            "generated": len(rows),
+            "translated": sum(r["orf"] for r in rows),
+            "promising": len(self.repository),
+            "best_identity": max((r["identity"] for r in rows), default=0.0),
+        }
+
+    @action(checkpoint=False)
+    async def export(self) -> dict[str, Any]:
+        """Every analysis and the repository."""
+        return {"analyzed": list(self.analyzed.values()), "repository": self.repository}
+
+
+class User(Agent):
+    """Triggers rounds of generation and analysis (temperature per round), then monitors the repository.
+
+    State: ``rounds`` (one summary per finished round), ``monitor`` (repository size over time),
+    ``finished``.
+    """
+
+    agent_state_fields = ("rounds", "monitor", "finished")
+
+    def __init__(
+        self,
+        generation: Handle[Any],
+        analysis: Handle[Any],
+        temperatures: list[float],
+        per_round: int = 8,
+    ) -> None:
+        self.generation = generation
+        self.analysis = analysis
+        self.temperatures = temperatures
+        self.per_round = per_round
+        self.rounds: list[dict[str, Any]] = []
+        self.monitor: list[dict[str, Any]] = []
+        self.finished = False
+        self.started = time.time()
+
+    @action
+    async def round_done(self, summary: dict[str, Any]) -> int:
+        """Records a finished round (checkpointed: a restarted User resumes with the next round)."""
+        if all(r["round"] != summary["round"] for r in self.rounds):
+            self.rounds.append(summary)
+        self.finished = len(self.rounds) >= len(self.temperatures)
+        return len(self.rounds)
+
+    @action
+    async def observe(self, snapshot: dict[str, Any]) -> None:
+        """Adds one monitoring snapshot of the repository."""
+        self.monitor.append(snapshot)
+
+    @action(checkpoint=False)
+    async def status(self) -> dict[str, Any]:
+        """Rounds done, total rounds, finished, the latest monitoring snapshot."""
+        return {
+            "rounds_done": len(self.rounds),
+            "rounds": len(self.temperatures),
+            "finished": self.finished,
+            "latest": self.monitor[-1] if self.monitor else None,
+            "round_summaries": self.rounds,
+        }
+
+    @action(checkpoint=False)
+    async def monitor_log(self) -> list[dict[str, Any]]:
+        """Every monitoring snapshot so far."""
+        return self.monitor
+
+    @loop
+    async def campaign(self, shutdown: asyncio.Event) -> None:
+        """Runs the rounds not done yet."""
+        for number, temperature in enumerate(self.temperatures):
+            if shutdown.is_set():
+                return
+            if any(r["round"] == number for r in self.rounds):
+                continue
+            genes = await retry(self.generation.generate, number, self.per_round, temperature)
+            results = await retry(self.analysis.analyze, genes)
+            orfs = [r for r in results if r.orf]
+            await retry(
+                self.agent_handle.round_done,
+                {
+                    "round": number,
+                    "temperature": temperature,
+                    "generated": len(results),
+                    "translated": len(orfs),
+                    "mean_identity": sum(r.identity for r in orfs) / max(1, len(orfs)),
+                    "best_identity": max((r.identity for r in orfs), default=0.0),
+                },
+            )
+
+    @timer(1.0)
+    async def watch(self) -> None:
+        """Monitors the repository once a second."""
+        summary = await retry(self.analysis.summary)
+        await self.agent_handle.observe({"t": time.time() - self.started, **summary})
