@@ -35,6 +35,7 @@ from academy_ray.exception import (
     AgentUnavailableError,
 )
 from academy_ray.handle import BlockingHandle, Handle
+from academy_ray.payload import PayloadError
 from academy_ray.runtime import BlockingRuntime, Runtime
 from academy_ray.spec import AgentInfo, AgentResources, AgentSpec
 
@@ -56,6 +57,7 @@ __all__ = [
     "BlockingHandle",
     "BlockingRuntime",
     "Handle",
+    "PayloadError",
     "Runtime",
     "action",
     "event",

@@ -23,6 +23,7 @@ from academy_ray.exception import (
     AgentTerminatedError,
     AgentUnavailableError,
 )
+from academy_ray.payload import DEFAULT_MAX_PAYLOAD_BYTES, check_payload
 from academy_ray.registry import registry_actor
 from academy_ray.spec import AgentInfo
 
@@ -127,19 +128,29 @@ class Handle(Generic[AgentT]):
         namespace: The Ray namespace it lives in.
         timeout: Default limit in seconds for each call; on expiry the remote action is cancelled and
             `ActionTimeoutError` raised. None waits as long as the action runs.
+        max_payload_bytes: Largest total size of one call's arguments; a larger call raises `PayloadError`
+            before anything is sent.
     """
 
-    __slots__ = ("_actor", "_callers", "name", "namespace", "timeout")
+    __slots__ = ("_actor", "_callers", "max_payload_bytes", "name", "namespace", "timeout")
 
-    def __init__(self, name: str, namespace: str, *, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        namespace: str,
+        *,
+        timeout: float | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    ) -> None:
         self.name = name
         self.namespace = namespace
         self.timeout = timeout
+        self.max_payload_bytes = max_payload_bytes
         self._actor: Any = None
         self._callers: dict[str, Callable[..., Coroutine[Any, Any, Any]]] = {}
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_handle, (self.name, self.namespace, self.timeout))
+        return (_rebuild_handle, (self.name, self.namespace, self.timeout, self.max_payload_bytes))
 
     def __repr__(self) -> str:
         return f"Handle({self.name!r}, namespace={self.namespace!r})"
@@ -155,7 +166,9 @@ class Handle(Generic[AgentT]):
 
     def with_timeout(self, timeout: float | None) -> Handle[AgentT]:
         """A handle to the same agent whose calls time out after ``timeout`` seconds."""
-        return Handle(self.name, self.namespace, timeout=timeout)
+        return Handle(
+            self.name, self.namespace, timeout=timeout, max_payload_bytes=self.max_payload_bytes
+        )
 
     @property
     def actor(self) -> Any:
@@ -193,8 +206,10 @@ class Handle(Generic[AgentT]):
             AgentTerminatedError: The agent has stopped or died.
             AgentUnavailableError: The agent's process was lost during the call (it may be restarting).
             ActionTimeoutError: The handle's timeout expired.
+            PayloadError: The arguments are over the handle's size limit or nested too deeply (not sent).
             Exception: Whatever the action raised, as its own type.
         """
+        check_payload(self.name, action, args, kwargs, self.max_payload_bytes)
         if self._actor is None:
             await self._resolve()
         return await self._await(self._submit("agent_call", self.name, action, *args, **kwargs))
@@ -278,6 +293,7 @@ class BlockingHandle:
     def action(self, action: str, /, *args: Any, **kwargs: Any) -> Any:
         """Calls ``action`` and blocks until it returns."""
         handle = self._handle
+        check_payload(handle.name, action, args, kwargs, handle.max_payload_bytes)
         ref = handle._submit("agent_call", handle.name, action, *args, **kwargs)
         try:
             return ray.get(ref, timeout=handle.timeout)
@@ -294,5 +310,10 @@ class BlockingHandle:
             raise translate_error(error, handle.name, handle.namespace) from None
 
 
-def _rebuild_handle(name: str, namespace: str, timeout: float | None) -> Handle[Any]:
-    return Handle(name, namespace, timeout=timeout)
+def _rebuild_handle(
+    name: str,
+    namespace: str,
+    timeout: float | None,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+) -> Handle[Any]:
+    return Handle(name, namespace, timeout=timeout, max_payload_bytes=max_payload_bytes)
