@@ -44,9 +44,9 @@ import logging
 import mmap
 import os
 import re
+import sys
 import threading
 import uuid
-import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager

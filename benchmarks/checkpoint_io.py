@@ -3,15 +3,18 @@
 For 1 KB, 10 MB and 256 MB states (one float64 numpy array each) on ``file://`` and ``s3://`` (a SeaweedFS
 server this script starts), measures the median time of
 
-* ``store_save``: ``AgentCheckpoints.save`` (encode, sha256, write-once payload + manifest, fsync locally,
-  fencing checks, retention), and ``raw_write``: ``fs.pipe_file`` of the encoded payload bytes;
-* ``store_load``: ``AgentCheckpoints.load_latest`` (listing, manifest, read, sha256, zero-copy decode), and
+* ``store_save``: ``AgentCheckpoints.save`` (encode, xxh3_128 checksum, write-once payload + manifest, fsync
+  locally, fencing checks, retention), and ``raw_write``: ``fs.pipe_file`` of the encoded payload bytes (no
+  fsync: the bytes may still be only in the page cache when it returns);
+* ``store_load``: ``AgentCheckpoints.load_latest`` (listing, manifest, read, checksum, zero-copy decode), and
   ``raw_read``: ``fs.cat_file`` of the same object;
 
 and prints one JSON document with the figures and the ratios ``save_ratio = raw_write / store_save`` and
 ``load_ratio = raw_read / store_load`` (store throughput over raw throughput; goal >= 0.8 at 256 MB).
-Locally it also reports ``raw_write_fsync`` (a plain write followed by fsync, what durability costs) and
-``save_ratio_vs_fsync``. The operations are measured round robin so that drift hits both sides alike.
+Locally it also reports ``raw_write_fsync`` (the same bytes written to a new file followed by fsync: the
+cheapest *durable* raw write, which is what a checkpoint must be) and ``save_ratio_vs_fsync =
+raw_write_fsync / store_save``; the gap between ``raw_write`` and ``raw_write_fsync`` is what durability
+costs on this disk. On s3 a PUT is durable when it returns, so there is no separate column. The operations are measured round robin so that drift hits both sides alike.
 
 Run from the repository root: ``python benchmarks/checkpoint_io.py [--quick]``.
 """
@@ -44,7 +47,9 @@ SIZES = {"1KB": 1 << 10, "10MB": 10 << 20, "256MB": 256 << 20}
 REPEATS = {"1KB": 30, "10MB": 7, "256MB": 5}
 
 
-def _bench_backend(label: str, uri: str, options: dict[str, Any] | None, quick: bool) -> list[dict[str, Any]]:
+def _bench_backend(
+    label: str, uri: str, options: dict[str, Any] | None, quick: bool
+) -> list[dict[str, Any]]:
     store = CheckpointStore(uri, options, keep_last=2)
     fs, root = store.fs, store.root
     rows = []
@@ -80,10 +85,13 @@ def _bench_backend(label: str, uri: str, options: dict[str, Any] | None, quick: 
         store_save()
         store_load()
         ops: dict[str, Callable[[], Any]] = {
-            "raw_write_s": raw_write, "store_save_s": store_save,
-            "raw_read_s": raw_read, "store_load_s": store_load,
+            "raw_write_s": raw_write,
+            "store_save_s": store_save,
+            "raw_read_s": raw_read,
+            "store_load_s": store_load,
         }
         if label == "file":
+
             def raw_write_fsync() -> None:
                 fsync_path = f"{root}/raw-fsync-{uuid.uuid4().hex}"
                 with open(fsync_path, "wb") as f:
@@ -115,7 +123,13 @@ def _bench_backend(label: str, uri: str, options: dict[str, Any] | None, quick: 
         row["load_ratio"] = round(row["raw_read_s"] / row["store_load_s"], 3)
         row["store_save_MBps"] = round(len(payload) / row["store_save_s"] / 1e6, 1)
         row["store_load_MBps"] = round(len(payload) / row["store_load_s"] / 1e6, 1)
-        for key in ("raw_write_s", "store_save_s", "raw_read_s", "store_load_s", "raw_write_fsync_s"):
+        for key in (
+            "raw_write_s",
+            "store_save_s",
+            "raw_read_s",
+            "store_load_s",
+            "raw_write_fsync_s",
+        ):
             if key in row:
                 row[key] = round(row[key], 5)
         rows.append(row)
@@ -146,24 +160,44 @@ def main() -> None:
             server.start()
             try:
                 bucket = server.new_bucket()
-                rows += _bench_backend("s3", f"s3://{bucket}/store", server.storage_options, args.quick)
+                rows += _bench_backend(
+                    "s3", f"s3://{bucket}/store", server.storage_options, args.quick
+                )
             finally:
                 server.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     goal = {
-        f"{r['backend']}_256MB": {"save_ratio": r["save_ratio"], "load_ratio": r["load_ratio"],
-                                  "meets_0.8x": r["save_ratio"] >= 0.8 and r["load_ratio"] >= 0.8}
-        for r in rows if r["size"] == "256MB"
+        f"{r['backend']}_256MB": {
+            "save_ratio": r["save_ratio"],
+            "load_ratio": r["load_ratio"],
+            "meets_0.8x": r["save_ratio"] >= 0.8 and r["load_ratio"] >= 0.8,
+            **(
+                {
+                    "save_ratio_vs_fsync": r["save_ratio_vs_fsync"],
+                    "meets_0.8x_vs_durable_raw": r["save_ratio_vs_fsync"] >= 0.8
+                    and r["load_ratio"] >= 0.8,
+                }
+                if "save_ratio_vs_fsync" in r
+                else {}
+            ),
+        }
+        for r in rows
+        if r["size"] == "256MB"
     }
-    print(json.dumps({
-        "benchmark": "checkpoint_io",
-        "ratio": "raw time / store time (= store throughput / raw throughput)",
-        "results": rows,
-        "goal_256MB": goal,
-        "total_s": round(time.perf_counter() - started, 1),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "checkpoint_io",
+                "ratio": "raw time / store time (= store throughput / raw throughput)",
+                "results": rows,
+                "goal_256MB": goal,
+                "total_s": round(time.perf_counter() - started, 1),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":
