@@ -19,7 +19,7 @@ from ray import serve
 
 from serving.cache import CacheConfig
 from serving.deployment import ModelServer, ReplicaConfig, ReplicaStats, as_serving_error
-from serving.errors import AuthenticationError, ServingError
+from serving.errors import AuthenticationError, PayloadTooLargeError, ServingError
 from serving.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -42,7 +42,8 @@ class ServingConfig(BaseModel):
         replica_gpus: GPUs each model replica reserves.
         ingress_cpus: logical CPUs the HTTP ingress reserves.
         max_ongoing_requests: per replica.
-        api_key: when set, requests need ``Authorization: Bearer <api_key>``.
+        api_key: when set, requests need ``Authorization: Bearer <api_key>`` (every route but ``/health``).
+        max_body_bytes: largest request body accepted; larger ones get 413 before they are parsed.
         runtime_env: Ray runtime env of the model replicas (e.g. the vLLM CPU venv's Python).
         cache: the node model cache settings.
     """
@@ -57,6 +58,7 @@ class ServingConfig(BaseModel):
     ingress_cpus: float = Field(default=0.1, ge=0)
     max_ongoing_requests: int = Field(default=32, ge=1)
     api_key: str | None = Field(default=None, repr=False)
+    max_body_bytes: int = Field(default=4 << 20, ge=1)
     runtime_env: dict[str, Any] | None = None
     cache: CacheConfig = Field(default_factory=CacheConfig)
 
@@ -100,6 +102,7 @@ class OpenAIIngress:
         self._server = server
         self._registry = ModelRegistry(specs)
         self._key = config.api_key.encode() if config.api_key else None
+        self._max_body = config.max_body_bytes
         self._created = int(time.time())
 
     # ------------------------------------------------------------------ helpers
@@ -111,9 +114,7 @@ class OpenAIIngress:
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self._key):
             raise AuthenticationError("Incorrect or missing API key")
 
-    async def _start(
-        self, model: str, payload: dict[str, Any]
-    ) -> tuple[Any, dict[str, Any]]:
+    async def _start(self, model: str, payload: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """Starts a generation; returns the stream and its first item (errors surface here)."""
         self._registry.get(model)
         stream = self._server.options(multiplexed_model_id=model, stream=True).generate.remote(
@@ -140,7 +141,27 @@ class OpenAIIngress:
                 return _error(err)
             return _error(ServingError(f"internal error: {exc!r}"))
 
+    async def _body(self, request: Request) -> bytes:
+        """The request body, refused with 413 once it grows past the configured limit."""
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self._max_body:
+            raise PayloadTooLargeError(
+                f"request body of {declared} bytes exceeds {self._max_body} bytes"
+            )
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self._max_body:
+                raise PayloadTooLargeError(f"request body exceeds {self._max_body} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     # ------------------------------------------------------------------ routes
+    @api.get("/health")
+    async def health(self) -> Any:
+        """Liveness probe; the only route that needs no API key."""
+        return {"status": "ok"}
+
     @api.get("/v1/models")
     async def list_models(self, request: Request) -> Any:
         """OpenAI's model list."""
@@ -174,7 +195,7 @@ class OpenAIIngress:
         """OpenAI text completions (``stream`` supported)."""
 
         async def handler() -> Any:
-            req: CompletionRequest = parse_request(CompletionRequest, await request.body())
+            req: CompletionRequest = parse_request(CompletionRequest, await self._body(request))
             payload = {
                 "prompt": req.prompt_text(),
                 "params": req.params(req.max_tokens or 16).model_dump(),
@@ -215,7 +236,9 @@ class OpenAIIngress:
         """OpenAI chat completions (``stream`` supported)."""
 
         async def handler() -> Any:
-            req: ChatCompletionRequest = parse_request(ChatCompletionRequest, await request.body())
+            req: ChatCompletionRequest = parse_request(
+                ChatCompletionRequest, await self._body(request)
+            )
             limit = req.max_completion_tokens or req.max_tokens
             payload = {
                 "messages": [m.model_dump() for m in req.messages],

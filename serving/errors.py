@@ -42,6 +42,13 @@ class InvalidRequestError(ServingError):
     type = "invalid_request_error"
 
 
+class PayloadTooLargeError(InvalidRequestError):
+    """The request body is larger than the server accepts."""
+
+    status = 413
+    code = "payload_too_large"
+
+
 class ContextLengthError(InvalidRequestError):
     """The prompt (plus requested tokens) does not fit the model's context."""
 

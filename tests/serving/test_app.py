@@ -14,6 +14,8 @@ from typing import Any
 
 import openai
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.serving.conftest import Served
 
@@ -119,7 +121,11 @@ def test_unknown_model_is_404_in_openai_shape(served: Served, client: openai.Ope
     with pytest.raises(openai.NotFoundError) as err:
         _complete(client, "no-such-model")
     assert err.value.status_code == 404 and err.value.code == "model_not_found"
-    status, body = _raw(served, "/chat/completions", b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}')
+    status, body = _raw(
+        served,
+        "/chat/completions",
+        b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}',
+    )
     assert status == 404 and body["error"]["param"] == "model"
     assert set(body["error"]) == {"message", "type", "param", "code"}
 
@@ -132,7 +138,11 @@ def test_unknown_model_is_404_in_openai_shape(served: Served, client: openai.Ope
         ("/completions", b'{"model": "tiny-0"}', "prompt"),
         ("/completions", b'{"model": "tiny-0", "prompt": "hi", "max_tokens": "5"}', "max_tokens"),
         ("/completions", b'{"model": "tiny-0", "prompt": "hi", "temperature": 9}', "temperature"),
-        ("/chat/completions", b'{"model": "tiny-0", "messages": [{"role": "user"}]}', "messages.0.content"),
+        (
+            "/chat/completions",
+            b'{"model": "tiny-0", "messages": [{"role": "user"}]}',
+            "messages.0.content",
+        ),
         ("/chat/completions", b'{"model": 5, "messages": []}', "model"),
     ],
 )
@@ -176,3 +186,83 @@ def test_broken_weights_are_a_clear_error_and_the_replica_keeps_serving(
         assert err.value.code == "model_weights_unavailable" and needle in err.value.message
     assert _complete(client, "tiny-3").choices[0].finish_reason in ("length", "stop")
     assert "corrupt" not in served.replica_stats().resident
+
+
+def _get(url: str, key: str | None) -> int:
+    headers = {} if key is None else {"Authorization": f"Bearer {key}"}
+    try:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=60
+        ) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
+def test_health_needs_no_key_but_every_other_route_does(served: Served) -> None:
+    root = served.url.removesuffix("/").removesuffix("/v1")
+    assert _get(root + "/health", None) == 200
+    for path in ("/models", "/models/tiny-0"):
+        assert _get(served.url + path, None) == 401
+        assert _get(served.url + path, served.api_key) == 200
+    for path in ("/completions", "/chat/completions"):
+        assert _raw(served, path, b"{}", key=None)[0] == 401
+
+
+def test_oversized_body_is_413_before_parsing(served: Served) -> None:
+    body = b'{"model": "tiny-0", "prompt": "' + b"a" * (5 << 20) + b'"}'
+    status, answer = _raw(served, "/completions", body)
+    assert status == 413 and answer["error"]["code"] == "payload_too_large"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3)
+    ),
+    max_leaves=10,
+)
+request_bodies = st.one_of(
+    st.binary(max_size=200),
+    st.text(max_size=200).map(str.encode),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "model": st.sampled_from(["tiny-0", "tiny-1", "nope", ""]) | json_values,
+            "prompt": st.text(max_size=60) | json_values,
+            "messages": st.lists(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "role": st.sampled_from(["user", "system", "x"]) | json_values,
+                        "content": st.text(max_size=40) | json_values,
+                    },
+                ),
+                max_size=3,
+            )
+            | json_values,
+            "max_tokens": st.integers(-5, 40) | json_values,
+            "temperature": st.floats(-1, 3, allow_nan=False) | json_values,
+            "stream": st.booleans() | json_values,
+        },
+    ).map(lambda body: json.dumps(body).encode()),
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=request_bodies, path=st.sampled_from(["/completions", "/chat/completions"]))
+def test_fuzzed_requests_get_a_result_or_a_4xx_with_a_reason(
+    served: Served, body: bytes, path: str
+) -> None:
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {served.api_key}"}
+    req = urllib.request.Request(served.url + path, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            assert resp.status == 200
+            resp.read()
+    except urllib.error.HTTPError as err:
+        assert 400 <= err.code < 500, err.read()[:500]
+        answer = json.loads(err.read())
+        assert answer["error"]["message"]
