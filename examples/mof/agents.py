@@ -43,7 +43,14 @@ class Database(Agent):
     uptake), ``best_structures`` (the top-k frameworks), ``history`` ((time, uptake) per score).
     """
 
-    agent_state_fields = ("records", "retrains", "best_structures", "history", "started")
+    agent_state_fields = (
+        "records",
+        "retrains",
+        "best_structures",
+        "history",
+        "started",
+        "generator_name",
+    )
 
     def __init__(self, retrain_every: int = 10, keep_structures: int = 5) -> None:
         self.retrain_every = retrain_every
@@ -53,13 +60,13 @@ class Database(Agent):
         self.best_structures: dict[str, dict[str, Any]] = {}
         self.history: list[list[float]] = []
         self.started = time.time()
-        self.generator: Handle[Any] | None = None
+        self.generator_name: str | None = None
         self.retrain_needed = asyncio.Event()
 
     @action
     async def set_generator(self, generator: Handle[Any]) -> None:
         """Who to retrain (given after launch: the Generator needs the Database's handle too)."""
-        self.generator = generator
+        self.generator_name = generator.name
 
     @action
     async def record(self, events: list[Event]) -> int:
@@ -113,13 +120,14 @@ class Database(Agent):
     @event("retrain_needed")
     async def retrain(self) -> None:
         """Retrains the Generator on the best half of the scored linkers."""
-        if self.generator is None:
+        if self.generator_name is None:
             return
+        generator: Handle[Any] = Handle(self.generator_name, self.agent_context.namespace)
         scored = [r for r in self.records.values() if "scored" in r["stages"]]
         scored.sort(key=lambda r: r["uptake_mol_kg"], reverse=True)
         best = [r["smiles"] for r in scored[: max(1, len(scored) // 2)]]
         try:
-            version = await retry(self.generator.retrain, best)
+            version = await retry(generator.retrain, best)
         except Exception as error:  # noqa: BLE001 - the generator may have finished and stopped
             logger.info("retrain skipped: %s", error)
             return
@@ -225,6 +233,7 @@ class Stage(Agent):
             name=self.agent_name,
             queued=len(self.inbox),
             processed=self.processed,
+            accepted=len(self.seen),
             throttled=not self._resume.is_set(),
             throttle_events=self.throttle_events,
         )

@@ -72,6 +72,7 @@ class StageStatus(BaseModel):
     name: str
     queued: int
     processed: int
+    accepted: int = 0
     throttled: bool = False
     throttle_events: int = 0
     extra: dict[str, Any] = Field(default_factory=dict)
