@@ -67,6 +67,18 @@ def _error(exc: ServingError) -> JSONResponse:
     return JSONResponse(error_body(exc), status_code=exc.status)
 
 
+async def _ending_cleanly(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Ends a stream that fails midway (e.g. its replica died) with an OpenAI error event, not a cut."""
+    try:
+        async for event in events:
+            yield event
+    except Exception as exc:  # noqa: BLE001 - reported to the client in the stream itself
+        err = as_serving_error(exc) or ServingError(
+            f"the generation stopped midway: {type(exc).__name__}; retry the request"
+        )
+        yield _sse(error_body(err))
+
+
 def _sse(data: dict[str, Any] | str) -> bytes:
     payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
     return f"data: {payload}\n\n".encode()
@@ -223,7 +235,7 @@ class OpenAIIngress:
                             yield _sse(chunk(item.get("text", ""), item.get("finish_reason")))
                     yield _sse("[DONE]")
 
-                return StreamingResponse(events(), media_type="text/event-stream")
+                return StreamingResponse(_ending_cleanly(events()), media_type="text/event-stream")
             text, tokens, finish = await _collect(stream)
             body = chunk(text, finish)
             body["usage"] = _usage(first["prompt_tokens"], tokens)
@@ -268,7 +280,7 @@ class OpenAIIngress:
                             yield _sse(delta({}, item["finish_reason"]))
                     yield _sse("[DONE]")
 
-                return StreamingResponse(events(), media_type="text/event-stream")
+                return StreamingResponse(_ending_cleanly(events()), media_type="text/event-stream")
             text, tokens, finish = await _collect(stream)
             return {
                 "id": ident,
