@@ -6,6 +6,7 @@ import sys
 import time
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Self
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -40,7 +41,7 @@ class FunnelProgress:
             step: self._progress.add_task(step, total=total, note="") for step in self.steps
         }
 
-    def __enter__(self) -> FunnelProgress:
+    def __enter__(self) -> Self:
         if self.live:
             self._progress.start()
         return self

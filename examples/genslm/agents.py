@@ -67,7 +67,9 @@ class Generation(Agent):
                 seed=round * 1000 + i,
             )
             dna = (self.prompt + " " + completion.text).replace(" ", "")
-            genes.append(Gene(id=f"g{round:02d}-{i:03d}", dna=dna, temperature=temperature, round=round))
+            genes.append(
+                Gene(id=f"g{round:02d}-{i:03d}", dna=dna, temperature=temperature, round=round)
+            )
             self.sampled += 1
         return genes
 

@@ -58,7 +58,13 @@ def analyze(gene_id: str, dna: str) -> GeneAnalysis:
     orf = dna.startswith("ATG") and ends_in_stop and len(protein) >= len(PARENT_PROTEIN) // 2
     if not orf:
         return GeneAnalysis(
-            id=gene_id, dna=dna, protein=protein, orf=False, identity=0.0, score=0.0, length=len(protein)
+            id=gene_id,
+            dna=dna,
+            protein=protein,
+            orf=False,
+            identity=0.0,
+            score=0.0,
+            length=len(protein),
         )
     aligner = _aligner()
     alignment = aligner.align(PARENT_PROTEIN, protein)[0]

@@ -10,9 +10,12 @@ from __future__ import annotations
 import itertools
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from Bio.Data.CodonTable import standard_dna_table
+from Bio.Data import CodonTable
+
+_TABLE: Any = CodonTable.standard_dna_table
 
 PARENT_PROTEIN = (
     "MKVAVLGAAGGIGQALALLLKTQLPSGSELSLYDIAPVTPGVAVDLSHIPTAVKIKGFSGEDATPALEGADVVLISAGVARKPGMDRSDL"
@@ -22,7 +25,7 @@ PARENT_PROTEIN = (
 GenSLM was demonstrated on), used as the design target."""
 
 CODONS: tuple[str, ...] = tuple("".join(c) for c in itertools.product("TCAG", repeat=3))
-STOP_CODONS: tuple[str, ...] = tuple(standard_dna_table.stop_codons)
+STOP_CODONS: tuple[str, ...] = tuple(_TABLE.stop_codons)
 SPECIAL = ("<unk>", "<s>", "</s>", "<pad>")
 
 # Codons of each amino acid (standard table), E. coli's most used one first.
@@ -32,10 +35,10 @@ _PREFERRED = {
     "T": "ACC", "W": "TGG", "Y": "TAT", "V": "GTG",
 }  # fmt: skip
 SYNONYMS: dict[str, list[str]] = {}
-for _codon, _aa in standard_dna_table.forward_table.items():
+for _codon, _aa in _TABLE.forward_table.items():
     SYNONYMS.setdefault(_aa, []).append(_codon)
 for _aa, _first in _PREFERRED.items():
-    SYNONYMS[_aa].sort(key=lambda c, first=_first: c != first)
+    SYNONYMS[_aa].sort(key=_first.__ne__)  # the preferred codon first
 
 
 def parent_gene() -> str:
@@ -55,7 +58,9 @@ def variant(rng: np.random.Generator, synonymous: float = 0.25, missense: float 
         if rng.random() < missense:
             aa = str(rng.choice(list(_PREFERRED)))
         options = SYNONYMS[aa]
-        out.append(options[int(rng.integers(len(options)))] if rng.random() < synonymous else options[0])
+        out.append(
+            options[int(rng.integers(len(options)))] if rng.random() < synonymous else options[0]
+        )
     return "".join(out) + "TAA"
 
 
@@ -68,7 +73,11 @@ def make_tokenizer(path: Path) -> object:
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
     )
     fast.model_max_length = 512
     fast.save_pretrained(path)

@@ -29,14 +29,16 @@ def write_outputs(
         writer.writerows(rows)
     repository = sorted(export["repository"].values(), key=lambda r: -r["identity"])
     with open(out / "promising.fasta", "w") as handle:
-        for gene in repository:
-            handle.write(
-                f">{gene['id']} identity={gene['identity']:.3f} T={gene['temperature']}\n"
-                f"{gene['dna']}\n"
-            )
+        handle.writelines(
+            f">{gene['id']} identity={gene['identity']:.3f} T={gene['temperature']}\n"
+            f"{gene['dna']}\n"
+            for gene in repository
+        )
     with open(out / "promising_protein.fasta", "w") as handle:
-        for gene in repository:
-            handle.write(f">{gene['id']} identity={gene['identity']:.3f}\n{gene['protein']}\n")
+        handle.writelines(
+            f">{gene['id']} identity={gene['identity']:.3f}\n{gene['protein']}\n"
+            for gene in repository
+        )
     plots = plot(rows, status, out, threshold)
     funnel = {
         "generated": len(rows),
@@ -53,7 +55,9 @@ def write_outputs(
     return summary
 
 
-def plot(rows: list[dict[str, Any]], status: dict[str, Any], out: Path, threshold: float) -> list[str]:
+def plot(
+    rows: list[dict[str, Any]], status: dict[str, Any], out: Path, threshold: float
+) -> list[str]:
     """``similarity_per_gene.png`` (identity to the parent per gene, by round) and
     ``repository_growth.png`` (promising genes over time, as the User agent saw it)."""
     import matplotlib

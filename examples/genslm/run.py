@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from examples.genslm.serve import MODEL_ID, free_port, serve_codon_lm, train_and
 AGENTS = ("user", "generation", "analysis")
 AGENT_CPUS = {"num_cpus": 0.1}
 
+logger = logging.getLogger(__name__)
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
@@ -34,7 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=4, help="generation rounds")
     parser.add_argument("--per-round", type=int, default=8, help="genes per round")
     parser.add_argument(
-        "--temperatures", default="0.6,0.8,1.0,1.2", help="sampling temperature of each round (cycled)"
+        "--temperatures",
+        default="0.6,0.8,1.0,1.2",
+        help="sampling temperature of each round (cycled)",
     )
     parser.add_argument("--threshold", type=float, default=0.8, help="identity of a promising gene")
     parser.add_argument("--train-steps", type=int, default=300, help="codon LM training steps")
@@ -117,8 +122,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             for name in AGENTS:
                 try:
                     await rt.stop(name)
-                except Exception:  # noqa: BLE001 - already gone
-                    pass
+                except Exception as error:  # noqa: BLE001 - already gone
+                    logger.debug("cleanup: %s", error)
             rt.stop_placement()
             unserve(config)
         return summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 from examples.genslm.codon import train_codon_lm
 
 MODEL_ID = "codon-lm"
+
+logger = logging.getLogger(__name__)
 
 
 def free_port() -> int:
@@ -56,11 +59,11 @@ def unserve(config: Any) -> None:
 
     try:
         serve.delete(config.app_name)
-    except Exception:  # noqa: BLE001 - already gone
-        pass
+    except Exception as error:  # noqa: BLE001 - already gone
+        logger.debug("cleanup: %s", error)
     try:
         from serving.cache import kill_node_caches
 
         kill_node_caches(config.cache)
-    except Exception:  # noqa: BLE001
-        pass
+    except Exception as error:  # noqa: BLE001
+        logger.debug("cleanup: %s", error)

@@ -139,7 +139,12 @@ class Database(Agent):
     async def note_retrain(self, n_scored: int, best: float, version: int) -> None:
         """Records a retrain (a checkpointed action, so the record survives a crash)."""
         self.retrains.append(
-            {"t": time.time() - self.started, "n_scored": n_scored, "best": best, "version": version}
+            {
+                "t": time.time() - self.started,
+                "n_scored": n_scored,
+                "best": best,
+                "version": version,
+            }
         )
 
     @action(checkpoint=False)
@@ -270,7 +275,9 @@ class Assembler(Stage):
         try:
             _, structure, props = await self.agent_run_sync(assemble)
         except AssemblyError as error:
-            return [Event(candidate=item.candidate, stage="assembly_failed", reason=str(error))], None
+            return [
+                Event(candidate=item.candidate, stage="assembly_failed", reason=str(error))
+            ], None
         props = {f"framework_{k}": v for k, v in props.items()}
         forward = WorkItem(candidate=item.candidate, structure=structure, properties=props)
         return [Event(candidate=item.candidate, stage="assembled", properties=props)], forward

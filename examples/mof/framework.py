@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 from rdkit import Chem
-from rdkit.Chem import AllChem
+from rdkit.Chem import AllChem as _AllChem
+
+AllChem: Any = _AllChem  # RDKit's stubs miss most of AllChem
 
 ZN_O = 1.95  # Zn-O distance of the node (Å)
 O_C = 1.30  # node O to linker anchor atom (carboxylate-like C-O, Å)
@@ -178,7 +180,9 @@ def build_framework(linker: Linker3D) -> tuple[Structure, dict[str, float]]:
         cell=(np.eye(3) * a).tolist(),
     )
     atoms = structure.to_atoms()
-    direct = atoms.get_all_distances(mic=False)  # before wrapping: bonded pairs are direct neighbours
+    direct = atoms.get_all_distances(
+        mic=False
+    )  # before wrapping: bonded pairs are direct neighbours
     distances = atoms.get_all_distances(mic=True)
     group = np.asarray(groups)
     cross = group[:, None] != group[None, :]
@@ -201,7 +205,12 @@ def build_framework(linker: Linker3D) -> tuple[Structure, dict[str, float]]:
         raise AssemblyError(f"atoms clash: closest non-bonded approach {closest:.2f} Å")
     mass = float(sum(atomic_masses[atomic_numbers[s]] for s in symbols))
     density = mass / 6.02214076e23 / (a**3 * 1e-24)
-    return structure, {"a": a, "atoms": float(len(symbols)), "density": density, "min_distance": closest}
+    return structure, {
+        "a": a,
+        "atoms": float(len(symbols)),
+        "density": density,
+        "min_distance": closest,
+    }
 
 
 def straightened_strain(linker: Linker3D) -> tuple[Linker3D, float]:

@@ -11,7 +11,7 @@ import re
 import numpy as np
 from rdkit import Chem, RDLogger
 
-RDLogger.DisableLog("rdApp.*")
+RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
 
 SEED_LINKERS: tuple[str, ...] = (
     "*c1ccc(*)cc1",  # BDC core (MOF-5)

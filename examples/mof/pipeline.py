@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,8 @@ from examples.mof.agents import Assembler, Database, Estimator, Generator, Valid
 
 AGENTS = ("database", "estimator", "validator", "assembler", "generator")
 """Agent names, in launch order (each gets its downstream's handle)."""
+
+logger = logging.getLogger(__name__)
 
 
 class MofConfig(BaseModel):
@@ -87,7 +90,10 @@ async def launch(rt: Runtime, config: MofConfig) -> Handles:
         get_if_exists=True,
     )
     assembler = await rt.launch(
-        Assembler, args=(database, validator), name="assembler", resources=AGENT_CPUS,
+        Assembler,
+        args=(database, validator),
+        name="assembler",
+        resources=AGENT_CPUS,
         get_if_exists=True,
     )
     generator = await rt.launch(
@@ -125,8 +131,10 @@ class Progress(BaseModel):
     @property
     def done(self) -> bool:
         """The budget is spent and every candidate reached a final stage."""
-        return bool(self.generator.get("finished")) and self.funnel.get("pending", 1) == 0 and (
-            self.funnel.get("generated", 0) >= self.generator.get("issued", 0)
+        return (
+            bool(self.generator.get("finished"))
+            and self.funnel.get("pending", 1) == 0
+            and (self.funnel.get("generated", 0) >= self.generator.get("issued", 0))
         )
 
 
@@ -178,6 +186,6 @@ async def stop_all(rt: Runtime) -> None:
     for name in reversed(AGENTS):
         try:
             await rt.stop(name)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
+        except Exception as error:  # noqa: BLE001 - already gone
+            logger.debug("cleanup: %s", error)
     rt.stop_placement()

@@ -145,7 +145,8 @@ def print_summary(summary: dict[str, Any], export: dict[str, Any], out: Path, k:
     console = Console()
     funnel = summary["funnel"]
     console.print(
-        "[bold]funnel[/bold]: " + " -> ".join(f"{step} {funnel[step]}" for step in FUNNEL)
+        "[bold]funnel[/bold]: "
+        + " -> ".join(f"{step} {funnel[step]}" for step in FUNNEL)
         + f"   retrains: {summary['retrains']}"
     )
     table = Table(title=f"top {k} MOFs by CO2 uptake (298 K, 0.1 bar)")

@@ -13,7 +13,7 @@ from examples.common.runtime import prepare_environment
 
 prepare_environment()
 
-from ray.cluster_utils import Cluster  # noqa: E402
+from ray.cluster_utils import Cluster
 
 
 def main(dashboard_port: int) -> None:

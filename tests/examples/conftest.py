@@ -32,6 +32,7 @@ def run_module(module: str, *args: str, timeout: float = 240) -> subprocess.Comp
     """Runs ``python -m module args`` in the repository; fails the test with its output if it fails."""
     proc = subprocess.run(
         [sys.executable, "-m", module, *args],
+        check=False,
         cwd=REPO,
         env=example_env(),
         capture_output=True,
@@ -39,7 +40,9 @@ def run_module(module: str, *args: str, timeout: float = 240) -> subprocess.Comp
         timeout=timeout,
     )
     if proc.returncode != 0:
-        pytest.fail(f"{module} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        pytest.fail(
+            f"{module} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 

@@ -17,8 +17,8 @@ from examples.common.runtime import prepare_environment
 
 prepare_environment()
 
-from examples.common.runtime import checkpoint_uri, make_runtime, retry  # noqa: E402
-from examples.mof.pipeline import MofConfig, launch, run_until_done, snapshot, stop_all  # noqa: E402
+from examples.common.runtime import checkpoint_uri, make_runtime, retry
+from examples.mof.pipeline import MofConfig, launch, run_until_done, snapshot, stop_all
 
 BUDGET = 40
 

@@ -28,7 +28,9 @@ def test_genes_are_sampled_translated_and_scored(genslm_run: Path) -> None:
     assert summary["funnel"]["generated"] == 8
     with open(genslm_run / "genes.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert sorted(r["id"] for r in rows) == [f"g{r:02d}-{i:03d}" for r in range(2) for i in range(4)]
+    assert sorted(r["id"] for r in rows) == [
+        f"g{r:02d}-{i:03d}" for r in range(2) for i in range(4)
+    ]
     assert [r["round"] for r in summary["rounds"]] == [0, 1]
     # the trained model at low temperature writes ORFs close to the parent
     low = [r for r in rows if r["round"] == "0" and r["orf"] == "True"]
