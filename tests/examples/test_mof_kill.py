@@ -29,4 +29,5 @@ def test_killed_agents_resume_and_lose_nothing(tmp_path: Path) -> None:
     assert funnel["assembled"] == result["accepted"]["validator"]
     assert funnel["stable"] == result["accepted"]["estimator"]
     assert funnel["scored"] == funnel["stable"]
+    assert result["assembler_throttled"] >= 1  # the Validator's backpressure (high water 2) acted
     assert result["retrains"] >= 1  # the restarted Database still knows whom to retrain
