@@ -21,8 +21,9 @@ PARENT_PROTEIN = (
     "MKVAVLGAAGGIGQALALLLKTQLPSGSELSLYDIAPVTPGVAVDLSHIPTAVKIKGFSGEDATPALEGADVVLISAGVARKPGMDRSDL"
     "FNVNAGIVKNLVQQVAKTCPKACIGIITNPVNTTVAIAAEVLKKAGVYDKNKLFGVTTLDIIRSNTFVAELKGKQPGEVEVPVIGGHSGV"
 )
-"""Parent protein: the N-terminal 180 residues of a bacterial malate dehydrogenase (the enzyme family
-GenSLM was demonstrated on), used as the design target."""
+"""Parent protein: 180 N-terminal residues of E. coli malate dehydrogenase (UniProt P61889; GenSLM's
+showcase enzyme family) as written from memory: not checked against UniProt (no network here). The
+pipeline only needs a fixed, protein-like target."""
 
 CODONS: tuple[str, ...] = tuple("".join(c) for c in itertools.product("TCAG", repeat=3))
 STOP_CODONS: tuple[str, ...] = tuple(_TABLE.stop_codons)
