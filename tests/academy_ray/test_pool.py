@@ -18,6 +18,7 @@ from academy_ray import (
     Runtime,
 )
 from tests.academy_ray.agents import BadStartup, Counter, Doubler, Journal
+from tests.academy_ray.waiting import wait_name_freed
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 
@@ -58,14 +59,7 @@ async def test_pooled_names_are_unique_and_pipelines_work(rt: Runtime) -> None:
 async def test_pooled_startup_failure_frees_the_name(rt: Runtime) -> None:
     with pytest.raises(AgentStartupError, match="cannot open the instrument"):
         await rt.launch(BadStartup, name="bad", pool="r")
-    for _ in range(50):
-        try:
-            rt.get("bad")
-        except AgentNotFoundError:
-            break
-        await asyncio.sleep(0.1)
-    else:
-        pytest.fail("the failed pooled agent is still registered")
+    await wait_name_freed(rt, "bad", "the failed pooled agent is still registered")
 
 
 async def test_pool_process_crash_restarts_every_agent_from_its_checkpoint(rt: Runtime) -> None:

@@ -31,6 +31,7 @@ from tests.academy_ray.agents import (
     Lifecycle,
     Watcher,
 )
+from tests.academy_ray.waiting import wait_name_freed
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 
@@ -206,14 +207,7 @@ async def test_agent_shuts_itself_down_and_wait_returns(rt: Runtime) -> None:
     waiter = asyncio.ensure_future(rt.wait([counter], timeout=30))
     await counter.stop_myself()
     await waiter
-    for _ in range(50):  # the host frees the name soon after
-        try:
-            rt.get("selfstop")
-        except AgentNotFoundError:
-            break
-        await asyncio.sleep(0.1)
-    else:
-        pytest.fail("the stopped agent's actor was not removed")
+    await wait_name_freed(rt, "selfstop", "the stopped agent's actor was not removed")
 
 
 async def test_wait_times_out_while_agents_run(rt: Runtime) -> None:
@@ -244,14 +238,7 @@ async def test_loop_error_policy_restart_runs_loop_again(rt: Runtime) -> None:
 async def test_startup_failure_is_reported_and_frees_the_name(rt: Runtime) -> None:
     with pytest.raises(AgentStartupError, match="cannot open the instrument"):
         await rt.launch(BadStartup, name="bad")
-    for _ in range(50):
-        try:
-            rt.get("bad")
-        except AgentNotFoundError:
-            break
-        await asyncio.sleep(0.1)
-    else:
-        pytest.fail("a failed launch left its actor behind")
+    await wait_name_freed(rt, "bad", "a failed launch left its actor behind")
 
 
 async def test_list_reports_class_status_node(rt: Runtime) -> None:
