@@ -174,6 +174,16 @@ def _methods_of_kind(cls: type, kind: str) -> dict[str, Callable[..., Any]]:
     return found
 
 
+def _cached_methods(cls: type, kind: str) -> dict[str, Callable[..., Any]]:
+    """`_methods_of_kind`, computed once per class (kept in the class's own ``__dict__``)."""
+    attribute = f"_agent_{kind}_methods_cache"
+    cache = cls.__dict__.get(attribute)
+    if cache is None:
+        cache = _methods_of_kind(cls, kind)
+        setattr(cls, attribute, cache)
+    return cache  # type: ignore[no-any-return]
+
+
 class Agent:
     """Base class of agents.
 
@@ -196,20 +206,12 @@ class Agent:
     @classmethod
     def agent_actions(cls) -> dict[str, Callable[..., Any]]:
         """The class's action methods by name (unbound functions)."""
-        cache = cls.__dict__.get("_agent_actions_cache")
-        if cache is None:
-            cache = _methods_of_kind(cls, "action")
-            cls._agent_actions_cache = cache  # type: ignore[attr-defined]
-        return cache
+        return _cached_methods(cls, "action")
 
     @classmethod
     def agent_loops(cls) -> dict[str, Callable[..., Any]]:
         """The class's control loops (``@loop``, ``@event``, ``@timer``) by name."""
-        cache = cls.__dict__.get("_agent_loops_cache")
-        if cache is None:
-            cache = _methods_of_kind(cls, "loop")
-            cls._agent_loops_cache = cache  # type: ignore[attr-defined]
-        return cache
+        return _cached_methods(cls, "loop")
 
     # ---- runtime context -----------------------------------------------------------------------------------
 
