@@ -116,7 +116,10 @@ def test_manifest_checksum_and_size_describe_the_payload(agent: AgentCheckpoints
     assert agent.info(1).model_dump() == {**info.model_dump(), "fenced": False}
     small = agent.save({"a": np.ones(10)}, epoch=epoch, agent_class=AGENT_CLASS)
     assert small.inline and small.path.endswith("checkpoints/000000000002.json")
-    assert small.checksum == f"xxh3_128:{xxhash.xxh3_128(encode_state({'a': np.ones(10)})).hexdigest()}"
+    assert (
+        small.checksum
+        == f"xxh3_128:{xxhash.xxh3_128(encode_state({'a': np.ones(10)})).hexdigest()}"
+    )
 
 
 def test_unsupported_type_is_refused_before_writing(agent: AgentCheckpoints) -> None:
