@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -86,22 +87,36 @@ async def retry(
     *args: Any,
     attempts: int = 200,
     delay: float = 0.1,
+    not_found_s: float = 60.0,
     **kwargs: Any,
 ) -> T:
-    """Calls an agent action, retrying while the agent restarts (`AgentUnavailableError`).
+    """Calls an agent action, retrying while the agent or the checkpoint storage is away.
 
-    Every action the examples send is idempotent, so a retry after a lost reply never double counts.
+    Retried: `AgentUnavailableError` (the agent's process is restarting), `StorageUnavailableError` (the
+    action ran but its new state is not durable yet: the storage is down) and, for at most
+    ``not_found_s`` seconds, `AgentNotFoundError` (the agent's node was lost and placement is creating it
+    again elsewhere: its name is briefly free). Every action the examples send is idempotent, so a retry
+    after a lost reply never double counts.
 
     Raises:
         AgentUnavailableError: The agent did not come back within ``attempts`` tries.
+        StorageUnavailableError: The storage did not come back within ``attempts`` tries.
+        AgentNotFoundError: The agent stayed missing for ``not_found_s`` seconds.
     """
-    from academy_ray import AgentUnavailableError
+    from academy_ray import AgentNotFoundError, AgentUnavailableError
+    from academy_ray.store import StorageUnavailableError
 
+    missing_since: float | None = None
     for attempt in range(attempts):
         try:
             return await call(*args, **kwargs)
-        except AgentUnavailableError:
+        except (AgentUnavailableError, StorageUnavailableError):
             if attempt == attempts - 1:
                 raise
-            await asyncio.sleep(min(delay * (1 + attempt), 1.0))
+        except AgentNotFoundError:
+            now = time.monotonic()
+            missing_since = now if missing_since is None else missing_since
+            if attempt == attempts - 1 or now - missing_since > not_found_s:
+                raise
+        await asyncio.sleep(min(delay * (1 + attempt), 1.0))
     raise AssertionError("unreachable")
