@@ -27,8 +27,16 @@ from examples.mof.framework import (
     embed_linker,
     straightened_strain,
 )
-from examples.mof.linkers import SEED_LINKERS, NgramModel, canonical_linker, crossover, mutate
+from examples.mof.linkers import (
+    SEED_LINKERS,
+    NgramModel,
+    canonical_linker,
+    crossover,
+    mutate,
+    tokenize,
+)
 from examples.mof.records import FINAL, FUNNEL, Candidate, Event, StageStatus, WorkItem
+from examples.mof.smiles_lm import BOS, LlmConfig
 from examples.mof.widom import widom_uptake
 
 logger = logging.getLogger(__name__)
@@ -376,6 +384,13 @@ class Generator(Agent):
 
     The model (a numpy array) and the training set are retrained online by the Database. Generated
     candidates go through a checkpointed outbox, so none is lost or re-issued under another id.
+
+    With ``llm`` set, a share (``llm.ratio``) of the generative-model draws go to a model served by
+    `serving` (through `serving.Client.acomplete`) instead of the trigram model; their origin is ``llm``.
+    The served model stays fixed during the run: a retrain refits the trigram model and the training set,
+    and the training set's linkers are what the served model's prompts start with. A draw the served model
+    cannot answer (app down, model unknown, timeout, any error) is logged and made by the trigram model
+    instead, with origin ``ngram_fallback``; draws then skip the served model for ``llm.retry_after_s``.
     """
 
     agent_state_fields = (
@@ -386,6 +401,7 @@ class Generator(Agent):
         "outbox",
         "known",
         "finished",
+        "llm_stats",
     )
 
     def __init__(
@@ -396,6 +412,7 @@ class Generator(Agent):
         batch: int = 4,
         seed: int = 0,
         max_assembler_queue: int = 8,
+        llm: LlmConfig | None = None,
     ) -> None:
         self.assembler = assembler
         self.database = database
@@ -411,6 +428,22 @@ class Generator(Agent):
         self.known: list[str] = [str(canonical_linker(s)) for s in SEED_LINKERS]
         self.finished = False
         self.waits = 0
+        self.llm = llm
+        self.llm_stats: dict[str, Any] = {
+            "requests": 0,
+            "errors": 0,
+            "fallbacks": 0,
+            "last_error": None,
+        }
+        self._client: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._llm_paused_until = 0.0
+
+    async def agent_on_startup(self) -> None:
+        if self.llm is not None:
+            from serving import Client
+
+            self._client = Client(self.llm.base_url, timeout=self.llm.timeout_s)
 
     @action
     async def retrain(self, smiles: list[str]) -> int:
@@ -452,7 +485,44 @@ class Generator(Agent):
             "model_version": self.model_version,
             "finished": self.finished,
             "backpressure_waits": self.waits,
+            "llm": dict(self.llm_stats) if self.llm is not None else None,
         }
+
+    def _sample_llm(self, rng: np.random.Generator, start: int, attempt: int) -> str | None:
+        """One linker from the served model (called in a worker thread), or None if it failed.
+
+        The request runs on the agent's event loop (`serving.Client.acomplete`); its seed depends on the
+        batch and the attempt, so a batch proposed again after a crash asks for the same samples.
+        """
+        assert self.llm is not None and self._loop is not None and self._client is not None
+        prefix = tokenize(str(rng.choice(self.training)))[
+            : int(rng.integers(self.llm.prompt_tokens + 1))
+        ]
+        prompt = BOS + "".join(prefix)
+        request = self._client.acomplete(
+            self.llm.model,
+            prompt,
+            max_tokens=self.llm.max_tokens,
+            temperature=self.llm.temperature,
+            seed=(self.seed * 1_000_003 + start * 1_009 + attempt) % 2**31,
+        )
+        future = asyncio.run_coroutine_threadsafe(request, self._loop)
+        self.llm_stats["requests"] += 1
+        try:
+            completion = future.result(timeout=self.llm.timeout_s + 5.0)
+        except Exception as error:  # noqa: BLE001 - any failure falls back to the trigram model
+            future.cancel()
+            self._llm_paused_until = time.monotonic() + self.llm.retry_after_s
+            self.llm_stats["errors"] += 1
+            self.llm_stats["last_error"] = f"{type(error).__name__}: {error}"[:300]
+            logger.warning(
+                "served model %s at %s failed (%s); falling back to the trigram model",
+                self.llm.model,
+                self.llm.base_url,
+                self.llm_stats["last_error"],
+            )
+            return None
+        return "".join(prefix) + completion.text.replace(" ", "")
 
     def _propose(self, count: int, start: int) -> list[Candidate]:
         rng = np.random.default_rng([self.seed, start])
@@ -464,7 +534,17 @@ class Generator(Agent):
             attempts += 1
             roll = rng.random()
             if roll < 0.3:
-                smiles, origin = model.sample(rng, temperature=0.8), "ngram"
+                smiles, origin = "", "ngram"
+                if self.llm is not None and rng.random() < self.llm.ratio:
+                    paused = time.monotonic() < self._llm_paused_until
+                    sampled = None if paused else self._sample_llm(rng, start, attempts)
+                    if sampled is None:
+                        origin = "ngram_fallback"
+                        self.llm_stats["fallbacks"] += 1
+                    else:
+                        smiles, origin = sampled, "llm"
+                if origin != "llm":
+                    smiles = model.sample(rng, temperature=0.8)
             elif roll < 0.85:
                 smiles, origin = mutate(str(rng.choice(self.training)), rng), "mutation"
             else:
@@ -519,5 +599,6 @@ class Generator(Agent):
                 await retry(self.agent_handle.delivered, [])
                 return
             count = min(self.batch, self.budget - self.issued)
+            self._loop = asyncio.get_running_loop()
             candidates = await self.agent_run_sync(self._propose, count, self.issued)
             await retry(self.agent_handle.commit, candidates)

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from academy_ray import Handle, Runtime
 from examples.common.runtime import retry
 from examples.mof.agents import Assembler, Database, Estimator, Generator, Validator
+from examples.mof.smiles_lm import LlmConfig
 
 AGENTS = ("database", "estimator", "validator", "assembler", "generator")
 """Agent names, in launch order (each gets its downstream's handle)."""
@@ -32,6 +33,7 @@ class MofConfig(BaseModel):
         high_water: Validator queue depth at which it throttles the Assembler.
         low_water: Depth at which it lets the Assembler go again.
         seed: Random seed of the Generator.
+        llm: When set, the Generator also samples linkers from this served model.
     """
 
     budget: int = 150
@@ -42,6 +44,7 @@ class MofConfig(BaseModel):
     high_water: int = 6
     low_water: int = 2
     seed: int = 0
+    llm: LlmConfig | None = None
 
 
 class Handles(BaseModel):
@@ -99,9 +102,15 @@ async def launch(rt: Runtime, config: MofConfig) -> Handles:
     generator = await rt.launch(
         Generator,
         args=(assembler, database),
-        kwargs={"budget": config.budget, "batch": config.batch, "seed": config.seed},
+        kwargs={
+            "budget": config.budget,
+            "batch": config.batch,
+            "seed": config.seed,
+            "llm": config.llm,
+        },
         name="generator",
         resources=AGENT_CPUS,
+        models=[config.llm.model] if config.llm is not None else (),
         get_if_exists=True,
     )
     await database.set_generator(generator)

@@ -34,7 +34,8 @@ class Candidate(BaseModel):
     Attributes:
         id: Unique id (``L000042``).
         smiles: The linker as proposed (canonical SMILES when valid).
-        origin: How it was made: ``ngram``, ``mutation``, ``crossover`` or ``seed``.
+        origin: How it was made: ``ngram`` (trigram model), ``llm`` (the served model), ``ngram_fallback``
+            (trigram model standing in for a failed served-model draw), ``mutation`` or ``crossover``.
         model_version: Generator model version that proposed it.
     """
 

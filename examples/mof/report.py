@@ -46,6 +46,12 @@ def funnel_counts(records: list[dict[str, Any]]) -> dict[str, int]:
     return {step: sum(step in r["stages"] for r in records) for step in FUNNEL}
 
 
+def origin_funnels(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """The funnel counts of each proposal origin (``llm``, ``ngram``, ``ngram_fallback``, ...)."""
+    origins = sorted({r["origin"] for r in records})
+    return {o: funnel_counts([r for r in records if r["origin"] == o]) for o in origins}
+
+
 def top(records: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
     """The ``k`` scored records with the highest uptake."""
     scored = [r for r in records if "scored" in r["stages"]]
@@ -87,6 +93,7 @@ def write_outputs(
     plots = plot(export, out)
     summary = {
         "funnel": funnel_counts(records),
+        "origins": origin_funnels(records),
         "retrains": len(export["retrains"]),
         "elapsed_s": elapsed_s,
         "best": [
@@ -149,6 +156,15 @@ def print_summary(summary: dict[str, Any], export: dict[str, Any], out: Path, k:
         + " -> ".join(f"{step} {funnel[step]}" for step in FUNNEL)
         + f"   retrains: {summary['retrains']}"
     )
+    console.print(
+        "[bold]origins[/bold] (generated/valid/scored): "
+        + ", ".join(
+            f"{origin} {c['generated']}/{c['valid']}/{c['scored']}"
+            for origin, c in summary.get("origins", {}).items()
+        )
+    )
+    if summary.get("llm"):
+        console.print(f"[bold]served model[/bold]: {summary['llm']}")
     table = Table(title=f"top {k} MOFs by CO2 uptake (298 K, 0.1 bar)")
     for column in ("id", "linker SMILES", "a (Å)", "strain", "uptake mol/kg", "Qst kJ/mol"):
         table.add_column(column)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
+from typing import Any
 
+from examples.common.llm import unserve
 from examples.common.progress import FunnelProgress
 from examples.common.runtime import (
     add_common_arguments,
@@ -18,6 +21,9 @@ from examples.common.runtime import (
 from examples.mof.pipeline import MofConfig, launch, run_until_done, stop_all
 from examples.mof.records import FUNNEL
 from examples.mof.report import print_summary, write_outputs
+from examples.mof.smiles_lm import MODEL_ID, LlmConfig
+
+logger = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,6 +41,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--keep-agents", action="store_true", help="leave the agents running at the end"
     )
+    llm = parser.add_argument_group("served SMILES model (off unless --llm)")
+    llm.add_argument(
+        "--llm",
+        action="store_true",
+        help="train a tiny SMILES Llama, serve it with `serving`, let the Generator sample from it",
+    )
+    llm.add_argument(
+        "--llm-ratio",
+        type=float,
+        default=1.0,
+        help="share of the generative-model draws that go to the served model (rest: trigram)",
+    )
+    llm.add_argument("--llm-steps", type=int, default=400, help="training steps of the SMILES LM")
+    llm.add_argument("--llm-temperature", type=float, default=1.0)
+    llm.add_argument(
+        "--llm-url",
+        default=None,
+        help="use a model already served at this OpenAI API root (.../v1): no training or serving",
+    )
+    llm.add_argument("--llm-model", default=MODEL_ID, help="model id in the serving app")
+    llm.add_argument("--port", type=int, default=0, help="Serve HTTP port (0: a free one)")
     add_common_arguments(parser, default_out="mof-out")
     return parser.parse_args(argv)
 
@@ -47,12 +74,28 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     rt = make_runtime(
         args.address, args.namespace, checkpoint_uri(out, args.checkpoint), args.num_cpus, "mof"
     )
+    serving_config: Any = None
+    training: dict[str, float] | None = None
     try:
+        llm: LlmConfig | None = None
+        if args.llm:
+            base_url = args.llm_url
+            if base_url is None:
+                base_url, serving_config, training = await train_and_serve(
+                    out, args.llm_steps, f"mof-{rt.namespace}", args.port
+                )
+            llm = LlmConfig(
+                base_url=base_url,
+                model=args.llm_model,
+                ratio=args.llm_ratio,
+                temperature=args.llm_temperature,
+            )
         config = MofConfig(
             budget=args.budget,
             retrain_every=args.retrain_every,
             insertions=args.insertions,
             seed=args.seed,
+            llm=llm,
         )
         print(f"namespace {rt.namespace}; checkpoints in {checkpoint_uri(out, args.checkpoint)}")
         handles = await launch(rt, config)
@@ -69,13 +112,36 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         summary = write_outputs(export, out, args.top, elapsed_s=time.monotonic() - started)
         summary["namespace"] = rt.namespace
         summary["assembler_throttled"] = progress.throttles
+        summary["llm"] = progress.generator.get("llm")
+        summary["llm_training"] = training
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
         print_summary(summary, export, out, args.top)
         if not args.keep_agents:
             await stop_all(rt)
+            if serving_config is not None:
+                unserve(serving_config)
         return summary
     finally:
         rt.close()
+
+
+async def train_and_serve(
+    out: Path, steps: int, app_name: str, port: int
+) -> tuple[str, Any, dict[str, float]]:
+    """Trains the SMILES LM, publishes it and serves it; returns base URL, serving config, figures."""
+    from examples.common.llm import free_port, serve_model
+    from examples.mof.smiles_lm import train_and_publish
+
+    weights, training = await asyncio.to_thread(train_and_publish, out, steps)
+    print(
+        f"SMILES LM trained in {training['seconds']:.1f} s "
+        f"(loss {training['first_loss']:.2f} -> {training['final_loss']:.2f}); weights {weights}"
+    )
+    base_url, config = await asyncio.to_thread(
+        serve_model, MODEL_ID, weights, app_name, out / "model-cache", port or free_port()
+    )
+    print(f"serving {MODEL_ID} at {base_url}")
+    return base_url, config, training
 
 
 def main(argv: list[str] | None = None) -> None:
