@@ -3,8 +3,8 @@
 Usage::
 
     python -m benchmarks.chaos                                   # both scenarios, seed 7
-    python -m benchmarks.chaos --scenario kill --seed 7 --budget 60 --kills 4 --node-losses 1
-    python -m benchmarks.chaos --scenario storage --seed 7 --budget 60 --outage-s 30
+    python -m benchmarks.chaos --scenario kill --seed 7 --budget 200 --kills 4 --node-losses 1
+    python -m benchmarks.chaos --scenario storage --seed 7 --budget 200 --outage-s 30
 
 Scenarios (each on its own fresh cluster: a head with 1 CPU and two 2-CPU workers, fast health checks):
 
@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,11 +50,11 @@ from examples.common.runtime import prepare_environment
 
 prepare_environment()
 
-from academy_ray import AgentError, Handle, Runtime  # noqa: E402
-from academy_ray.checkpoint import CheckpointPolicy  # noqa: E402
-from academy_ray.store import StorageUnavailableError  # noqa: E402
-from examples.common.runtime import retry  # noqa: E402
-from examples.mof.pipeline import (  # noqa: E402
+from academy_ray import AgentError, Handle, Runtime
+from academy_ray.checkpoint import CheckpointPolicy
+from academy_ray.store import StorageUnavailableError
+from examples.common.runtime import retry
+from examples.mof.pipeline import (
     AGENTS,
     Handles,
     MofConfig,
@@ -62,7 +63,7 @@ from examples.mof.pipeline import (  # noqa: E402
     snapshot,
     stop_all,
 )
-from examples.mof.records import FINAL, FUNNEL  # noqa: E402
+from examples.mof.records import FINAL, FUNNEL
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,6 +80,9 @@ PROBE_TIMEOUT_S = 5.0
 """Limit of one probe call (an agent that does not answer within it counts as not answering yet)."""
 
 Scenario = Literal["kill", "storage"]
+
+PROBE_ERRORS: Counter[str] = Counter()
+"""What the recovery probes were told while an agent was away (error type -> count)."""
 
 
 class ChaosConfig(BaseModel):
@@ -99,7 +103,7 @@ class ChaosConfig(BaseModel):
 
     scenario: Scenario = "kill"
     seed: int = 7
-    budget: int = Field(default=60, ge=8)
+    budget: int = Field(default=200, ge=8)
     kills: int = Field(default=4, ge=0)
     node_losses: int = Field(default=1, ge=0)
     outage_s: float = Field(default=30.0, gt=0)
@@ -115,6 +119,7 @@ class Fault(BaseModel):
     Attributes:
         kind: ``kill`` (SIGKILL an agent's process), ``node`` (remove a worker node), ``storage``.
         at: Candidates at a final stage when it was injected.
+        mid_run: Whether the run was still under way then.
         target: The agent killed, or the node removed.
         agents: Recovery time in seconds of each agent the fault hit (fault -> the agent answers again).
     """
@@ -122,6 +127,7 @@ class Fault(BaseModel):
     kind: str
     at: int
     target: str
+    mid_run: bool = True
     agents: dict[str, float] = Field(default_factory=dict)
 
 
@@ -154,13 +160,16 @@ def done_count(funnel: dict[str, int]) -> int:
     return funnel.get("generated", 0) - funnel.get("pending", 0)
 
 
-async def wait_done(handles: Handles, count: int, started: float, timeout: float) -> int:
-    """Waits until ``count`` candidates are at a final stage; returns how many are."""
+async def wait_done(
+    handles: Handles, count: int, started: float, timeout: float
+) -> tuple[int, bool]:
+    """Waits until ``count`` candidates are at a final stage; returns how many are, and whether the run
+    is still under way (candidates in flight or still to generate)."""
     while True:
         progress = await snapshot(handles, started)
         done = done_count(progress.funnel)
         if done >= count:
-            return done
+            return done, not progress.done
         if progress.done:
             raise RuntimeError(
                 f"the pipeline finished ({done} final) before the fault point {count}: raise --budget"
@@ -185,8 +194,8 @@ async def wait_back(
             info = await handle.info()
             if info.status == "running" and info.pid != old_pid and info.node_id != lost_node:
                 return time.monotonic() - t0
-        except (AgentError, StorageUnavailableError):
-            pass
+        except (AgentError, StorageUnavailableError) as error:
+            PROBE_ERRORS[type(error).__name__] += 1
         if time.monotonic() - t0 > timeout:
             raise TimeoutError(f"agent {name!r} did not come back within {timeout} s")
         await asyncio.sleep(0.05)
@@ -208,9 +217,7 @@ def plan_faults(config: ChaosConfig, rng: random.Random) -> list[tuple[str, int]
     """The faults in order: (kind, final-candidate count that triggers it), from the seed."""
     kinds = ["kill"] * config.kills + ["node"] * config.node_losses
     rng.shuffle(kinds)
-    points = sorted(
-        int(config.budget * rng.uniform(config.first, config.last)) for _ in kinds
-    )
+    points = sorted(int(config.budget * rng.uniform(config.first, config.last)) for _ in kinds)
     return list(zip(kinds, points, strict=True))
 
 
@@ -230,7 +237,9 @@ async def inject_node_loss(
 ) -> Fault:
     nodes = await agent_nodes(handles)
     workers = sorted(cluster.worker_nodes, key=lambda n: str(n.node_id))
-    hosted = {str(n.node_id): [a for a, node in nodes.items() if node == str(n.node_id)] for n in workers}
+    hosted = {
+        str(n.node_id): [a for a, node in nodes.items() if node == str(n.node_id)] for n in workers
+    }
     most = max(len(v) for v in hosted.values())
     victim = rng.choice([n for n in workers if len(hosted[str(n.node_id)]) == most])
     lost = str(victim.node_id)
@@ -269,19 +278,22 @@ async def run_kill(config: ChaosConfig, work: Path) -> dict[str, Any]:
         started = time.monotonic()
         faults: list[Fault] = []
         for kind, point in plan_faults(config, rng):
-            at = await wait_done(handles, point, started, config.timeout_s)
+            at, mid_run = await wait_done(handles, point, started, config.timeout_s)
             if kind == "kill":
                 fault = await inject_kill(handles, namespace, rng, at, config.timeout_s)
             else:
                 fault = await inject_node_loss(
                     cluster, handles, namespace, rng, at, config.timeout_s
                 )
+            fault.mid_run = mid_run
             faults.append(fault)
             print(f"[chaos] {fault.kind} {fault.target} at {fault.at}: {fault.agents}", flush=True)
         result = await finish(rt, handles, config, started)
         result["faults"] = [f.model_dump() for f in faults]
         result["recovery_s"] = summarize([s for f in faults for s in f.agents.values()])
+        result["probe_errors"] = dict(PROBE_ERRORS)
         result["checks"]["every_fault_recovered"] = len(faults) == config.kills + config.node_losses
+        result["checks"]["faults_mid_run"] = all(f.mid_run for f in faults)
         await stop_all(rt)
         return result
     finally:
@@ -322,7 +334,7 @@ async def run_storage(config: ChaosConfig, work: Path) -> dict[str, Any]:
         handles = await launch(rt, mof_config(config))
         started = time.monotonic()
         point = int(config.budget * rng.uniform(config.first, config.last))
-        at = await wait_done(handles, point, started, config.timeout_s)
+        at, mid_run = await wait_done(handles, point, started, config.timeout_s)
         before = (await snapshot(handles, started)).funnel
 
         server.stop()
@@ -332,7 +344,10 @@ async def run_storage(config: ChaosConfig, work: Path) -> dict[str, Any]:
         t_up = time.monotonic()
         outage["down_s"] = t_up - t_down
         resumed = await wait_checkpoints_resume(handles, t_up, config.timeout_s)
-        print(f"[chaos] storage down at {at} for {outage['down_s']:.1f} s; resumed {resumed}", flush=True)
+        print(
+            f"[chaos] storage down at {at} for {outage['down_s']:.1f} s; resumed {resumed}",
+            flush=True,
+        )
 
         result = await finish(rt, handles, config, started)
         await stop_all(rt)  # final checkpoints are written at shutdown
@@ -342,7 +357,10 @@ async def run_storage(config: ChaosConfig, work: Path) -> dict[str, Any]:
         result["checkpoints_verified"] = verified
         result["corrupt"] = corrupt
         checks = result["checks"]
-        checks["agents_answered_during_outage"] = outage["read_failures"] == 0 and outage["reads"] > 0
+        checks["outage_mid_run"] = mid_run and result["outage"]["funnel_before"]["pending"] > 0
+        checks["agents_answered_during_outage"] = (
+            outage["read_failures"] == 0 and outage["reads"] > 0
+        )
         checks["state_change_refused_with_storage_error"] = outage["storage_errors"] > 0
         checks["checkpoints_pending_during_outage"] = bool(outage["pending_agents"])
         checks["checkpoints_resumed"] = set(resumed) == set(AGENTS)
@@ -398,10 +416,11 @@ async def wait_checkpoints_resume(
                 continue
             try:
                 info = await getattr(handles, name).with_timeout(PROBE_TIMEOUT_S).info()
-            except Exception:  # noqa: BLE001 - not back yet
-                continue
-            if not info.checkpoint_pending:
-                resumed[name] = time.monotonic() - t_up
+            except Exception as error:  # noqa: BLE001 - not back yet: asked again
+                print(f"[chaos] {name} not answering yet: {error!r}", flush=True)
+            else:
+                if not info.checkpoint_pending:
+                    resumed[name] = time.monotonic() - t_up
         await asyncio.sleep(0.1)
     return resumed
 
@@ -473,7 +492,12 @@ async def finish(
         "accepted": accepted,
         "records": len(records),
         "agents": {
-            n: {"status": i.status, "pid": i.pid, "node": (i.node_id or "")[:12], "restarted": i.restarted}
+            n: {
+                "status": i.status,
+                "pid": i.pid,
+                "node": (i.node_id or "")[:12],
+                "restarted": i.restarted,
+            }
             for n, i in infos.items()
         },
         "checks": checks,
@@ -495,6 +519,7 @@ def print_table(result: dict[str, Any]) -> None:
         rec = result["recovery_s"]
         if rec["n"]:
             print(f"  recovery: n={rec['n']}  p50={rec['p50']:.2f} s  max={rec['max']:.2f} s")
+        print(f"  probes were told meanwhile: {result['probe_errors']}")
     if "outage" in result:
         out = result["outage"]
         print(
@@ -506,7 +531,9 @@ def print_table(result: dict[str, Any]) -> None:
             "  checkpoints resumed after: "
             + ", ".join(f"{k} {v:.2f} s" for k, v in result["checkpoint_resume_s"].items())
         )
-        print(f"  checkpoints verified: {result['checkpoints_verified']}, corrupt: {result['corrupt']}")
+        print(
+            f"  checkpoints verified: {result['checkpoints_verified']}, corrupt: {result['corrupt']}"
+        )
     print(f"  funnel: {result['funnel']}  accepted: {result['accepted']}")
     print(f"  elapsed {result['elapsed_s']:.1f} s")
     for check, ok in result["checks"].items():
@@ -525,7 +552,9 @@ async def run(config: ChaosConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--scenario", choices=["kill", "storage", "all"], default="all")
     defaults = ChaosConfig()
     parser.add_argument("--seed", type=int, default=defaults.seed)

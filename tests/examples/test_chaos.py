@@ -1,0 +1,54 @@
+"""CI-sized chaos runs of the MOF pipeline on a simulated 3-node cluster (``benchmarks/chaos.py``).
+
+Each scenario runs as a process of its own (it builds its own `ray.cluster_utils.Cluster` and, for the
+storage outage, its own SeaweedFS), with a smaller budget than the benchmark and, for the storage outage,
+an 8 s outage instead of the benchmark's 30 s. The full-size figures come from ``python -m benchmarks.chaos``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.examples.conftest import run_module
+
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]
+
+SEED = "11"
+
+
+def run_chaos(*args: str) -> dict[str, Any]:
+    """Runs one scenario of the harness and returns its result (the test fails with its output if it fails)."""
+    proc = run_module("benchmarks.chaos", "--seed", SEED, *args, timeout=280)
+    line = next(x for x in reversed(proc.stdout.splitlines()) if x.startswith('{"benchmark"'))
+    (result,) = json.loads(line)["results"]
+    return result  # type: ignore[no-any-return]
+
+
+def test_kills_and_node_loss_lose_nothing() -> None:
+    result = run_chaos("--scenario", "kill", "--budget", "60", "--kills", "2", "--node-losses", "1")
+    failed = [name for name, ok in result["checks"].items() if not ok]
+    assert not failed, (failed, result)
+    kinds = sorted(fault["kind"] for fault in result["faults"])
+    assert kinds == ["kill", "kill", "node"]
+    assert all(fault["mid_run"] for fault in result["faults"])
+    node_loss = next(f for f in result["faults"] if f["kind"] == "node")
+    assert node_loss["agents"], "the removed node hosted no agent"
+    assert result["recovery_s"]["n"] == 2 + len(node_loss["agents"])
+    assert result["records"] == 60
+    assert all(agent["status"] == "running" for agent in result["agents"].values())
+
+
+def test_storage_outage_keeps_agents_serving_and_checkpoints_intact() -> None:
+    result = run_chaos("--scenario", "storage", "--budget", "40", "--outage-s", "8")
+    failed = [name for name, ok in result["checks"].items() if not ok]
+    assert not failed, (failed, result)
+    outage = result["outage"]
+    assert outage["down_s"] >= 8
+    assert outage["read_failures"] == 0 and outage["reads"] >= 5
+    assert outage["storage_errors"] >= 1 and outage["other_errors"] == 0
+    assert set(outage["pending_agents"]) <= set(result["checkpoint_resume_s"])
+    assert result["checkpoints_verified"] > 0 and result["corrupt"] == []
+    assert result["records"] == 40
