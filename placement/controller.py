@@ -69,6 +69,10 @@ class PlacementController:
         self._queue: dict[str, _Queued] = {}
         self._failures: dict[str, str] = {}
         self._history: list[Decision] = []
+        # Decisions whose node died, while they are being placed again: `explain` keeps answering with
+        # them, so callers can tell "being re-placed" from "gone" (the scheduler forgets the old decision
+        # as soon as it plans the new one).
+        self._replacing: dict[str, Decision] = {}
         self._lock: asyncio.Lock | None = None
         self._watcher: asyncio.Task[None] | None = None
 
@@ -116,6 +120,7 @@ class PlacementController:
                 self.scheduler.forget_node(lost.node_id)
                 launcher = self._launchers[lost.name]
                 cause = f"node {lost.node_id} lost"
+                self._replacing[lost.name] = lost
                 try:
                     await self._place_and_launch(lost.demand, launcher, cause)
                 except (NoCapacityError, InfeasibleDemandError) as exc:
@@ -128,6 +133,8 @@ class PlacementController:
                     self._safe_release(lost.name)
                     self._launchers.pop(lost.name, None)
                     self._failures[lost.name] = f"{cause}; re-placement failed: {exc!r}"
+                finally:
+                    self._replacing.pop(lost.name, None)
             await self._drain()
 
     def _safe_release(self, name: str) -> None:
@@ -217,8 +224,8 @@ class PlacementController:
             return True
 
     async def explain(self, name: str) -> Decision | None:
-        """The current decision for ``name`` (None if not placed)."""
-        return self.scheduler.explain(name)
+        """The current decision for ``name`` (None if not placed; the lost one while it is re-placed)."""
+        return self.scheduler.explain(name) or self._replacing.get(name)
 
     async def decisions(self) -> list[Decision]:
         """All current decisions."""
