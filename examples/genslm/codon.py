@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from Bio.Data import CodonTable
 
+from examples.common.llm import train_tiny_llama
+
 _TABLE: Any = CodonTable.standard_dna_table
 
 PARENT_PROTEIN = (
@@ -98,51 +100,11 @@ def train_codon_lm(
     Returns:
         Training figures: ``seconds``, ``first_loss``, ``final_loss``, ``parameters``.
     """
-    import time
-
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    started = time.perf_counter()
-    torch.set_num_threads(1)
-    torch.manual_seed(seed)
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = make_tokenizer(out)
     rng = np.random.default_rng(seed)
     texts = [" ".join(codons_of(variant(rng))) for _ in range(variants)]
-    eos = tokenizer.eos_token_id  # type: ignore[attr-defined]
-    ids = [tokenizer(t)["input_ids"] + [eos] for t in texts]  # type: ignore[operator]
-    data = torch.tensor(ids)
-    config = LlamaConfig(
-        vocab_size=len(SPECIAL) + len(CODONS),
-        hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,  # type: ignore[attr-defined]
-        eos_token_id=eos,
-        pad_token_id=tokenizer.pad_token_id,  # type: ignore[attr-defined]
-        tie_word_embeddings=False,
+    return train_tiny_llama(
+        out, tokenizer, texts, steps=steps, seed=seed, hidden=hidden, layers=layers
     )
-    model = LlamaForCausalLM(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    losses = []
-    model.train()
-    for step in range(steps):
-        batch = data[torch.randint(len(data), (8,))]
-        loss = model(input_ids=batch, labels=batch).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-    model.eval()
-    model.save_pretrained(out, safe_serialization=True)
-    return {
-        "seconds": time.perf_counter() - started,
-        "first_loss": losses[0],
-        "final_loss": float(np.mean(losses[-10:])),
-        "parameters": float(sum(p.numel() for p in model.parameters())),
-    }
