@@ -340,10 +340,11 @@ async def run_storage(config: ChaosConfig, work: Path) -> dict[str, Any]:
         server.stop()
         t_down = time.monotonic()
         outage = await observe_outage(handles, config.outage_s, t_down)
-        server.start()
-        t_up = time.monotonic()
-        outage["down_s"] = t_up - t_down
-        resumed = await wait_checkpoints_resume(handles, t_up, config.timeout_s)
+        t_restart = time.monotonic()
+        outage["down_s"] = t_restart - t_down
+        server.start()  # returns once it serves S3 requests again
+        outage["server_restart_s"] = time.monotonic() - t_restart
+        resumed = await wait_checkpoints_resume(handles, t_restart, config.timeout_s)
         print(
             f"[chaos] storage down at {at} for {outage['down_s']:.1f} s; resumed {resumed}",
             flush=True,
@@ -408,7 +409,7 @@ async def observe_outage(handles: Handles, outage_s: float, t_down: float) -> di
 async def wait_checkpoints_resume(
     handles: Handles, t_up: float, timeout: float
 ) -> dict[str, float]:
-    """Seconds after the storage came back until each agent's ``checkpoint_pending`` is False."""
+    """Seconds after ``t_up`` (the storage's restart) until each agent's ``checkpoint_pending`` is False."""
     resumed: dict[str, float] = {}
     while len(resumed) < len(AGENTS) and time.monotonic() - t_up < timeout:
         for name in AGENTS:
@@ -530,6 +531,9 @@ def print_table(result: dict[str, Any]) -> None:
         print(
             "  checkpoints resumed after: "
             + ", ".join(f"{k} {v:.2f} s" for k, v in result["checkpoint_resume_s"].items())
+        )
+        print(
+            f"  S3 restart took {out['server_restart_s']:.2f} s (resume times count from its start)"
         )
         print(
             f"  checkpoints verified: {result['checkpoints_verified']}, corrupt: {result['corrupt']}"

@@ -28,7 +28,9 @@ def run_chaos(*args: str) -> dict[str, Any]:
 
 
 def test_kills_and_node_loss_lose_nothing() -> None:
-    result = run_chaos("--scenario", "kill", "--budget", "60", "--kills", "2", "--node-losses", "1")
+    result = run_chaos(
+        "--scenario", "kill", "--budget", "100", "--kills", "2", "--node-losses", "1"
+    )
     failed = [name for name, ok in result["checks"].items() if not ok]
     assert not failed, (failed, result)
     kinds = sorted(fault["kind"] for fault in result["faults"])
@@ -37,7 +39,7 @@ def test_kills_and_node_loss_lose_nothing() -> None:
     node_loss = next(f for f in result["faults"] if f["kind"] == "node")
     assert node_loss["agents"], "the removed node hosted no agent"
     assert result["recovery_s"]["n"] == 2 + len(node_loss["agents"])
-    assert result["records"] == 60
+    assert result["records"] == 100
     assert all(agent["status"] == "running" for agent in result["agents"].values())
 
 
