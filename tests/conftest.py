@@ -176,9 +176,11 @@ def s3_server() -> Iterator[S3Server]:
 
 # Fast node-loss detection (see shared/DESIGN.md, "Ray placement facts").
 FAST_HEALTH_CHECKS = {
-    "health_check_period_ms": 500,
-    "health_check_failure_threshold": 3,
-    "health_check_timeout_ms": 500,
+    # Fast enough that a lost node is noticed in a few seconds, slow enough that a node starved of CPU on a
+    # loaded 2-core machine is not declared dead by mistake (500 ms x 3 misses did that).
+    "health_check_period_ms": 1000,
+    "health_check_failure_threshold": 4,
+    "health_check_timeout_ms": 1000,
     "health_check_initial_delay_ms": 0,
 }
 
