@@ -79,3 +79,25 @@ async def test_pool_process_crash_restarts_every_agent_from_its_checkpoint(rt: R
             pytest.fail(f"pooled agent j{index} did not come back")
         assert entries == [index]
     assert (await journals[0].info()).pid != pid
+
+
+async def test_hundreds_of_agents_share_a_few_processes(rt: Runtime) -> None:
+    count, per_pool = 300, 100
+    handles = []
+    for first in range(0, count, 50):
+        handles += await asyncio.gather(
+            *(
+                rt.launch(
+                    Counter,
+                    args=(i,),
+                    name=f"many-{i}",
+                    pool=f"crowd-{i // per_pool}",
+                    checkpoint=False,
+                )
+                for i in range(first, first + 50)
+            )
+        )
+    assert await asyncio.gather(*(h.add(1) for h in handles)) == [i + 1 for i in range(count)]
+    pids = {(await h.info()).pid for h in handles[::25]}
+    assert len(pids) == count // per_pool
+    assert len(await rt.list()) == count
