@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from academy_ray import Agent, Handle, action, event, loop
+from academy_ray import Agent, AgentNotFoundError, Handle, action, event, loop
 from examples.common.runtime import retry
 from examples.mof.framework import (
     AssemblyError,
@@ -314,6 +314,21 @@ class Validator(Stage):
         self.low_water = low_water
         self._throttling = False
         self.throttles_sent = 0
+
+    @loop
+    async def resync_throttle(self, shutdown: asyncio.Event) -> None:
+        """Once after each (re)start: tells the Assembler whether to pause, by this queue's depth.
+
+        The throttle flag is not checkpointed, so a copy restarted while the Assembler was paused would
+        otherwise never let it go again (an empty queue gets no more submits to react to).
+        """
+        if self.assembler is None:
+            return
+        self._throttling = len(self.inbox) >= self.high_water
+        try:
+            await retry(self.assembler.throttle, self._throttling, not_found_s=0.0)
+        except AgentNotFoundError:  # not launched yet, or being re-placed: it starts unpaused
+            self._throttling = False
 
     async def on_depth(self, depth: int) -> None:
         if self.assembler is None:
