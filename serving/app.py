@@ -20,6 +20,7 @@ from ray import serve
 from serving.cache import CacheConfig
 from serving.deployment import ModelServer, ReplicaConfig, ReplicaStats, as_serving_error
 from serving.errors import AuthenticationError, PayloadTooLargeError, ServingError
+from serving.metrics import get_metrics
 from serving.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -142,6 +143,11 @@ class OpenAIIngress:
         return stream, first
 
     async def _guard(self, request: Request, handler: Any) -> Any:
+        response = await self._answer(request, handler)
+        get_metrics().request(request.url.path, int(getattr(response, "status_code", 200)))
+        return response
+
+    async def _answer(self, request: Request, handler: Any) -> Any:
         try:
             self._authorize(request)
             return await handler()

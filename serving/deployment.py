@@ -227,7 +227,7 @@ class ModelServer:
         model_id = serve.get_multiplexed_model_id()
         spec = self._registry.get(model_id)
         self._inflight += 1
-        self._metrics.queue_length.set(self._inflight)
+        self._metrics.queue(self._inflight)
         try:
             while True:
                 hot = model_id in self._resident
@@ -249,7 +249,7 @@ class ModelServer:
                 loaded.release()
         finally:
             self._inflight -= 1
-            self._metrics.queue_length.set(self._inflight)
+            self._metrics.queue(self._inflight)
 
     async def _run(
         self, spec: ModelSpec, engine: Engine, request: dict[str, Any]

@@ -5,6 +5,7 @@ Created lazily inside the process that records them (a Serve replica or ingress)
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Any
 
@@ -17,9 +18,9 @@ class ServingMetrics:
     * ``serving_model_switch_seconds{tier, engine}``: time to make a model usable, by the tier it
       came from (``hot``, ``parked``, ``disk``, ``object_storage``).
     * ``serving_cache_requests_total{tier, result}``: cache hits and misses per tier.
-    * ``serving_queue_length``: requests in a replica (waiting for a load or generating).
+    * ``serving_queue_length{replica}``: requests in a replica (waiting for a load or generating).
     * ``serving_tokens_per_second{model}``: generated tokens per second of each request.
-    * ``serving_requests_total{model, status}``: answered requests by HTTP status.
+    * ``serving_requests_total{route, status}``: answered API requests by route and HTTP status.
     """
 
     def __init__(self) -> None:
@@ -39,6 +40,7 @@ class ServingMetrics:
         self.queue_length = metrics.Gauge(
             "serving_queue_length",
             description="Requests inside a model replica (waiting or generating).",
+            tag_keys=("replica",),
         )
         self.tokens_per_second = metrics.Histogram(
             "serving_tokens_per_second",
@@ -48,13 +50,21 @@ class ServingMetrics:
         )
         self.requests = metrics.Counter(
             "serving_requests_total",
-            description="Answered API requests by model and HTTP status.",
-            tag_keys=("model", "status"),
+            description="Answered API requests by route and HTTP status.",
+            tag_keys=("route", "status"),
         )
 
     def switch(self, tier: str, engine: str, seconds: float) -> None:
         """Records one model switch."""
         self.switch_seconds.observe(seconds, tags={"tier": tier, "engine": engine})
+
+    def queue(self, length: int) -> None:
+        """Records the number of requests inside this replica process."""
+        self.queue_length.set(length, tags={"replica": str(os.getpid())})
+
+    def request(self, route: str, status: int) -> None:
+        """Records one answered API request."""
+        self.requests.inc(1, tags={"route": route, "status": str(status)})
 
     def cache(self, tier: str, hit: bool) -> None:
         """Records one cache lookup."""

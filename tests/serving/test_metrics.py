@@ -1,0 +1,112 @@
+"""Serving metrics reach Ray's metrics export (Prometheus text): switch time per tier, cache lookups, queue
+length, tokens/s and requests by status."""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+import ray
+
+from serving.spec import ModelSpec
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def metrics_served(
+    s3_specs: list[ModelSpec], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, int]]:
+    """One model served on a Ray of its own that exports metrics every 0.5 s; yields (API URL, metrics port)."""
+    from ray import serve
+
+    from serving.app import ServingConfig, serve_models
+    from serving.cache import CacheConfig, kill_node_caches
+
+    ray.shutdown()  # the shared embedded Ray is started again on demand by the other tests' fixtures
+    metrics_port = _free_port()
+    ray.init(
+        address="local",
+        num_cpus=4,
+        include_dashboard=False,
+        log_to_driver=False,
+        _metrics_export_port=metrics_port,
+        _system_config={"metrics_report_interval_ms": 500},
+    )
+    cache_root = Path(tmp_path_factory.mktemp("metrics-cache"))
+    config = ServingConfig(
+        app_name=f"metrics-{uuid.uuid4().hex[:6]}",
+        replica_cpus=0.5,
+        ingress_cpus=0.1,
+        cache=CacheConfig(root=str(cache_root), namespace=f"metrics-{uuid.uuid4().hex[:6]}"),
+    )
+    try:
+        url = serve_models([s3_specs[0]], config, port=_free_port())
+        yield url, metrics_port
+    finally:
+        serve.shutdown()
+        kill_node_caches(config.cache)
+        ray.shutdown()
+
+
+def _scrape(port: int, names: tuple[str, ...], timeout: float = 60.0) -> dict[str, list[str]]:
+    deadline = time.monotonic() + timeout
+    found: dict[str, list[str]] = {}
+    while time.monotonic() < deadline:
+        text = (
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        )
+        found = {
+            name: [
+                line
+                for line in text.splitlines()
+                if line.startswith(f"ray_{name}") and not line.startswith("#")
+            ]
+            for name in names
+        }
+        if all(found.values()):
+            return found
+        time.sleep(1)
+    missing = [name for name, lines in found.items() if not lines]
+    pytest.fail(f"metrics never exported: {missing}")
+
+
+def test_serving_metrics_are_exported(metrics_served: tuple[str, int]) -> None:
+    url, port = metrics_served
+    client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
+    for _ in range(3):
+        client.completions.create(model="tiny-0", prompt="the metal node binds", max_tokens=6)
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(
+            model="no-such-model", prompt="the metal node binds", max_tokens=6
+        )
+    found = _scrape(
+        port,
+        (
+            "serving_model_switch_seconds_count",
+            "serving_cache_requests_total",
+            "serving_queue_length",
+            "serving_tokens_per_second_count",
+            "serving_requests_total",
+        ),
+    )
+    switches = " ".join(found["serving_model_switch_seconds_count"])
+    assert 'tier="object_storage"' in switches
+    lookups = " ".join(found["serving_cache_requests_total"])
+    assert 'result="hit"' in lookups and 'result="miss"' in lookups
+    requests = " ".join(found["serving_requests_total"])
+    assert (
+        'route="/v1/completions"' in requests
+        and 'status="200"' in requests
+        and 'status="404"' in requests
+    )
