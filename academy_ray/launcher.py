@@ -14,6 +14,20 @@ from academy_ray.spec import AgentSpec
 
 logger = logging.getLogger(__name__)
 
+
+class _ExpectedWarning(logging.Filter):
+    """Drops Ray's warning about restartable detached actors in placement groups.
+
+    That is this design on purpose: the group pins the host to its node, Ray restarts a crashed host inside
+    it, and the group is only removed when the agent is stopped or re-placed (which relaunches it).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "restartable detached actor with a placement group" not in record.getMessage()
+
+
+logging.getLogger("ray.actor").addFilter(_ExpectedWarning())
+
 NAME_RELEASE_TIMEOUT_S = 30.0
 """How long a re-placement waits for Ray to free the name of the agent's previous actor."""
 
