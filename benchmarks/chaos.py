@@ -413,7 +413,11 @@ async def wait_checkpoints_resume(
 ) -> dict[str, float]:
     """Seconds after ``t_up`` (the storage's restart) until each agent's ``checkpoint_pending`` is False."""
     resumed: dict[str, float] = {}
+    shown = 0.0
     while len(resumed) < len(AGENTS) and time.monotonic() - t_up < timeout:
+        if time.monotonic() - t_up - shown >= 10.0:  # where a slow resume stands
+            shown = time.monotonic() - t_up
+            print(f"[chaos] {shown:.0f} s after restart, resumed: {sorted(resumed)}", flush=True)
         for name in AGENTS:
             if name in resumed:
                 continue

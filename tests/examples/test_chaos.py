@@ -21,7 +21,7 @@ SEED = "9"  # kills the Validator first, then loses a node, then kills another a
 
 def run_chaos(*args: str) -> dict[str, Any]:
     """Runs one scenario of the harness and returns its result (the test fails with its output if it fails)."""
-    proc = run_module("benchmarks.chaos", "--seed", SEED, *args, timeout=280)
+    proc = run_module("benchmarks.chaos", "--seed", SEED, "--timeout-s", "120", *args, timeout=280)
     line = next(x for x in reversed(proc.stdout.splitlines()) if x.startswith('{"benchmark"'))
     (result,) = json.loads(line)["results"]
     return result  # type: ignore[no-any-return]
