@@ -139,13 +139,18 @@ class Database(Agent):
         except Exception as error:  # noqa: BLE001 - the generator may have finished and stopped
             logger.info("retrain skipped: %s", error)
             return
-        await self.agent_handle.note_retrain(
-            len(scored), float(scored[0]["uptake_mol_kg"]), int(version)
+        await retry(  # the storage may be down: retried until durable (idempotent by version)
+            self.agent_handle.note_retrain,
+            len(scored),
+            float(scored[0]["uptake_mol_kg"]),
+            int(version),
         )
 
     @action
     async def note_retrain(self, n_scored: int, best: float, version: int) -> None:
-        """Records a retrain (a checkpointed action, so the record survives a crash)."""
+        """Records a retrain (a checkpointed action, so the record survives a crash); once per version."""
+        if any(r["version"] == version for r in self.retrains):
+            return
         self.retrains.append(
             {
                 "t": time.time() - self.started,
