@@ -102,19 +102,22 @@ def translate_error(error: BaseException, name: str, namespace: str) -> BaseExce
     return error
 
 
+def _being_replaced(name: str) -> AgentUnavailableError:
+    return AgentUnavailableError(name, "its node was lost and it is being re-placed: retry")
+
+
 def _placement_holds(name: str, namespace: str) -> bool:
-    """Whether the namespace's placement controller still places ``name`` (e.g. re-placing it right now)."""
+    """Whether the namespace's placement controller is placing ``name`` again after its node was lost."""
     from placement import CONTROLLER_NAME
 
     try:
         controller = ray.get_actor(CONTROLLER_NAME, namespace=namespace)
-        decision: Any = ray.get(controller.explain.remote(name), timeout=PLACEMENT_QUERY_TIMEOUT_S)
-        if decision is not None:
-            return True
-        pending: list[Any] = ray.get(controller.pending.remote(), timeout=PLACEMENT_QUERY_TIMEOUT_S)
+        relocating = bool(
+            ray.get(controller.relocating.remote(name), timeout=PLACEMENT_QUERY_TIMEOUT_S)
+        )
     except (ValueError, ray.exceptions.RayError):
         return False
-    return any(demand.name == name for demand in pending)
+    return relocating
 
 
 class Handle(Generic[AgentT]):
@@ -172,9 +175,19 @@ class Handle(Generic[AgentT]):
 
     @property
     def actor(self) -> Any:
-        """The Ray actor handle of the agent's host (looked up once)."""
+        """The Ray actor handle of the agent's host (looked up once).
+
+        Raises:
+            AgentNotFoundError: No such agent.
+            AgentUnavailableError: Its node was lost and it is being placed again right now.
+        """
         if self._actor is None:
-            self._actor = lookup_actor(self.name, self.namespace)
+            try:
+                self._actor = lookup_actor(self.name, self.namespace)
+            except AgentNotFoundError:
+                if _placement_holds(self.name, self.namespace):
+                    raise _being_replaced(self.name) from None
+                raise
         return self._actor
 
     def __getattr__(self, action: str) -> Callable[..., Coroutine[Any, Any, Any]]:
@@ -192,7 +205,12 @@ class Handle(Generic[AgentT]):
 
     async def _resolve(self) -> None:
         if self._actor is None:
-            self._actor = await lookup_actor_async(self.name, self.namespace)
+            try:
+                self._actor = await lookup_actor_async(self.name, self.namespace)
+            except AgentNotFoundError:
+                if await asyncio.to_thread(_placement_holds, self.name, self.namespace):
+                    raise _being_replaced(self.name) from None
+                raise
 
     async def action(self, action: str, /, *args: Any, **kwargs: Any) -> Any:
         """Calls ``action`` with the arguments and returns its result.
