@@ -78,3 +78,23 @@ def fallback_chat_prompt(messages: list[dict[str, Any]]) -> str:
     """A plain ``role: content`` chat rendering for tokenizers without a chat template."""
     lines = [f"{m.get('role', 'user')}: {m.get('content', '')}" for m in messages]
     return "\n".join(lines) + "\nassistant:"
+
+
+class TokenizerPrompts:
+    """Prompt helpers shared by engines that hold a Hugging Face tokenizer in ``self._tokenizer``."""
+
+    _tokenizer: Any
+
+    def count_tokens(self, prompt: str) -> int:
+        """Tokens of ``prompt`` under the model's tokenizer."""
+        return len(self._tokenizer(prompt)["input_ids"])
+
+    def chat_prompt(self, messages: list[dict[str, Any]]) -> str:
+        """Renders chat messages with the tokenizer's chat template, or `fallback_chat_prompt`."""
+        if getattr(self._tokenizer, "chat_template", None):
+            return str(
+                self._tokenizer.apply_chat_template(
+                    messages, tokenize=False, add_generation_prompt=True
+                )
+            )
+        return fallback_chat_prompt(messages)

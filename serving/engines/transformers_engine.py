@@ -12,13 +12,13 @@ from typing import Any
 from serving.engines.base import (
     GenerationChunk,
     GenerationParams,
-    fallback_chat_prompt,
+    TokenizerPrompts,
     find_stop,
 )
 from serving.errors import EngineError, WeightsError
 
 
-class TransformersEngine:
+class TransformersEngine(TokenizerPrompts):
     """Runs a causal LM with transformers on CPU, one token at a time with a KV cache.
 
     Args:
@@ -71,18 +71,6 @@ class TransformersEngine:
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         context = getattr(self._model.config, "max_position_embeddings", None) or 2048
         self.max_context = self._override_context or int(context)
-
-    def count_tokens(self, prompt: str) -> int:
-        return len(self._tokenizer(prompt)["input_ids"])
-
-    def chat_prompt(self, messages: list[dict[str, Any]]) -> str:
-        if getattr(self._tokenizer, "chat_template", None):
-            return str(
-                self._tokenizer.apply_chat_template(
-                    messages, tokenize=False, add_generation_prompt=True
-                )
-            )
-        return fallback_chat_prompt(messages)
 
     def _steps(
         self, prompt: str, params: GenerationParams

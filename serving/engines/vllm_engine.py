@@ -18,12 +18,12 @@ from serving.engines.base import (
     FinishReason,
     GenerationChunk,
     GenerationParams,
-    fallback_chat_prompt,
+    TokenizerPrompts,
 )
 from serving.errors import EngineError, WeightsError
 
 
-class VLLMEngine:
+class VLLMEngine(TokenizerPrompts):
     """One ``vllm`` ``AsyncLLM`` engine holding one model.
 
     Args:
@@ -85,18 +85,6 @@ class VLLMEngine:
         self.start_seconds = time.perf_counter() - start
         self.supports_sleep = bool(sleep)
         self.max_context = int(self._engine.model_config.max_model_len)
-
-    def count_tokens(self, prompt: str) -> int:
-        return len(self._tokenizer(prompt)["input_ids"])
-
-    def chat_prompt(self, messages: list[dict[str, Any]]) -> str:
-        if getattr(self._tokenizer, "chat_template", None):
-            return str(
-                self._tokenizer.apply_chat_template(
-                    messages, tokenize=False, add_generation_prompt=True
-                )
-            )
-        return fallback_chat_prompt(messages)
 
     async def generate(
         self, prompt: str, params: GenerationParams
