@@ -102,22 +102,19 @@ def translate_error(error: BaseException, name: str, namespace: str) -> BaseExce
     return error
 
 
-def _being_replaced(name: str) -> AgentUnavailableError:
-    return AgentUnavailableError(name, "its node was lost and it is being re-placed: retry")
-
-
 def _placement_holds(name: str, namespace: str) -> bool:
-    """Whether the namespace's placement controller is placing ``name`` again after its node was lost."""
+    """Whether the namespace's placement controller still places ``name`` (e.g. re-placing it right now)."""
     from placement import CONTROLLER_NAME
 
     try:
         controller = ray.get_actor(CONTROLLER_NAME, namespace=namespace)
-        relocating = bool(
-            ray.get(controller.relocating.remote(name), timeout=PLACEMENT_QUERY_TIMEOUT_S)
-        )
+        decision: Any = ray.get(controller.explain.remote(name), timeout=PLACEMENT_QUERY_TIMEOUT_S)
+        if decision is not None:
+            return True
+        pending: list[Any] = ray.get(controller.pending.remote(), timeout=PLACEMENT_QUERY_TIMEOUT_S)
     except (ValueError, ray.exceptions.RayError):
         return False
-    return relocating
+    return any(demand.name == name for demand in pending)
 
 
 class Handle(Generic[AgentT]):
@@ -175,19 +172,9 @@ class Handle(Generic[AgentT]):
 
     @property
     def actor(self) -> Any:
-        """The Ray actor handle of the agent's host (looked up once).
-
-        Raises:
-            AgentNotFoundError: No such agent.
-            AgentUnavailableError: Its node was lost and it is being placed again right now.
-        """
+        """The Ray actor handle of the agent's host (looked up once)."""
         if self._actor is None:
-            try:
-                self._actor = lookup_actor(self.name, self.namespace)
-            except AgentNotFoundError:
-                if _placement_holds(self.name, self.namespace):
-                    raise _being_replaced(self.name) from None
-                raise
+            self._actor = lookup_actor(self.name, self.namespace)
         return self._actor
 
     def __getattr__(self, action: str) -> Callable[..., Coroutine[Any, Any, Any]]:
@@ -205,12 +192,7 @@ class Handle(Generic[AgentT]):
 
     async def _resolve(self) -> None:
         if self._actor is None:
-            try:
-                self._actor = await lookup_actor_async(self.name, self.namespace)
-            except AgentNotFoundError:
-                if await asyncio.to_thread(_placement_holds, self.name, self.namespace):
-                    raise _being_replaced(self.name) from None
-                raise
+            self._actor = await lookup_actor_async(self.name, self.namespace)
 
     async def action(self, action: str, /, *args: Any, **kwargs: Any) -> Any:
         """Calls ``action`` with the arguments and returns its result.

@@ -235,24 +235,6 @@ class PlacementController:
         """Every decision made, re-placements included, oldest first."""
         return list(self._history)
 
-    async def relocating(self, name: str) -> bool:
-        """Whether ``name`` lost its node and is being (or waits to be) placed again.
-
-        True while its re-placement runs, while it waits for capacity after a node loss, and between Ray
-        declaring its node dead and the watcher acting on it. False for a demand whose node is alive (its
-        actor, if gone, died for good) and for unknown names.
-        """
-        if name in self._replacing:
-            return True
-        queued = self._queue.get(name)
-        if queued is not None:
-            return queued.cause != "placed"
-        decision = self.scheduler.explain(name)
-        if decision is None:
-            return False
-        self.scheduler.view.refresh()
-        return decision.node_id not in self.scheduler.view.alive_ids()
-
     async def pending(self) -> list[Demand]:
         """Demands waiting for capacity, oldest first."""
         return [q.demand for q in self._queue.values()]
