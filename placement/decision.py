@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from placement.demand import Demand
 from placement.policy import Candidate
+from placement.table import NODE_ID_LABEL
 
 
 class Decision(BaseModel):
@@ -64,6 +65,14 @@ class Decision(BaseModel):
             placement_group_bundle_index=0,
             placement_group_capture_child_tasks=False,
         )
+
+    def label_selector(self) -> dict[str, str]:
+        """A Ray label selector that matches only this decision's node (``ray.io/node-id``).
+
+        For actors that claim their own resources (a demand with ``reserve=False``), e.g. in a
+        Ray Serve deployment's ``ray_actor_options``.
+        """
+        return {NODE_ID_LABEL: self.node_id}
 
     def actor_options(self) -> dict[str, Any]:
         """Keyword arguments for ``ActorClass.options(...)`` so the actor fits the reserved bundle.

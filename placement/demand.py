@@ -29,6 +29,11 @@ class Demand(BaseModel):
         affinity: Hard selectors: if non-empty, the node must match at least one. A selector is a
             node id (hex) or a label ``"key=value"``.
         anti_affinity: Hard selectors the node must match none of.
+        reserve: True (default): the choice is reserved with a pinned placement group and the
+            launcher creates its actor into it. False: the node is chosen, booked in the
+            scheduler's ledger and recorded (explain, re-placement on node loss) but no placement
+            group is made; the launcher's actor claims the resources itself on that node, e.g. a
+            Ray Serve replica constrained by :meth:`Decision.label_selector`.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -44,6 +49,7 @@ class Demand(BaseModel):
     checkpoint_key: str | None = None
     affinity: tuple[str, ...] = ()
     anti_affinity: tuple[str, ...] = ()
+    reserve: bool = True
 
     @field_validator("resources")
     @classmethod

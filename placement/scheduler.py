@@ -134,11 +134,19 @@ class Scheduler:
                 *decision.reasons,
                 f"Ray put the group on {actual}, not the chosen {decision.node_id}",
             ]
-        done = decision.model_copy(update=update)
+        return self._record(decision.model_copy(update=update))
+
+    def _record(self, done: Decision) -> Decision:
+        """Books and records a final decision (an unreserved one stays booked in the ledger: the
+        ledger's ``min(Ray's free, total - booked)`` never counts the launched actor twice)."""
         self._reserved[done.name] = (done.node_id, done.bundle)
         self._decisions[done.name] = done
         note_placed(self.inventory, done.demand, done.node_id)
         return done
+
+    def _unreserved(self, decision: Decision) -> Decision:
+        reason = "not reserved: the launched actor claims its resources on this node itself"
+        return self._record(decision.model_copy(update={"reasons": [*decision.reasons, reason]}))
 
     def _abandon(self, decision: Decision, pg: Any) -> None:
         from ray.util.placement_group import remove_placement_group
@@ -155,11 +163,15 @@ class Scheduler:
     ) -> Decision:
         """Plans, creates the pinned placement group and awaits it; returns the recorded decision.
 
+        A demand with ``reserve=False`` is planned and recorded without a placement group.
+
         Raises:
             InfeasibleDemandError, NoCapacityError: see :meth:`plan`.
             PlacementTimeoutError: the group was not ready within ``timeout`` seconds.
         """
         decision = self.plan(demand, cause)
+        if not demand.reserve:
+            return self._unreserved(decision)
         pg = self._create_group(decision)
         try:
             await asyncio.wait_for(asyncio.wrap_future(pg.ready().future()), timeout)
@@ -178,6 +190,8 @@ class Scheduler:
         import ray
 
         decision = self.plan(demand, cause)
+        if not demand.reserve:
+            return self._unreserved(decision)
         pg = self._create_group(decision)
         ready, _ = ray.wait([pg.ready()], timeout=timeout)
         if not ready:

@@ -17,10 +17,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from ray import serve
 
+from placement.table import NODE_ID_LABEL
 from serving.cache import CacheConfig
 from serving.deployment import ModelServer, ReplicaConfig, ReplicaStats, as_serving_error
 from serving.errors import AuthenticationError, PayloadTooLargeError, ServingError
 from serving.metrics import get_metrics
+from serving.placer import ReplicaPlacement, remove_placer, replica_placer
 from serving.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -47,6 +49,9 @@ class ServingConfig(BaseModel):
         max_body_bytes: largest request body accepted; larger ones get 413 before they are parsed.
         runtime_env: Ray runtime env of the model replicas (e.g. the vLLM CPU venv's Python).
         cache: the node model cache settings.
+        placement: when set, ``placement`` chooses each replica's node (where the node caches
+            already hold the weights, GPUs free) and re-places replicas of lost nodes; see
+            :mod:`serving.placer`. ``None``: Serve spreads the replicas itself.
     """
 
     app_name: str = "academy-serving"
@@ -62,6 +67,7 @@ class ServingConfig(BaseModel):
     max_body_bytes: int = Field(default=4 << 20, ge=1)
     runtime_env: dict[str, Any] | None = None
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    placement: ReplicaPlacement | None = None
 
 
 def _error(exc: ServingError) -> JSONResponse:
@@ -310,14 +316,33 @@ class OpenAIIngress:
         return await self._server.stats.remote()
 
 
-def build_app(specs: list[ModelSpec], config: ServingConfig | None = None) -> Any:
-    """The Serve application: an OpenAI ingress in front of multiplexing model replicas."""
+def build_app(
+    specs: list[ModelSpec],
+    config: ServingConfig | None = None,
+    replica_nodes: list[str] | None = None,
+) -> Any:
+    """The Serve application: an OpenAI ingress in front of multiplexing model replicas.
+
+    Args:
+        specs: the models served.
+        config: deployment settings.
+        replica_nodes: one node id per model replica, as chosen by ``placement`` (see
+            :mod:`serving.placer`): the replicas are then constrained to those nodes (a
+            ``ray.io/node-id`` label selector) and their count is the list's length. ``None``:
+            Serve places ``config.replicas`` replicas itself.
+    """
     config = config or ServingConfig()
     actor_options: dict[str, Any] = {"num_cpus": config.replica_cpus}
     if config.replica_gpus:
         actor_options["num_gpus"] = config.replica_gpus
     if config.runtime_env:
         actor_options["runtime_env"] = config.runtime_env
+    placed: dict[str, Any] = {"num_replicas": config.replicas}
+    if replica_nodes:
+        nodes = sorted(set(replica_nodes))  # sorted: the same set must give the same Serve version
+        actor_options["label_selector"] = {NODE_ID_LABEL: f"in({','.join(nodes)})"}
+        per_node = max(replica_nodes.count(node) for node in nodes)
+        placed = {"num_replicas": len(replica_nodes), "max_replicas_per_node": per_node}
     replica = ReplicaConfig(
         max_models=config.max_models_per_replica,
         max_parked=config.max_parked_engines,
@@ -327,9 +352,9 @@ def build_app(specs: list[ModelSpec], config: ServingConfig | None = None) -> An
         serve.deployment(ModelServer)  # type: ignore[attr-defined]
         .options(
             name="ModelServer",
-            num_replicas=config.replicas,
             max_ongoing_requests=config.max_ongoing_requests,
             ray_actor_options=actor_options,
+            **placed,
         )
         .bind(list(specs), replica)
     )
@@ -343,10 +368,28 @@ def serve_models(
     config: ServingConfig | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
+    proxy_location: str = "EveryNode",
 ) -> str:
-    """Deploys (or updates) the application and returns its OpenAI base URL (``.../v1``)."""
+    """Deploys (or updates) the application and returns its OpenAI base URL (``.../v1``).
+
+    ``proxy_location`` is Serve's (``"EveryNode"``, ``"HeadOnly"``; simulated clusters of several
+    nodes on one machine need ``"HeadOnly"``: their proxies would share one port).
+    """
     config = config or ServingConfig()
-    serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(specs, config), name=config.app_name, route_prefix=config.route_prefix)
+    serve.start(proxy_location=proxy_location, http_options={"host": host, "port": port})
+    if config.placement is not None:
+        import ray
+
+        placer = replica_placer(config.app_name, config.placement)
+        ray.get(placer.deploy.remote(list(specs), config))
+    else:
+        serve.run(build_app(specs, config), name=config.app_name, route_prefix=config.route_prefix)
     prefix = config.route_prefix.rstrip("/")
     return f"http://{host}:{port}{prefix}/v1"
+
+
+def stop_models(config: ServingConfig) -> None:
+    """Deletes the application and, when ``placement`` placed it, releases its replica slots."""
+    serve.delete(config.app_name)
+    if config.placement is not None:
+        remove_placer(config.app_name, config.placement)

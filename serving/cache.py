@@ -126,7 +126,9 @@ class ModelCache:
     ) -> None:
         self.config = config
         self.node_id = node_id
-        self.root = Path(config.root)
+        # One folder per node under the configured root: a root on a shared file system (NFS
+        # home, or simulated nodes on one machine) must never let two nodes' caches share copies.
+        self.root = Path(config.root) / f"node-{node_id}" if node_id else Path(config.root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._sink: InventorySink = sink or NullSink()
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # key = weights_uri, LRU first
@@ -256,6 +258,10 @@ class ModelCache:
             self._evictions += 1
         return bool(found)
 
+    def inventory(self) -> dict[str, int]:
+        """Cached model ids and their sizes in bytes (what placement's inventory should hold)."""
+        return {e.model_id: e.nbytes for e in self._entries.values()}
+
     def stats(self) -> CacheStats:
         """Counters and contents."""
         return CacheStats(
@@ -354,6 +360,9 @@ class NodeModelCache:
     def stats(self) -> CacheStats:
         return self._cache.stats()
 
+    def inventory(self) -> dict[str, int]:
+        return self._cache.inventory()
+
     def node_id(self) -> str:
         return self._cache.node_id
 
@@ -386,14 +395,26 @@ def node_cache(config: CacheConfig | None = None, node_id: str | None = None) ->
     ).remote(config)
 
 
+def node_caches(config: CacheConfig) -> list[Any]:
+    """Handles of the running cache actors of ``config`` (one per node that has one)."""
+    import ray
+
+    actors = []
+    for item in ray.util.list_named_actors(all_namespaces=True):
+        name, namespace = item["name"], item["namespace"]
+        if namespace == config.namespace and name.startswith(config.name_prefix + "-"):
+            try:
+                actors.append(ray.get_actor(name, namespace=namespace))
+            except ValueError:  # it died since the listing
+                continue
+    return actors
+
+
 def kill_node_caches(config: CacheConfig) -> int:
     """Kills every cache actor of ``config`` (all nodes); their folders stay on disk."""
     import ray
 
-    killed = 0
-    for item in ray.util.list_named_actors(all_namespaces=True):
-        name, namespace = item["name"], item["namespace"]
-        if namespace == config.namespace and name.startswith(config.name_prefix + "-"):
-            ray.kill(ray.get_actor(name, namespace=namespace))
-            killed += 1
-    return killed
+    actors = node_caches(config)
+    for actor in actors:
+        ray.kill(actor)
+    return len(actors)

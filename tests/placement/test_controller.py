@@ -184,3 +184,54 @@ def test_node_loss_replaces_actor_on_live_node(sim_cluster, client) -> None:
     assert client.release_sync("needs-x") and client.pending_sync() == []
     ray.kill(ray.get_actor("survivor", namespace=client.namespace))
     client.release_sync("survivor")
+
+
+class LabelLauncher:
+    """Launcher for unreserved demands: the actor claims its resources on the chosen node itself."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+
+    def __call__(self, decision: Decision) -> None:
+        try:
+            ray.kill(ray.get_actor(decision.name, namespace=self.namespace))
+        except ValueError:
+            pass
+        Plain.options(
+            name=decision.name,
+            namespace=self.namespace,
+            lifetime="detached",
+            num_cpus=decision.demand.cpus,
+            resources=dict(decision.demand.resources),
+            label_selector=decision.label_selector(),
+        ).remote(decision.generation, "unreserved")
+
+
+def test_unreserved_demand_is_chosen_booked_and_recorded_without_a_group(
+    sim_cluster, client
+) -> None:
+    from ray.util.placement_group import placement_group_table
+
+    groups_before = len(placement_group_table())
+    b = sim_cluster.nodes["cpu-b"]
+    client.report_sync(b, "model:weights", 400_000_000, "model")
+    launcher = LabelLauncher(client.namespace)
+    d = client.place_sync(
+        Demand(name="replica-0", cpus=0.5, resources={"ssd": 2}, model_ids=("model:weights",),
+               reserve=False),
+        launcher,
+    )
+    assert d.node_id == b and d.placement_group_id is None
+    assert any("not reserved" in r for r in d.reasons)
+    assert len(placement_group_table()) == groups_before
+    assert _where("replica-0", client.namespace)[:2] == (b, 1)
+    # The ledger books the choice: the node's only 'ssd' is taken, so a second one waits.
+    with pytest.raises(PlacementTimeoutError):
+        client.place_sync(
+            Demand(name="replica-1", cpus=0.5, resources={"ssd": 2}, reserve=False),
+            launcher,
+            timeout=1.0,
+        )
+    ray.kill(ray.get_actor("replica-0", namespace=client.namespace))
+    assert client.release_sync("replica-0")
+    assert client.explain_sync("replica-0") is None
