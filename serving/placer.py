@@ -169,7 +169,9 @@ class ReplicaPlacer:
             placement.PlacementTimeoutError: no room for a replica within ``timeout_s``.
         """
         if config.cache.placement_namespace is None:
-            cache = config.cache.model_copy(update={"placement_namespace": self.placement.namespace})
+            cache = config.cache.model_copy(
+                update={"placement_namespace": self.placement.namespace}
+            )
             config = config.model_copy(update={"cache": cache})
         async with self._deploy_lock:
             self._specs, self._config = list(specs), config
@@ -225,7 +227,7 @@ class ReplicaPlacer:
                 await self._run()
                 self._redeploys += 1
                 self._last_error = None
-            except Exception as exc:  # noqa: BLE001 - kept for status(); the next relocation retries
+            except Exception as exc:
                 logger.exception("redeploying %s after a re-placement failed", self.app_name)
                 self._last_error = repr(exc)
 

@@ -44,7 +44,10 @@ class Engine(Protocol):
     """
 
     max_context: int
-    supports_sleep: bool
+
+    @property
+    def supports_sleep(self) -> bool:
+        """Whether :meth:`sleep`/:meth:`wake` work (may change once the model is loaded)."""
 
     async def load(self, path: str) -> None:
         """Loads the model in ``path`` (safetensors + config + tokenizer)."""

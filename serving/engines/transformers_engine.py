@@ -1,4 +1,4 @@
-"""A light CPU engine on Hugging Face transformers (tests, laptops, the embedded default)."""
+"""A light engine on Hugging Face transformers (tests, laptops, the embedded default; CUDA too)."""
 
 from __future__ import annotations
 
@@ -19,23 +19,38 @@ from serving.errors import EngineError, WeightsError
 
 
 class TransformersEngine(TokenizerPrompts):
-    """Runs a causal LM with transformers on CPU, one token at a time with a KV cache.
+    """Runs a causal LM with transformers, one token at a time with a KV cache.
+
+    On CUDA it has a sleep mode: :meth:`sleep` moves the weights into pinned CPU memory and frees
+    the GPU memory, :meth:`wake` copies them back, so a switched-out model costs no GPU memory and
+    no reload from disk.
 
     Args:
         threads: torch intra-op threads (1 keeps several replicas from fighting over cores).
         max_context: overrides the model's ``max_position_embeddings``.
         dtype: torch dtype name for the weights.
+        device: ``"cpu"``, ``"cuda"``/``"cuda:<n>"``, or ``"auto"`` (CUDA when torch sees a GPU:
+            inside a Ray actor only when it was given ``num_gpus``).
     """
 
-    supports_sleep = False
-
-    def __init__(self, threads: int = 1, max_context: int | None = None, dtype: str = "float32"):
+    def __init__(
+        self,
+        threads: int = 1,
+        max_context: int | None = None,
+        dtype: str = "float32",
+        device: str = "auto",
+    ):
+        if device != "auto" and device != "cpu" and not device.startswith("cuda"):
+            raise EngineError(f"device must be 'auto', 'cpu' or 'cuda[:n]', got {device!r}")
         self._threads = threads
         self._override_context = max_context
         self._dtype = dtype
+        self._device_setting = device
+        self.device = "cpu"
         self.max_context = max_context or 0
         self._model: Any = None
         self._tokenizer: Any = None
+        self._asleep = False
         # One thread per engine: torch calls never block the replica's event loop, and requests
         # on one model run one after another.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tf-engine")
@@ -50,6 +65,9 @@ class TransformersEngine(TokenizerPrompts):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         torch.set_num_threads(self._threads)
+        device = self._device_setting
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
             from transformers.utils import logging as hf_logging
 
@@ -66,6 +84,9 @@ class TransformersEngine(TokenizerPrompts):
         except Exception as exc:
             raise EngineError(f"transformers failed to load {path}: {exc!r}") from exc
         self._model.eval()
+        if device != "cpu":
+            self._model.to(device)
+        self.device = device
         # transformers 5.2x renamed ``past_key_values`` to ``cache``; support both spellings.
         params = inspect.signature(self._model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
@@ -79,7 +100,9 @@ class TransformersEngine(TokenizerPrompts):
 
         if self._model is None:
             raise EngineError("the model is not loaded (it was unloaded)")
-        ids = self._tokenizer(prompt, return_tensors="pt")["input_ids"]
+        if self._asleep:
+            raise EngineError("the engine is asleep: wake it first")
+        ids = self._tokenizer(prompt, return_tensors="pt")["input_ids"].to(self.device)
         eos = self._tokenizer.eos_token_id
         generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
         past: Any = None
@@ -104,13 +127,14 @@ class TransformersEngine(TokenizerPrompts):
                         sorted_p, order = torch.sort(probs, descending=True)
                         keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < params.top_p
                         probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
-                    token = int(torch.multinomial(probs, 1, generator=generator))
+                    # Sampled on the CPU: one seed gives the same tokens on every device.
+                    token = int(torch.multinomial(probs.cpu(), 1, generator=generator))
                 if token == eos:
                     finish = "stop"
                     break
                 generated.append(token)
                 pending += 1
-                next_input = torch.tensor([[token]])
+                next_input = torch.tensor([[token]], device=self.device)
                 text = self._tokenizer.decode(generated, skip_special_tokens=True)
                 if text.endswith("\ufffd"):
                     continue  # an incomplete UTF-8 sequence: wait for the next token
@@ -153,9 +177,53 @@ class TransformersEngine(TokenizerPrompts):
         self._model = None
         self._tokenizer = None
         self._pool.shutdown(wait=False)  # reference counting frees the tensors; no gc.collect()
+        if self.device != "cpu":
+            _empty_cuda_cache()  # give the freed weights' blocks back to other engines
+
+    @property
+    def supports_sleep(self) -> bool:
+        """True on CUDA (weights can wait in CPU memory), False on the CPU."""
+        return self.device != "cpu"
 
     async def sleep(self) -> None:
-        raise EngineError("the transformers engine has no sleep mode")
+        """Moves the weights to pinned CPU memory and frees their GPU memory (CUDA only)."""
+        if not self.supports_sleep:
+            raise EngineError(_NO_SLEEP)
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._move, "cpu")
 
     async def wake(self) -> None:
-        raise EngineError("the transformers engine has no sleep mode")
+        """Copies slept weights back to the GPU."""
+        if not self.supports_sleep:
+            raise EngineError(_NO_SLEEP)
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._move, self.device)
+
+    def _move(self, target: str) -> None:
+        import torch
+
+        if self._model is None:
+            raise EngineError("the model is not loaded (it was unloaded)")
+        to_cpu = target == "cpu"
+        if to_cpu == self._asleep:
+            return  # already there
+        with torch.no_grad():
+            for tensor in [*self._model.parameters(), *self._model.buffers()]:
+                if to_cpu:
+                    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+                    host.copy_(tensor.data)
+                    tensor.data = host
+                else:
+                    tensor.data = tensor.data.to(target, non_blocking=True)
+        torch.cuda.synchronize()
+        if to_cpu:
+            torch.cuda.empty_cache()
+        self._asleep = to_cpu
+
+
+_NO_SLEEP = "the transformers engine sleeps only on CUDA (its weights are on the CPU)"
+
+
+def _empty_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

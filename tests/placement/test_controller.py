@@ -217,8 +217,13 @@ def test_unreserved_demand_is_chosen_booked_and_recorded_without_a_group(
     client.report_sync(b, "model:weights", 400_000_000, "model")
     launcher = LabelLauncher(client.namespace)
     d = client.place_sync(
-        Demand(name="replica-0", cpus=0.5, resources={"ssd": 2}, model_ids=("model:weights",),
-               reserve=False),
+        Demand(
+            name="replica-0",
+            cpus=0.5,
+            resources={"ssd": 2},
+            model_ids=("model:weights",),
+            reserve=False,
+        ),
         launcher,
     )
     assert d.node_id == b and d.placement_group_id is None

@@ -160,8 +160,8 @@ def test_replica_of_a_lost_node_is_replaced_where_the_weights_are(
                 stats = _replica_stats(config.app_name)
                 if stats.node_id == a:
                     break
-            except Exception:  # noqa: BLE001 - the rollover is still going on
-                pass
+            except Exception as exc:  # noqa: BLE001 - the rollover is still going on
+                print("waiting for the redeployed replica:", repr(exc)[:200])
             assert time.monotonic() < deadline + 60, ray.get(placer.status.remote())
             time.sleep(0.5)
         assert answer["choices"]

@@ -34,11 +34,17 @@ async def test_streams_tokens_and_ends_with_finish_reason(engine: TransformersEn
     assert engine.max_context == 256
 
 
-async def test_greedy_is_deterministic_and_seeded_sampling_repeats(engine: TransformersEngine) -> None:
+async def test_greedy_is_deterministic_and_seeded_sampling_repeats(
+    engine: TransformersEngine,
+) -> None:
     a, _ = await _text(engine, "Proteins fold into", max_tokens=8, temperature=0)
     b, _ = await _text(engine, "Proteins fold into", max_tokens=8, temperature=0)
-    c, _ = await _text(engine, "Proteins fold into", max_tokens=8, temperature=1.0, seed=7, top_p=0.9)
-    d, _ = await _text(engine, "Proteins fold into", max_tokens=8, temperature=1.0, seed=7, top_p=0.9)
+    c, _ = await _text(
+        engine, "Proteins fold into", max_tokens=8, temperature=1.0, seed=7, top_p=0.9
+    )
+    d, _ = await _text(
+        engine, "Proteins fold into", max_tokens=8, temperature=1.0, seed=7, top_p=0.9
+    )
     assert a == b and c == d
 
 
@@ -47,7 +53,9 @@ async def test_stop_string_cuts_output(engine: TransformersEngine) -> None:
     if len(full) < 4:
         pytest.skip("the random model stopped too early to pick a stop string")  # pragma: no cover
     stop = full[2:4]
-    cut, chunks = await _text(engine, "Ray schedules tasks", max_tokens=20, temperature=0, stop=[stop])
+    cut, chunks = await _text(
+        engine, "Ray schedules tasks", max_tokens=20, temperature=0, stop=[stop]
+    )
     assert cut == full[: full.find(stop)] and chunks[-1].finish_reason == "stop"
 
 
@@ -57,7 +65,9 @@ async def test_chat_template_and_token_count(engine: TransformersEngine) -> None
     assert engine.count_tokens(prompt) > 0
 
 
-async def test_unload_is_idempotent_and_generate_after_unload_fails(tiny_model_dirs: list[Path]) -> None:
+async def test_unload_is_idempotent_and_generate_after_unload_fails(
+    tiny_model_dirs: list[Path],
+) -> None:
     eng = TransformersEngine()
     await eng.load(str(tiny_model_dirs[1]))
     eng.unload()
@@ -69,3 +79,18 @@ async def test_unload_is_idempotent_and_generate_after_unload_fails(tiny_model_d
 async def test_load_from_a_folder_without_weights(tmp_path: Path) -> None:
     with pytest.raises(WeightsError):
         await TransformersEngine().load(str(tmp_path))
+
+
+async def test_no_sleep_on_the_cpu_and_bad_device(tiny_model_dirs: list[Path]) -> None:
+    eng = TransformersEngine(device="cpu")
+    await eng.load(str(tiny_model_dirs[0]))
+    try:
+        assert eng.device == "cpu" and eng.supports_sleep is False
+        with pytest.raises(EngineError, match="only on CUDA"):
+            await eng.sleep()
+        with pytest.raises(EngineError, match="only on CUDA"):
+            await eng.wake()
+    finally:
+        eng.unload()
+    with pytest.raises(EngineError, match="device must be"):
+        TransformersEngine(device="tpu")

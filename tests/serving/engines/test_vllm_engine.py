@@ -49,7 +49,9 @@ def test_vllm_cpu_serves_switches_and_streams(
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     specs = [
-        s.model_copy(update={"id": f"vllm-{i}", "engine": "vllm", "engine_args": {"dtype": "float32"}})
+        s.model_copy(
+            update={"id": f"vllm-{i}", "engine": "vllm", "engine_args": {"dtype": "float32"}}
+        )
         for i, s in enumerate(s3_specs[:2])
     ]
     config = ServingConfig(
@@ -66,18 +68,26 @@ def test_vllm_cpu_serves_switches_and_streams(
     try:
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=300)
         prompt = "The agent asked the model to rank candidate linkers"  # 5+ tokens (vLLM CPU)
-        first = client.completions.create(model="vllm-0", prompt=prompt, max_tokens=8, temperature=0)
+        first = client.completions.create(
+            model="vllm-0", prompt=prompt, max_tokens=8, temperature=0
+        )
         assert first.usage.completion_tokens == 8 and first.choices[0].finish_reason == "length"
         streamed = client.completions.create(
             model="vllm-0", prompt=prompt, max_tokens=8, temperature=0, stream=True
         )
         assert "".join(c.choices[0].text for c in streamed) == first.choices[0].text
         chat = client.chat.completions.create(
-            model="vllm-1", messages=[{"role": "user", "content": "rank these linkers please"}],
-            max_tokens=4, temperature=0,
+            model="vllm-1",
+            messages=[{"role": "user", "content": "rank these linkers please"}],
+            max_tokens=4,
+            temperature=0,
         )
         assert chat.usage.completion_tokens <= 4
-        stats = serve.get_deployment_handle("ModelServer", app_name=config.app_name).stats.remote().result()
+        stats = (
+            serve.get_deployment_handle("ModelServer", app_name=config.app_name)
+            .stats.remote()
+            .result()
+        )
         assert [(e.model_id, e.tier) for e in stats.loads] == [
             ("vllm-0", "object_storage"),
             ("vllm-1", "object_storage"),
