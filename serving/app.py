@@ -49,8 +49,8 @@ class ServingConfig(BaseModel):
         max_body_bytes: largest request body accepted; larger ones get 413 before they are parsed.
         runtime_env: Ray runtime env of the model replicas (e.g. the vLLM CPU venv's Python).
         cache: the node model cache settings.
-        placement: when set, ``placement`` chooses each replica's node (where the node caches
-            already hold the weights, GPUs free) and re-places replicas of lost nodes; see
+        placement: how ``placement`` chooses each replica's node (where the node caches already
+            hold the weights, with free GPUs) and re-places replicas of lost nodes; see
             :mod:`serving.placer`. ``None``: Serve spreads the replicas itself.
     """
 
@@ -67,7 +67,7 @@ class ServingConfig(BaseModel):
     max_body_bytes: int = Field(default=4 << 20, ge=1)
     runtime_env: dict[str, Any] | None = None
     cache: CacheConfig = Field(default_factory=CacheConfig)
-    placement: ReplicaPlacement | None = None
+    placement: ReplicaPlacement | None = Field(default_factory=ReplicaPlacement)
 
 
 def _error(exc: ServingError) -> JSONResponse:

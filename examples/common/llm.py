@@ -151,10 +151,10 @@ def serve_model(
 
 def unserve(config: Any) -> None:
     """Deletes the serving app and its node caches (quietly if they are gone already)."""
-    from ray import serve
+    from serving.app import stop_models
 
     try:
-        serve.delete(config.app_name)
+        stop_models(config)
     except Exception as error:  # noqa: BLE001 - already gone
         logger.debug("cleanup: %s", error)
     try:

@@ -102,7 +102,7 @@ def served(ray_local, s3_specs, bad_specs, tmp_path_factory) -> Iterator[Served]
     import ray
     from ray import serve
 
-    from serving.app import ServingConfig, serve_models
+    from serving.app import ServingConfig, serve_models, stop_models
     from serving.cache import CacheConfig, kill_node_caches
 
     if not ray.is_initialized():
@@ -121,5 +121,6 @@ def served(ray_local, s3_specs, bad_specs, tmp_path_factory) -> Iterator[Served]
     )
     url = serve_models([*s3_specs, *bad_specs], config, port=_free_port())
     yield Served(url, key, config)
+    stop_models(config)
     serve.shutdown()
     kill_node_caches(config.cache)

