@@ -173,3 +173,20 @@ def test_replica_of_a_lost_node_is_replaced_where_the_weights_are(
     finally:
         stop_models(config)
         kill_node_caches(config.cache)
+
+
+def test_a_replica_no_node_can_hold_fails_fast_and_deploys_nothing(
+    sim_cluster, namespace, s3_specs, tmp_path
+) -> None:
+    from ray import serve
+
+    from placement import InfeasibleDemandError
+
+    config = _config(namespace, tmp_path, replicas=1, replica_gpus=2)  # no node has 2 GPUs
+    start = time.monotonic()
+    with pytest.raises(InfeasibleDemandError, match="GPU"):
+        serve_models(_fresh(s3_specs[:1]), config, port=PORT, proxy_location="HeadOnly")
+    assert time.monotonic() - start < 30
+    assert PlacementClient(namespace).explain_sync(slot_name(config.app_name, 0)) is None
+    assert config.app_name not in serve.status().applications
+    stop_models(config)  # idempotent on an app that never ran
