@@ -65,18 +65,21 @@ class RelocateLauncher:
     """The placement launcher of a replica slot: hands the decision to the app's placer.
 
     Picklable (it travels to the placement controller) and idempotent: the placer keeps one
-    decision per slot and deploys whatever the latest ones are.
+    decision per slot and deploys whatever the latest ones are. It carries the app's specs and
+    config, so a placer that restarted (and lost its memory) can still redeploy.
     """
 
-    def __init__(self, app_name: str, namespace: str) -> None:
+    def __init__(self, app_name: str, namespace: str, specs: list[Any], config: Any) -> None:
         self.app_name = app_name
         self.namespace = namespace
+        self.specs = specs
+        self.config = config
 
     def __call__(self, decision: Decision) -> None:
         import ray
 
         placer = ray.get_actor(placer_name(self.app_name), namespace=self.namespace)
-        placer.relocate.remote(decision)
+        placer.relocate.remote(decision, self.specs, self.config)
 
 
 class ReplicaPlacer:
@@ -143,7 +146,9 @@ class ReplicaPlacer:
 
     async def _place_slot(self, index: int, avoid: tuple[str, ...]) -> Decision:
         client = await self._placement_client()
-        launcher = RelocateLauncher(self.app_name, self.placement.namespace)
+        launcher = RelocateLauncher(
+            self.app_name, self.placement.namespace, self._specs, self._config
+        )
         if avoid:
             try:
                 return await client.place(
@@ -199,11 +204,23 @@ class ReplicaPlacer:
     def _index(name: str) -> int:
         return int(name.rsplit(":", 1)[1])
 
+    async def _sync_slots(self) -> None:
+        """Merges in the controller's decisions for this app's slots (the placement source of truth)."""
+        client = await self._placement_client()
+        prefix = slot_name(self.app_name, 0)[:-1]
+        for decision in await client.decisions():
+            if not decision.name.startswith(prefix):
+                continue
+            mine = self._slots.get(decision.name)
+            if mine is None or mine.generation < decision.generation:
+                self._slots[decision.name] = decision
+
     async def _run(self) -> None:
         from ray import serve
 
         from serving.app import build_app
 
+        await self._sync_slots()
         nodes = [d.node_id for d in self.decisions()]
         app = build_app(self._specs, self._config, replica_nodes=nodes)
         await asyncio.to_thread(
@@ -211,8 +228,16 @@ class ReplicaPlacer:
         )
 
     # ------------------------------------------------------------------ re-placement
-    async def relocate(self, decision: Decision) -> None:
-        """Launcher target: records a slot's (new) decision; redeploys if the app is running."""
+    async def relocate(
+        self, decision: Decision, specs: list[Any] | None = None, config: Any = None
+    ) -> None:
+        """Launcher target: records a slot's (new) decision; redeploys if the app is running.
+
+        ``specs``/``config`` come with the launcher: a placer that restarted adopts them (the app
+        is running, since its slots have launchers).
+        """
+        if self._config is None and config is not None:
+            self._specs, self._config, self._deployed = list(specs or []), config, True
         current = self._slots.get(decision.name)
         if current is not None and current.generation > decision.generation:
             return  # a late, older decision
@@ -272,6 +297,7 @@ def replica_placer(app_name: str, placement: ReplicaPlacement) -> Any:
         get_if_exists=True,
         num_cpus=0,
         max_restarts=-1,
+        max_task_retries=-1,  # relocate() is idempotent: a call caught by a restart is sent again
         resources={"node:__internal_head__": 0.001},
     ).remote(app_name, placement)
 

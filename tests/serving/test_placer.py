@@ -143,6 +143,12 @@ def test_replica_of_a_lost_node_is_replaced_where_the_weights_are(
         assert first is not None and first.node_id == doomed
         assert _complete(url, specs[0].id)["choices"]
         assert _replica_stats(config.app_name).node_id == doomed
+        # The placer restarts (say its worker crashed) and forgets everything it held in memory:
+        # the launchers carry what it needs to redeploy.
+        placer = ray.get_actor(placer_name(config.app_name), namespace=namespace)
+        ray.kill(placer, no_restart=False)
+        restarted = ray.get(placer.status.remote(), timeout=60)
+        assert restarted["nodes"] == [] and restarted["redeploys"] == 0
 
         sim_cluster.kill("doomed-serve")
         deadline = time.monotonic() + 90
@@ -153,7 +159,6 @@ def test_replica_of_a_lost_node_is_replaced_where_the_weights_are(
             assert time.monotonic() < deadline, (now, client.failures_sync())
             time.sleep(0.3)
         assert now.node_id == a and now.cause == f"node {doomed} lost"
-        placer = ray.get_actor(placer_name(config.app_name), namespace=namespace)
         while True:  # the placer redeploys; then requests are answered on cpu-a again
             try:
                 answer = _complete(url, specs[0].id)
