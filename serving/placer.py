@@ -279,10 +279,27 @@ class ReplicaPlacer:
         self._slots.clear()
 
     async def remove(self) -> None:
-        """Releases every slot (call after ``serve.delete`` of the app)."""
+        """Releases every slot (call after ``serve.delete`` of the app).
+
+        Never creates a placement controller: when the namespace's controller is gone already,
+        its slots went with it.
+        """
+        import ray
+
+        from placement.client import CONTROLLER_NAME
+
         async with self._deploy_lock:
             self._deployed = False
-            await self._release_all()
+            try:
+                ray.get_actor(CONTROLLER_NAME, namespace=self.placement.namespace)
+            except ValueError:
+                self._slots.clear()
+                return
+            try:
+                await self._release_all()
+            except ray.exceptions.RayActorError as exc:  # it died meanwhile: nothing to release
+                logger.info("placement controller gone while releasing slots: %r", exc)
+                self._slots.clear()
 
 
 def replica_placer(app_name: str, placement: ReplicaPlacement) -> Any:

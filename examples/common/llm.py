@@ -126,16 +126,26 @@ def publish(folder: Path, out: Path) -> str:
 
 
 def serve_model(
-    model_id: str, weights_uri: str, app_name: str, cache_root: Path, port: int
+    model_id: str,
+    weights_uri: str,
+    app_name: str,
+    cache_root: Path,
+    port: int,
+    namespace: str | None = None,
 ) -> tuple[str, Any]:
     """Deploys one transformers-engine model with `serving.app.serve_models` (Ray must be initialised).
+
+    ``namespace`` is the agents' namespace: the replica is then placed by the same placement
+    controller as the agents (``academy-ray explain serve:<app_name>:0`` there says why).
 
     Returns:
         The OpenAI base URL (``http://127.0.0.1:port/<app_name>/v1``) and the `ServingConfig`.
     """
     from serving import CacheConfig, ModelSpec
     from serving.app import ServingConfig, serve_models
+    from serving.placer import ReplicaPlacement
 
+    placement = ReplicaPlacement(namespace=namespace) if namespace else ReplicaPlacement()
     config = ServingConfig(
         app_name=app_name,
         route_prefix=f"/{app_name}",
@@ -144,6 +154,7 @@ def serve_model(
         replica_cpus=0.5,
         ingress_cpus=0.05,
         cache=CacheConfig(root=str(cache_root), namespace=f"{app_name}-cache"),
+        placement=placement,
     )
     spec = ModelSpec(id=model_id, weights_uri=weights_uri, engine="transformers")
     return serve_models([spec], config, port=port), config

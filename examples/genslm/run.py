@@ -69,7 +69,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         )
         app = f"genslm-{rt.namespace}"
         base_url, config = await asyncio.to_thread(
-            serve_codon_lm, weights, app, out / "model-cache", args.port or free_port()
+            serve_codon_lm,
+            weights,
+            app,
+            out / "model-cache",
+            args.port or free_port(),
+            rt.namespace,
         )
         print(f"serving {MODEL_ID} at {base_url}; namespace {rt.namespace}")
         analysis = await rt.launch(
@@ -124,8 +129,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     await rt.stop(name)
                 except Exception as error:  # noqa: BLE001 - already gone
                     logger.debug("cleanup: %s", error)
+            unserve(config)  # before the placement controller goes: it releases its slots there
             rt.stop_placement()
-            unserve(config)
         return summary
     finally:
         rt.close()

@@ -23,6 +23,9 @@ def train_and_publish(out: Path, steps: int = 300) -> tuple[str, dict[str, float
     return publish(out / "model", out / "weights"), figures
 
 
-def serve_codon_lm(weights_uri: str, app_name: str, cache_root: Path, port: int) -> tuple[str, Any]:
-    """Deploys the served codon LM; returns its OpenAI base URL and the serving config."""
-    return serve_model(MODEL_ID, weights_uri, app_name, cache_root, port)
+def serve_codon_lm(
+    weights_uri: str, app_name: str, cache_root: Path, port: int, namespace: str | None = None
+) -> tuple[str, Any]:
+    """Deploys the served codon LM (placed by ``namespace``'s placement controller); returns its
+    OpenAI base URL and the serving config."""
+    return serve_model(MODEL_ID, weights_uri, app_name, cache_root, port, namespace)

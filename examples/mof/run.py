@@ -82,7 +82,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             base_url = args.llm_url
             if base_url is None:
                 base_url, serving_config, training = await train_and_serve(
-                    out, args.llm_steps, f"mof-{rt.namespace}", args.port
+                    out, args.llm_steps, f"mof-{rt.namespace}", args.port, rt.namespace
                 )
             llm = LlmConfig(
                 base_url=base_url,
@@ -117,16 +117,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
         print_summary(summary, export, out, args.top)
         if not args.keep_agents:
-            await stop_all(rt)
             if serving_config is not None:
-                unserve(serving_config)
+                unserve(serving_config)  # first: it releases its slots in the placement controller
+            await stop_all(rt)
         return summary
     finally:
         rt.close()
 
 
 async def train_and_serve(
-    out: Path, steps: int, app_name: str, port: int
+    out: Path, steps: int, app_name: str, port: int, namespace: str | None = None
 ) -> tuple[str, Any, dict[str, float]]:
     """Trains the SMILES LM, publishes it and serves it; returns base URL, serving config, figures."""
     from examples.common.llm import free_port, serve_model
@@ -138,7 +138,13 @@ async def train_and_serve(
         f"(loss {training['first_loss']:.2f} -> {training['final_loss']:.2f}); weights {weights}"
     )
     base_url, config = await asyncio.to_thread(
-        serve_model, MODEL_ID, weights, app_name, out / "model-cache", port or free_port()
+        serve_model,
+        MODEL_ID,
+        weights,
+        app_name,
+        out / "model-cache",
+        port or free_port(),
+        namespace,
     )
     print(f"serving {MODEL_ID} at {base_url}")
     return base_url, config, training
