@@ -7,6 +7,7 @@ started (never ``ray stop``, which would kill every Ray on the machine).
 
 from __future__ import annotations
 
+import socket
 import sys
 
 from examples.common.runtime import prepare_environment
@@ -16,7 +17,15 @@ prepare_environment()
 from ray.cluster_utils import Cluster
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return int(sock.getsockname()[1])
+
+
 def main(dashboard_port: int) -> None:
+    # The job server needs the head's dashboard agent; its default port (52365) is taken when
+    # another Ray runs on this machine, and the agent then serves no jobs ("No available agent").
     cluster = Cluster(
         initialize_head=True,
         head_node_args={
@@ -24,6 +33,7 @@ def main(dashboard_port: int) -> None:
             "include_dashboard": True,
             "dashboard_port": dashboard_port,
             "dashboard_host": "127.0.0.1",
+            "dashboard_agent_listen_port": _free_port(),
         },
     )
     try:
