@@ -248,13 +248,28 @@ class ReplicaPlacer:
     async def _redeploy_soon(self) -> None:
         await asyncio.sleep(0.5)  # several slots of one lost node: one redeploy
         async with self._deploy_lock:
+            if not self._deployed:
+                return  # removed meanwhile
             try:
+                if not await self._app_exists():
+                    # Deleted behind our back (``serve.delete`` without ``stop_models``): never
+                    # resurrect it; give its slots back instead.
+                    logger.info("%s was deleted: releasing its replica slots", self.app_name)
+                    self._deployed = False
+                    await self._release_all()
+                    return
                 await self._run()
                 self._redeploys += 1
                 self._last_error = None
             except Exception as exc:
                 logger.exception("redeploying %s after a re-placement failed", self.app_name)
                 self._last_error = repr(exc)
+
+    async def _app_exists(self) -> bool:
+        from ray import serve
+
+        status = await asyncio.to_thread(serve.status)
+        return self._config.app_name in status.applications
 
     # ------------------------------------------------------------------ status
     def decisions(self) -> list[Decision]:
