@@ -316,7 +316,9 @@ class ModelCache:
             got = await asyncio.to_thread(fetch_model, spec.weights_uri, path, spec.storage_options)
             if got != manifest:
                 raise WeightsError(f"model {spec.id!r} changed in storage while being fetched")
-            (path / ORIGIN_NAME).write_text(json.dumps({"model_id": spec.id, "uri": spec.weights_uri}))
+            (path / ORIGIN_NAME).write_text(
+                json.dumps({"model_id": spec.id, "uri": spec.weights_uri})
+            )
         finally:
             self._reserved -= nbytes
         entry = _Entry(spec.id, spec.weights_uri, path, nbytes)

@@ -102,7 +102,9 @@ class Client:
 
     async def acomplete(self, model: str, prompt: str, **params: Any) -> Completion:
         """A text completion (OpenAI parameters such as ``max_tokens``, ``temperature``)."""
-        body = await self._request("POST", "/completions", {"model": model, "prompt": prompt, **params})
+        body = await self._request(
+            "POST", "/completions", {"model": model, "prompt": prompt, **params}
+        )
         choice = body["choices"][0]
         return Completion(
             model=model,

@@ -87,9 +87,7 @@ def parse_request(model_cls: type[_Request], body: bytes) -> Any:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or None
-        raise InvalidRequestError(
-            f"invalid field {field!r}: {first['msg']}", param=field
-        ) from None
+        raise InvalidRequestError(f"invalid field {field!r}: {first['msg']}", param=field) from None
 
 
 def error_body(error: ServingError) -> dict[str, Any]:

@@ -52,7 +52,9 @@ def bad_specs(s3_server, model_bucket: str, tiny_model_dirs: list[Path]) -> list
     opts = s3_server.storage_options
     return [
         ModelSpec(id="corrupt", weights_uri=corrupt, storage_options=opts),
-        ModelSpec(id="missing", weights_uri=f"s3://{model_bucket}/models/nothing", storage_options=opts),
+        ModelSpec(
+            id="missing", weights_uri=f"s3://{model_bucket}/models/nothing", storage_options=opts
+        ),
     ]
 
 

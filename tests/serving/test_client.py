@@ -14,7 +14,10 @@ async def test_async_client_completes_chats_and_streams(served: Served) -> None:
     assert await client.amodels() == ["tiny-0", "tiny-1", "tiny-2", "tiny-3", "corrupt", "missing"]
     done = await client.acomplete("tiny-2", "Scientists run many", max_tokens=6, temperature=0)
     assert done.completion_tokens <= 6 and done.prompt_tokens > 0
-    pieces = [p async for p in client.astream("tiny-2", "Scientists run many", max_tokens=6, temperature=0)]
+    pieces = [
+        p
+        async for p in client.astream("tiny-2", "Scientists run many", max_tokens=6, temperature=0)
+    ]
     assert "".join(pieces) == done.text
     chat = await client.achat("tiny-2", [{"role": "user", "content": "hi there"}], max_tokens=4)
     assert chat.completion_tokens <= 4

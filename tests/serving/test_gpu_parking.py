@@ -26,7 +26,9 @@ def _free_port() -> int:
 
 
 def _complete(url: str, model: str) -> str:
-    body = json.dumps({"model": model, "prompt": "Metal organic", "max_tokens": 8, "temperature": 0})
+    body = json.dumps(
+        {"model": model, "prompt": "Metal organic", "max_tokens": 8, "temperature": 0}
+    )
     req = urllib.request.Request(
         url + "/completions", data=body.encode(), headers={"Content-Type": "application/json"}
     )

@@ -11,7 +11,9 @@ from serving.spec import ModelSpec
 from serving.storage import MANIFEST_NAME, fetch_model, publish_model, read_manifest
 
 
-def test_publish_then_fetch_round_trips(s3_server, tiny_model_dirs: list[Path], tmp_path: Path) -> None:
+def test_publish_then_fetch_round_trips(
+    s3_server, tiny_model_dirs: list[Path], tmp_path: Path
+) -> None:
     uri = f"s3://{s3_server.new_bucket()}/m"
     manifest = publish_model(tiny_model_dirs[1], uri, s3_server.storage_options)
     assert "model.safetensors" in manifest.files and "config.json" in manifest.files
@@ -37,7 +39,9 @@ def test_missing_model_is_a_clear_error(bad_specs: list[ModelSpec], tmp_path: Pa
         fetch_model(missing.weights_uri, tmp_path / "m", missing.storage_options)
 
 
-def test_missing_file_listed_in_manifest(s3_server, tiny_model_dirs: list[Path], tmp_path: Path) -> None:
+def test_missing_file_listed_in_manifest(
+    s3_server, tiny_model_dirs: list[Path], tmp_path: Path
+) -> None:
     bucket = s3_server.new_bucket()
     publish_model(tiny_model_dirs[0], f"s3://{bucket}/m", s3_server.storage_options)
     s3_server.filesystem().rm_file(f"{bucket}/m/config.json")
