@@ -180,6 +180,7 @@ class ReplicaPlacer:
             config = config.model_copy(update={"cache": cache})
         async with self._deploy_lock:
             self._specs, self._config = list(specs), config
+            self._client = None  # the namespace's controller may have been replaced since
             await self.sync_inventory(config.cache)
             client = await self._placement_client()
             for name in [n for n in self._slots if self._index(n) >= config.replicas]:
@@ -192,11 +193,11 @@ class ReplicaPlacer:
                     decision = await self._place_slot(index, avoid)
                     self._slots[decision.name] = decision
                     chosen.append(decision.node_id)
+                await self._run()
             except BaseException:
                 if not self._deployed:
-                    await self._release_all()
+                    await self._release_all()  # nothing runs: give every slot back
                 raise
-            await self._run()
             self._deployed = True
             return self.decisions()
 
