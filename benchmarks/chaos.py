@@ -44,7 +44,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from examples.common.runtime import prepare_environment
 
@@ -113,6 +113,12 @@ class ChaosConfig(BaseModel):
     first: float = Field(default=0.1, ge=0, lt=1)
     last: float = Field(default=0.6, gt=0, lt=1)
     timeout_s: float = Field(default=600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _first_before_last(self) -> ChaosConfig:
+        if self.first > self.last:
+            raise ValueError(f"first ({self.first}) must not be after last ({self.last})")
+        return self
 
 
 class Fault(BaseModel):
@@ -581,6 +587,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outage-s", type=float, default=defaults.outage_s)
     parser.add_argument("--insertions", type=int, default=defaults.insertions)
     parser.add_argument("--timeout-s", type=float, default=defaults.timeout_s)
+    parser.add_argument(
+        "--first", type=float, default=defaults.first, help="earliest fault, fraction of budget"
+    )
+    parser.add_argument(
+        "--last", type=float, default=defaults.last, help="latest fault, fraction of budget"
+    )
     args = parser.parse_args(argv)
     scenarios: list[Scenario] = ["kill", "storage"] if args.scenario == "all" else [args.scenario]
     results = []
@@ -593,6 +605,8 @@ def main(argv: list[str] | None = None) -> int:
             node_losses=args.node_losses,
             outage_s=args.outage_s,
             insertions=args.insertions,
+            first=args.first,
+            last=args.last,
             timeout_s=args.timeout_s,
         )
         result = asyncio.run(run(config))

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from academy_ray import Agent, AgentNotFoundError, Handle, action, event, loop
+from academy_ray import Agent, AgentError, AgentNotFoundError, Handle, action, event, loop
 from examples.common.runtime import retry
 from examples.mof.framework import (
     AssemblyError,
@@ -42,6 +42,7 @@ from examples.mof.widom import widom_uptake
 logger = logging.getLogger(__name__)
 
 IDLE_S = 0.05
+RESYNC_S = 1.0  # how often the Validator restates its backpressure to the Assembler
 
 
 class Database(Agent):
@@ -322,18 +323,28 @@ class Validator(Stage):
 
     @loop
     async def resync_throttle(self, shutdown: asyncio.Event) -> None:
-        """Once after each (re)start: tells the Assembler whether to pause, by this queue's depth.
+        """Keeps telling the Assembler whether to pause (level-triggered, every ``RESYNC_S``).
 
-        The throttle flag is not checkpointed, so a copy restarted while the Assembler was paused would
-        otherwise never let it go again (an empty queue gets no more submits to react to).
+        The edges sent by `on_depth` can arrive out of order when the Assembler restarts meanwhile:
+        a "pause" retried during its outage may land after the "resume" that followed it, and the
+        Assembler would stay paused with nothing left to resume it (seen in the chaos runs). The
+        throttle flag is not checkpointed either, so the first resync after a (re)start derives it
+        from this queue's depth.
         """
         if self.assembler is None:
             return
         self._throttling = len(self.inbox) >= self.high_water
-        try:
-            await retry(self.assembler.throttle, self._throttling, not_found_s=0.0)
-        except AgentNotFoundError:  # not launched yet, or being re-placed: it starts unpaused
-            self._throttling = False
+        while not shutdown.is_set():
+            try:
+                await retry(self.assembler.throttle, self._throttling, not_found_s=0.0)
+            except AgentNotFoundError:  # not launched yet, or being re-placed: it starts unpaused
+                pass
+            except AgentError as error:  # away for long: the next round tries again
+                logger.info("throttle resync failed: %s", error)
+            try:
+                await asyncio.wait_for(shutdown.wait(), RESYNC_S)
+            except TimeoutError:
+                pass
 
     async def on_depth(self, depth: int) -> None:
         if self.assembler is None:

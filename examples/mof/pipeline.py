@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from academy_ray import Handle, Runtime
 from examples.common.runtime import retry
@@ -136,6 +136,7 @@ class Progress(BaseModel):
     queues: dict[str, int]
     throttles: int
     elapsed_s: float
+    paused: dict[str, bool] = Field(default_factory=dict)
 
     @property
     def done(self) -> bool:
@@ -152,10 +153,12 @@ async def snapshot(handles: Handles, started: float) -> Progress:
     funnel = await retry(handles.database.funnel)
     generator = await retry(handles.generator.status)
     queues = {}
+    paused = {}
     throttles = 0
     for name in ("assembler", "validator", "estimator"):
         status = await retry(getattr(handles, name).status)
         queues[name] = status.queued
+        paused[name] = status.throttled
         if name == "assembler":
             throttles = status.throttle_events
     return Progress(
@@ -164,6 +167,7 @@ async def snapshot(handles: Handles, started: float) -> Progress:
         queues=queues,
         throttles=throttles,
         elapsed_s=time.monotonic() - started,
+        paused=paused,
     )
 
 
