@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from ray import serve
 
+from placement.errors import PlacementError
 from placement.table import NODE_ID_LABEL
 from serving.cache import CacheConfig
 from serving.deployment import ModelServer, ReplicaConfig, ReplicaStats, as_serving_error
@@ -381,7 +382,12 @@ def serve_models(
         import ray
 
         placer = replica_placer(config.app_name, config.placement)
-        ray.get(placer.deploy.remote(list(specs), config))
+        try:
+            ray.get(placer.deploy.remote(list(specs), config))
+        except ray.exceptions.RayTaskError as error:
+            if isinstance(error.cause, PlacementError):  # e.g. no node can ever hold a replica
+                raise error.cause from None
+            raise
     else:
         serve.run(build_app(specs, config), name=config.app_name, route_prefix=config.route_prefix)
     prefix = config.route_prefix.rstrip("/")

@@ -193,8 +193,9 @@ def test_a_replica_no_node_can_hold_fails_fast_and_deploys_nothing(
 
     config = _config(namespace, tmp_path, replicas=1, replica_gpus=2)  # no node has 2 GPUs
     start = time.monotonic()
-    with pytest.raises(InfeasibleDemandError, match="GPU"):
+    with pytest.raises(InfeasibleDemandError, match="GPU") as raised:
         serve_models(_fresh(s3_specs[:1]), config, port=PORT, proxy_location="HeadOnly")
+    assert type(raised.value) is InfeasibleDemandError  # the placement error itself, unwrapped
     assert time.monotonic() - start < 30
     assert PlacementClient(namespace).explain_sync(slot_name(config.app_name, 0)) is None
     assert config.app_name not in serve.status().applications
