@@ -261,9 +261,7 @@ def main() -> None:
 
     from serving.cache import CacheConfig, default_cache_root, kill_node_caches
     from serving.engines.vllm_cpu import vllm_venv
-    from serving.spec import ModelSpec
-    from serving.storage import publish_model
-    from serving.tiny import make_tiny_llama
+    from serving.tiny import publish_tiny_models
     from tests.conftest import S3Server
 
     work = Path(tempfile.mkdtemp(prefix="model-switch-"))
@@ -278,16 +276,15 @@ def main() -> None:
         s3.start()
         ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
         bucket = s3.new_bucket()
-        specs, model_bytes = [], 0
-        for i in range(args.models):
-            folder = make_tiny_llama(
-                work / f"m{i}", seed=i, hidden_size=args.hidden, layers=args.layers, heads=8
-            )
-            manifest = publish_model(folder, f"s3://{bucket}/m{i}", s3.storage_options)
-            model_bytes = manifest.total_bytes
-            specs.append(
-                ModelSpec(id=f"m{i}", weights_uri=f"s3://{bucket}/m{i}", storage_options=s3.storage_options)
-            )
+        specs, model_bytes = publish_tiny_models(
+            work,
+            f"s3://{bucket}",
+            args.models,
+            s3.storage_options,
+            hidden_size=args.hidden,
+            layers=args.layers,
+            heads=8,
+        )
         serve.start(http_options={"host": "127.0.0.1", "port": 0})
         result = {
             "setup": {

@@ -91,16 +91,6 @@ def _med(values: list[float]) -> float | None:
     return round(statistics.median(values), 3) if values else None
 
 
-def _wait_alive(expected: int, timeout: float = 90.0) -> None:
-    import ray
-
-    deadline = time.monotonic() + timeout
-    while sum(1 for n in ray.nodes() if n["Alive"]) < expected:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"fewer than {expected} live nodes after {timeout} s")
-        time.sleep(0.2)
-
-
 def _reset_cold_nodes(cache: Any, warm: str, specs: list[Any]) -> int:
     """Evicts the models from every node cache but the warm node's; returns the copies dropped."""
     import ray
@@ -253,10 +243,8 @@ def main() -> None:
 
     from placement.client import PlacementClient
     from serving.cache import CacheConfig, default_cache_root, kill_node_caches, node_cache
-    from serving.spec import ModelSpec
-    from serving.storage import publish_model
-    from serving.tiny import make_tiny_llama
-    from tests.conftest import S3Server
+    from serving.tiny import publish_tiny_models
+    from tests.conftest import S3Server, wait_alive
 
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="replica-placement-"))
@@ -276,21 +264,17 @@ def main() -> None:
     try:
         s3.start()
         bucket = s3.new_bucket()
-        specs, model_bytes = [], 0
-        for i in range(args.models):
-            folder = make_tiny_llama(
-                work / f"m{i}", seed=i, hidden_size=args.hidden, layers=args.layers, heads=8
-            )
-            manifest = publish_model(folder, f"s3://{bucket}/m{i}", s3.storage_options)
-            model_bytes = manifest.total_bytes
-            specs.append(
-                ModelSpec(
-                    id=f"rp-m{i}",
-                    weights_uri=f"s3://{bucket}/m{i}",
-                    storage_options=s3.storage_options,
-                )
-            )
-            shutil.rmtree(folder, ignore_errors=True)
+        specs, model_bytes = publish_tiny_models(
+            work,
+            f"s3://{bucket}",
+            args.models,
+            s3.storage_options,
+            id_prefix="rp-m",
+            keep_folders=False,
+            hidden_size=args.hidden,
+            layers=args.layers,
+            heads=8,
+        )
 
         cluster = Cluster(
             initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
@@ -303,7 +287,7 @@ def main() -> None:
             roles[str(node.node_id)] = f"worker-{w}"
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
-        _wait_alive(4)
+        wait_alive(4, timeout=90.0)
         client = PlacementClient(namespace, poll_s=0.3)
         warm = workers[args.warm_worker]
 

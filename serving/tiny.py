@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from serving.spec import ModelSpec
 
 _CORPUS = [
     "Metal organic frameworks adsorb carbon dioxide at low pressure.",
@@ -86,3 +90,44 @@ def make_tiny_llama(
     model = LlamaForCausalLM(config)
     model.save_pretrained(out, safe_serialization=True)
     return out
+
+
+def publish_tiny_models(
+    work: str | os.PathLike[str],
+    base_uri: str,
+    count: int,
+    storage_options: dict[str, Any] | None = None,
+    id_prefix: str = "m",
+    keep_folders: bool = True,
+    **shape: Any,
+) -> tuple[list[ModelSpec], int]:
+    """Makes ``count`` tiny Llamas (seeds 0..count-1) and publishes each to ``<base_uri>/m<i>``.
+
+    Args:
+        work: local folder for the model folders (``work/m<i>``).
+        base_uri: object-storage folder the models are published under.
+        count: how many models.
+        storage_options: fsspec options of the store.
+        id_prefix: model ids are ``<id_prefix><i>``.
+        keep_folders: False deletes each local folder once it is published.
+        **shape: passed to :func:`make_tiny_llama` (``hidden_size``, ``layers``, ``heads``, ...).
+
+    Returns:
+        The specs and the size in bytes of one model (all have the same shape).
+    """
+    import shutil
+
+    from serving.spec import ModelSpec
+    from serving.storage import publish_model
+
+    specs, model_bytes = [], 0
+    for i in range(count):
+        folder = make_tiny_llama(Path(work) / f"m{i}", seed=i, **shape)
+        uri = f"{base_uri.rstrip('/')}/m{i}"
+        model_bytes = publish_model(folder, uri, storage_options).total_bytes
+        specs.append(
+            ModelSpec(id=f"{id_prefix}{i}", weights_uri=uri, storage_options=storage_options or {})
+        )
+        if not keep_folders:
+            shutil.rmtree(folder, ignore_errors=True)
+    return specs, model_bytes

@@ -241,7 +241,8 @@ class SimCluster:
         return self.nodes.pop(role)
 
 
-def _wait_alive(expected: int, timeout: float = 60.0) -> None:
+def wait_alive(expected: int, timeout: float = 60.0) -> None:
+    """Waits until Ray reports ``expected`` live nodes (TimeoutError after ``timeout`` s)."""
     import ray
 
     deadline = time.monotonic() + timeout
@@ -277,7 +278,7 @@ def sim_cluster() -> Iterator[SimCluster]:
         sim.add("cpu-b", num_cpus=2, resources={"ssd": 2}, labels={"zone": "b"})
         sim.add("gpu", num_cpus=2, num_gpus=1, resources={"accelerator_type:T4": 1})
         ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
-        _wait_alive(4)
+        wait_alive(4)
         yield sim
     finally:
         ray.shutdown()
