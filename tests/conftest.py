@@ -110,6 +110,10 @@ _WEED_PORT_FLAGS = (
 )
 
 
+# The most volumes (so buckets) the test server holds; the suite and the benchmarks make well under this.
+MAX_VOLUMES = 1000
+
+
 class S3Server:
     """A running SeaweedFS ``weed mini`` server with an S3 endpoint on loopback."""
 
@@ -129,6 +133,10 @@ class S3Server:
             "-ip.bind=127.0.0.1",
             f"-s3.port={self.s3_port}",
             "-master.telemetry=false",
+            # Every bucket is a SeaweedFS collection with volumes of its own, and `weed mini` caps the volume
+            # count low: its 42nd bucket's first write failed with "no free volumes left" (an S3
+            # InternalError). Volumes are files that grow as written, so a high cap costs no disk.
+            f"-volume.max={MAX_VOLUMES}",
             *(f"-{flag}={_free_port()}" for flag in _WEED_PORT_FLAGS),
         ]
         self.process: subprocess.Popen[bytes] | None = None
