@@ -104,6 +104,11 @@ async def run(dedicated: list[int], pooled: list[int], pool_size: int) -> list[d
     return results
 
 
+def _int_list(text: str) -> list[int]:
+    """Parses a comma-separated list of integers."""
+    return [int(x) for x in text.split(",") if x]
+
+
 def main() -> None:
     """Runs the benchmark and prints the figures."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -111,9 +116,8 @@ def main() -> None:
     parser.add_argument("--pooled", default="10,100,1000")
     parser.add_argument("--pool-size", type=int, default=250)
     options = parser.parse_args()
-    as_ints = lambda text: [int(x) for x in text.split(",") if x]  # noqa: E731
     results = asyncio.run(
-        run(as_ints(options.dedicated), as_ints(options.pooled), options.pool_size)
+        run(_int_list(options.dedicated), _int_list(options.pooled), options.pool_size)
     )
     header = f"{'mode':10s} {'agents':>6s} {'procs':>6s} {'MiB/agent':>10s} {'launch s':>9s} {'p50 ms':>7s} {'p99 ms':>7s}"
     print(header)

@@ -47,96 +47,102 @@ SIZES = {"1KB": 1 << 10, "10MB": 10 << 20, "256MB": 256 << 20}
 REPEATS = {"1KB": 30, "10MB": 7, "256MB": 5}
 
 
+def _bench_size(
+    label: str, store: CheckpointStore, size_label: str, nbytes: int, quick: bool
+) -> dict[str, Any]:
+    """Times raw fsspec writes/reads against store saves/loads for one state size."""
+    fs, root = store.fs, store.root
+    repeats = 1 if quick and size_label == "256MB" else REPEATS[size_label]
+    state = {"weights": np.random.default_rng(0).random(nbytes // 8)}
+    agent = store.for_agent("bench", f"{label}-{size_label}-{uuid.uuid4().hex[:6]}")
+    epoch = agent.acquire_epoch()
+    payload = encode_state(state)
+    raw_path = f"{root}/raw-{uuid.uuid4().hex}"
+
+    def raw_write() -> None:
+        # A new object each time, as the store writes (overwriting one file locally would let the
+        # kernel drop the previous dirty pages and never write them).
+        path = f"{root}/raw-{uuid.uuid4().hex}"
+        fs.pipe_file(path, payload)
+        fs.rm_file(path)
+
+    def raw_read() -> None:
+        fs.cat_file(raw_path)
+
+    def store_save() -> None:
+        agent.save(state, epoch=epoch, agent_class="bench.Agent")
+
+    def store_load() -> None:
+        loaded = agent.load_latest()
+        assert loaded is not None
+
+    # Warm up each path once (connections, page cache, imports).
+    fs.pipe_file(raw_path, payload)
+    raw_write()
+    raw_read()
+    store_save()
+    store_load()
+    ops: dict[str, Callable[[], Any]] = {
+        "raw_write_s": raw_write,
+        "store_save_s": store_save,
+        "raw_read_s": raw_read,
+        "store_load_s": store_load,
+    }
+    if label == "file":
+
+        def raw_write_fsync() -> None:
+            fsync_path = f"{root}/raw-fsync-{uuid.uuid4().hex}"
+            with open(fsync_path, "wb") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.unlink(fsync_path)
+
+        raw_write_fsync()
+        ops["raw_write_fsync_s"] = raw_write_fsync
+    # Round robin (raw, store, raw, store, ...) so that drift in a shared machine or in the S3
+    # server hits both sides alike; the median of each is reported.
+    times: dict[str, list[float]] = {key: [] for key in ops}
+    for _ in range(repeats):
+        for key, op in ops.items():
+            start = time.perf_counter()
+            op()
+            times[key].append(time.perf_counter() - start)
+    row: dict[str, Any] = {
+        "backend": label,
+        "size": size_label,
+        "payload_bytes": len(payload),
+        "repeats": repeats,
+        **{key: statistics.median(values) for key, values in times.items()},
+    }
+    if label == "file":
+        row["save_ratio_vs_fsync"] = round(row["raw_write_fsync_s"] / row["store_save_s"], 3)
+    row["save_ratio"] = round(row["raw_write_s"] / row["store_save_s"], 3)
+    row["load_ratio"] = round(row["raw_read_s"] / row["store_load_s"], 3)
+    row["store_save_MBps"] = round(len(payload) / row["store_save_s"] / 1e6, 1)
+    row["store_load_MBps"] = round(len(payload) / row["store_load_s"] / 1e6, 1)
+    for key in (
+        "raw_write_s",
+        "store_save_s",
+        "raw_read_s",
+        "store_load_s",
+        "raw_write_fsync_s",
+    ):
+        if key in row:
+            row[key] = round(row[key], 5)
+    fs.rm_file(raw_path)
+    agent.delete_all()
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
+
+
 def _bench_backend(
     label: str, uri: str, options: dict[str, Any] | None, quick: bool
 ) -> list[dict[str, Any]]:
     store = CheckpointStore(uri, options, keep_last=2)
-    fs, root = store.fs, store.root
-    rows = []
-    for size_label, nbytes in SIZES.items():
-        repeats = 1 if quick and size_label == "256MB" else REPEATS[size_label]
-        state = {"weights": np.random.default_rng(0).random(nbytes // 8)}
-        agent = store.for_agent("bench", f"{label}-{size_label}-{uuid.uuid4().hex[:6]}")
-        epoch = agent.acquire_epoch()
-        payload = encode_state(state)
-        raw_path = f"{root}/raw-{uuid.uuid4().hex}"
-
-        def raw_write() -> None:
-            # A new object each time, as the store writes (overwriting one file locally would let the
-            # kernel drop the previous dirty pages and never write them).
-            path = f"{root}/raw-{uuid.uuid4().hex}"
-            fs.pipe_file(path, payload)
-            fs.rm_file(path)
-
-        def raw_read() -> None:
-            fs.cat_file(raw_path)
-
-        def store_save() -> None:
-            agent.save(state, epoch=epoch, agent_class="bench.Agent")
-
-        def store_load() -> None:
-            loaded = agent.load_latest()
-            assert loaded is not None
-
-        # Warm up each path once (connections, page cache, imports).
-        fs.pipe_file(raw_path, payload)
-        raw_write()
-        raw_read()
-        store_save()
-        store_load()
-        ops: dict[str, Callable[[], Any]] = {
-            "raw_write_s": raw_write,
-            "store_save_s": store_save,
-            "raw_read_s": raw_read,
-            "store_load_s": store_load,
-        }
-        if label == "file":
-
-            def raw_write_fsync() -> None:
-                fsync_path = f"{root}/raw-fsync-{uuid.uuid4().hex}"
-                with open(fsync_path, "wb") as f:
-                    f.write(payload)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.unlink(fsync_path)
-
-            raw_write_fsync()
-            ops["raw_write_fsync_s"] = raw_write_fsync
-        # Round robin (raw, store, raw, store, ...) so that drift in a shared machine or in the S3
-        # server hits both sides alike; the median of each is reported.
-        times: dict[str, list[float]] = {key: [] for key in ops}
-        for _ in range(repeats):
-            for key, op in ops.items():
-                start = time.perf_counter()
-                op()
-                times[key].append(time.perf_counter() - start)
-        row: dict[str, Any] = {
-            "backend": label,
-            "size": size_label,
-            "payload_bytes": len(payload),
-            "repeats": repeats,
-            **{key: statistics.median(values) for key, values in times.items()},
-        }
-        if label == "file":
-            row["save_ratio_vs_fsync"] = round(row["raw_write_fsync_s"] / row["store_save_s"], 3)
-        row["save_ratio"] = round(row["raw_write_s"] / row["store_save_s"], 3)
-        row["load_ratio"] = round(row["raw_read_s"] / row["store_load_s"], 3)
-        row["store_save_MBps"] = round(len(payload) / row["store_save_s"] / 1e6, 1)
-        row["store_load_MBps"] = round(len(payload) / row["store_load_s"] / 1e6, 1)
-        for key in (
-            "raw_write_s",
-            "store_save_s",
-            "raw_read_s",
-            "store_load_s",
-            "raw_write_fsync_s",
-        ):
-            if key in row:
-                row[key] = round(row[key], 5)
-        rows.append(row)
-        fs.rm_file(raw_path)
-        agent.delete_all()
-        print(json.dumps(row), file=sys.stderr, flush=True)
-    return rows
+    return [
+        _bench_size(label, store, size_label, nbytes, quick) for size_label, nbytes in SIZES.items()
+    ]
 
 
 def main() -> None:

@@ -89,25 +89,45 @@ def namespace() -> str:
     return f"test-{uuid.uuid4().hex[:10]}"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _free_port(below: int = 65536) -> int:
+    """A port free on loopback now, lower than ``below``."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port < below:
+            return port
 
 
-# Every port `weed mini` opens, each set to a free one so that several servers can run side by side.
-_WEED_PORT_FLAGS = (
-    "admin.port",
-    "admin.port.grpc",
-    "debug.port",
-    "filer.port",
-    "filer.port.grpc",
-    "master.port",
-    "master.port.grpc",
-    "volume.port",
-    "volume.port.grpc",
-    "webdav.port",
-)
+# SeaweedFS's convention: a server's gRPC port is its HTTP port + 10000, and some clients assume it (the
+# mini's admin worker dials admin.port + 10000 whatever admin.port.grpc says).
+_WEED_GRPC_OFFSET = 10000
+# The servers `weed mini` runs with an HTTP and a gRPC port, and the ones with an HTTP port only. Each gets
+# free ports so that several servers can run side by side.
+_WEED_GRPC_SERVERS = ("admin", "filer", "master", "volume")
+_WEED_HTTP_ONLY = ("debug", "webdav")
+
+
+def _free_port_pair(offset: int) -> int:
+    """A free port ``p`` below ``65536 - offset`` with ``p + offset`` free as well."""
+    while True:
+        port = _free_port(below=65536 - offset)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + offset))
+            except OSError:
+                continue
+        return port
+
+
+def _weed_port_flags() -> list[str]:
+    """``weed mini`` flags that set every port it opens to a free one."""
+    flags = []
+    for server in _WEED_GRPC_SERVERS:
+        port = _free_port_pair(_WEED_GRPC_OFFSET)
+        flags += [f"-{server}.port={port}", f"-{server}.port.grpc={port + _WEED_GRPC_OFFSET}"]
+    flags += [f"-{server}.port={_free_port()}" for server in _WEED_HTTP_ONLY]
+    return flags
 
 
 # The most volumes (so buckets) the test server holds; the suite and the benchmarks make well under this.
@@ -137,7 +157,7 @@ class S3Server:
             # count low: its 42nd bucket's first write failed with "no free volumes left" (an S3
             # InternalError). Volumes are files that grow as written, so a high cap costs no disk.
             f"-volume.max={MAX_VOLUMES}",
-            *(f"-{flag}={_free_port()}" for flag in _WEED_PORT_FLAGS),
+            *_weed_port_flags(),
         ]
         self.process: subprocess.Popen[bytes] | None = None
 
