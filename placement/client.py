@@ -45,7 +45,7 @@ class PlacementClient:
             max_restarts=-1,
             # Keep the controller on the head node: it must outlive worker-node loss.
             resources={"node:__internal_head__": 0.001},
-        ).remote(policy=policy, poll_s=poll_s)
+        ).remote(policy=policy, poll_s=poll_s, journal=f"{namespace}/{name}")
         ray.get(self._actor.ping.remote())
 
     @property

@@ -7,6 +7,12 @@ policy (a new placement group) and its launcher is called again with the new dec
 (cause ``"node <id> lost"``). A re-placement that does not fit (even one no live node could fit any
 more) waits in the queue until it does; :meth:`PlacementController.failures` says why.
 
+With a ``journal`` key the controller survives its own restart: placement groups are detached
+(the actors in them outlive the controller), every decision and launcher is written to a
+:class:`~placement.journal.Journal` before the launch, and a restarted controller adopts them, so
+node loss is still repaired. Inventory, history and callers waiting in the queue are not kept: node
+caches report again as they change, and a waiting caller's call fails with the controller.
+
 **Launchers must be idempotent**: a launcher is a picklable callable ``launcher(decision) -> None``
 (sync or async) that creates the Ray actor with ``Actor.options(**decision.actor_options(), ...)``.
 On re-placement it is called again with a new decision, so it must first kill or replace any
@@ -19,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +33,7 @@ from typing import Any
 from placement.decision import Decision
 from placement.demand import Demand
 from placement.errors import InfeasibleDemandError, NoCapacityError, PlacementTimeoutError
+from placement.journal import Journal, JournalEntry
 from placement.policy import make_policy
 from placement.scheduler import PinMode, Scheduler
 
@@ -53,6 +61,8 @@ class PlacementController:
         poll_s: How often to check nodes and retry queued demands.
         pin: Placement-group pinning mode (see :mod:`placement.scheduler`).
         ready_timeout_s: How long a placement group may take to become ready.
+        journal: Key of the durable journal (e.g. ``"<namespace>/<actor name>"``); None keeps
+            everything in memory only and ties the placement groups to this process.
     """
 
     def __init__(
@@ -61,8 +71,14 @@ class PlacementController:
         poll_s: float = 0.5,
         pin: PinMode = "soft",
         ready_timeout_s: float = 60.0,
+        journal: str | None = None,
     ) -> None:
-        self.scheduler = Scheduler(make_policy(policy), pin=pin)
+        self.scheduler = Scheduler(
+            make_policy(policy),
+            pin=pin,
+            group_prefix="placement-" if journal is None else f"placement[{journal}]-",
+            detached_groups=journal is not None,
+        )
         self.poll_s = poll_s
         self.ready_timeout_s = ready_timeout_s
         self._launchers: dict[str, Launcher] = {}
@@ -75,6 +91,55 @@ class PlacementController:
         self._replacing: dict[str, Decision] = {}
         self._lock: asyncio.Lock | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._journal = None if journal is None else Journal(journal)
+        self.restored = 0
+        if self._journal is not None:
+            self._restore(self._journal)
+            self._wake_self()
+
+    def _wake_self(self) -> None:
+        """Starts the node watcher now (a restarted controller may get no call for a long time, and
+        it still has to repair node loss). Ray runs an async actor's ``__init__`` in its event loop;
+        driven in-process without one, the first call starts the watcher instead."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._start()
+
+    # ------------------------------------------------------------------ durability
+    def _restore(self, journal: Journal) -> None:
+        """Adopts what an earlier incarnation recorded; removes groups it made but never recorded."""
+        entries, unreadable = journal.load()
+        self._failures.update(unreadable)
+        for entry in entries:
+            name = entry.demand.name
+            if entry.decision is None:
+                self._queue[name] = _Queued(entry.demand, entry.launcher, entry.cause, patient=True)
+            else:
+                self.scheduler.adopt(entry.decision)
+                self._launchers[name] = entry.launcher
+                self._history.append(entry.decision)
+        removed = self.scheduler.remove_orphan_groups()
+        self.restored = len(entries)
+        if entries or removed or unreadable:
+            log.warning(
+                "placement controller restored %d demands from its journal (%d unreadable); "
+                "removed %d orphan placement groups",
+                len(entries),
+                len(unreadable),
+                len(removed),
+            )
+
+    def _journal_put(
+        self, demand: Demand, launcher: Launcher, decision: Decision | None, cause: str
+    ) -> None:
+        if self._journal is not None:
+            self._journal.put(JournalEntry(demand, launcher, decision, cause))
+
+    def _journal_delete(self, name: str) -> None:
+        if self._journal is not None:
+            self._journal.delete(name)
 
     # ------------------------------------------------------------------ internals
     def _start(self) -> asyncio.Lock:
@@ -94,10 +159,14 @@ class PlacementController:
             demand, cause=cause, timeout=self.ready_timeout_s
         )
         try:
+            # Recorded before the launch: a restart in between adopts the group (and the caller,
+            # whose call failed, places again); a group never recorded holds no actor.
+            self._journal_put(demand, launcher, decision, cause)
             await self._launch(decision, launcher)
         except BaseException:
             self.scheduler.release(demand.name)
             self._launchers.pop(demand.name, None)
+            self._journal_delete(demand.name)
             raise
         self._launchers[demand.name] = launcher
         self._failures.pop(demand.name, None)
@@ -127,11 +196,13 @@ class PlacementController:
                     # Wait for capacity (or for a node that fits to join), visibly in pending().
                     self._safe_release(lost.name)
                     self._queue[lost.name] = _Queued(lost.demand, launcher, cause, patient=True)
+                    self._journal_put(lost.demand, launcher, None, cause)
                     if isinstance(exc, InfeasibleDemandError):
                         self._failures[lost.name] = f"{cause}; waiting: {exc}"
                 except Exception as exc:  # noqa: BLE001 - recorded and visible via failures()
                     self._safe_release(lost.name)
                     self._launchers.pop(lost.name, None)
+                    self._journal_delete(lost.name)
                     self._failures[lost.name] = f"{cause}; re-placement failed: {exc!r}"
                 finally:
                     self._replacing.pop(lost.name, None)
@@ -143,6 +214,7 @@ class PlacementController:
 
     def _fail_queued(self, name: str, queued: _Queued, exc: BaseException) -> None:
         del self._queue[name]
+        self._journal_delete(name)
         self._failures[name] = repr(exc)
         for fut in queued.waiters:
             if not fut.done():
@@ -211,6 +283,7 @@ class PlacementController:
         lock = self._start()
         async with lock:
             queued = self._queue.pop(name, None)
+            self._journal_delete(name)
             if queued is not None:
                 for fut in queued.waiters:
                     if not fut.done():
@@ -260,7 +333,20 @@ class PlacementController:
         names = [d.name for d in self.scheduler.decisions()] + list(self._queue)
         for name in names:
             await self.release(name)
+        if self._journal is not None:
+            self._journal.clear()  # entries that never loaded (unreadable) go too
         return len(names)
+
+    async def info(self) -> dict[str, Any]:
+        """This incarnation: process id, demands restored from the journal at start, counts now."""
+        return {
+            "pid": os.getpid(),
+            "restored": self.restored,
+            "journaled": self._journal is not None,
+            "decisions": len(self.scheduler.decisions()),
+            "pending": len(self._queue),
+            "watching": self._watcher is not None and not self._watcher.done(),
+        }
 
     async def ping(self) -> str:
         """Liveness probe; also starts the node watcher."""

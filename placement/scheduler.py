@@ -40,6 +40,11 @@ class Scheduler:
         view: Cluster view (default: all nodes, head included).
         pin: ``"soft"`` (``_soft_target_node_id`` + STRICT_PACK) or ``"label"`` (hard node-id selector).
         k: Number of candidates kept in each decision's breakdown.
+        group_prefix: Start of the name of every placement group this scheduler creates (followed
+            by ``<demand name>-<generation>``).
+        detached_groups: Create the placement groups detached, so that they (and the actors in
+            them) outlive the process that runs this scheduler. Ray removes a non-detached group
+            when its creator dies, killing the actors inside.
     """
 
     def __init__(
@@ -49,12 +54,16 @@ class Scheduler:
         view: ClusterView | None = None,
         pin: PinMode = "soft",
         k: int = 3,
+        group_prefix: str = "placement-",
+        detached_groups: bool = False,
     ) -> None:
         self.policy: Policy = policy or LocalityPolicy()
         self.inventory = inventory or Inventory()
         self.view = view or ClusterView()
         self.pin = pin
         self.k = k
+        self.group_prefix = group_prefix
+        self.detached_groups = detached_groups
         self._decisions: dict[str, Decision] = {}
         self._reserved: dict[str, tuple[str, dict[str, float]]] = {}
         # Recently released bundles: Ray's available-resource view lags a removal by up to about a
@@ -107,18 +116,21 @@ class Scheduler:
     def _create_group(self, decision: Decision) -> Any:
         from ray.util.placement_group import placement_group
 
-        name = f"placement-{decision.name}-{decision.generation}"
+        name = f"{self.group_prefix}{decision.name}-{decision.generation}"
+        lifetime = "detached" if self.detached_groups else None
         if self.pin == "label":
             return placement_group(
                 [decision.bundle],
                 strategy="STRICT_PACK",
                 name=name,
+                lifetime=lifetime,
                 bundle_label_selector=[{NODE_ID_LABEL: decision.node_id}],
             )
         return placement_group(
             [decision.bundle],
             strategy="STRICT_PACK",
             name=name,
+            lifetime=lifetime,
             _soft_target_node_id=decision.node_id,
         )
 
@@ -224,6 +236,43 @@ class Scheduler:
             except Exception as exc:  # noqa: BLE001 - already gone (e.g. its node died)
                 log.debug("could not remove placement group of %s: %r", name, exc)
         return decision
+
+    def adopt(self, decision: Decision) -> Decision:
+        """Takes over a decision made earlier (by this scheduler's previous incarnation): books it
+        in the ledger and records it as current, without touching its placement group."""
+        return self._record(decision)
+
+    def remove_orphan_groups(self) -> list[str]:
+        """Removes this scheduler's placement groups that no current decision holds.
+
+        Such a group was created by an earlier incarnation that died before it recorded the
+        decision (so before anything was launched into it). Only meaningful with a
+        ``group_prefix`` of this scheduler's own.
+
+        Returns:
+            The names of the groups removed.
+        """
+        import ray
+        from ray.util.placement_group import (
+            PlacementGroup,
+            placement_group_table,
+            remove_placement_group,
+        )
+
+        held = {d.placement_group_id for d in self._decisions.values()}
+        removed = []
+        for pg_id, info in placement_group_table().items():
+            name = info.get("name") or ""
+            if not name.startswith(self.group_prefix) or info.get("state") == "REMOVED":
+                continue
+            if pg_id in held:
+                continue
+            try:
+                remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
+                removed.append(name)
+            except Exception as exc:  # noqa: BLE001 - gone meanwhile
+                log.debug("could not remove orphan placement group %s: %r", name, exc)
+        return removed
 
     def explain(self, name: str) -> Decision | None:
         """The current decision for ``name``, or None."""

@@ -66,6 +66,19 @@ def _where(name: str, namespace: str) -> tuple[str, int, str]:
     return ray.get(ray.get_actor(name, namespace=namespace).where.remote(), timeout=60)
 
 
+def _wait_generation(
+    client: PlacementClient, name: str, generation: int, timeout: float = 60.0
+) -> Decision:
+    """Waits until ``name``'s decision reaches ``generation`` (i.e. it was placed again)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = client.explain_sync(name)
+        if now is not None and now.generation == generation:
+            return now
+        assert time.monotonic() < deadline, f"not re-placed: {now}, {client.failures_sync()}"
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def client(sim_cluster):
     c = PlacementClient("placement-test", poll_s=0.3)
@@ -160,15 +173,7 @@ def test_node_loss_replaces_actor_on_live_node(sim_cluster, client) -> None:
     assert stuck.node_id == doomed
 
     sim_cluster.kill("doomed-2")
-    deadline = time.monotonic() + 60
-    while True:
-        now = client.explain_sync("survivor")
-        if now is not None and now.generation == 2:
-            break
-        assert time.monotonic() < deadline, (
-            f"not re-placed: {now}, failures {client.failures_sync()}"
-        )
-        time.sleep(0.2)
+    now = _wait_generation(client, "survivor", 2)
     assert now.cause == f"node {doomed} lost"
     assert now.node_id != doomed and now.node_id in sim_cluster.nodes.values()
     node, generation, state = _where("survivor", client.namespace)
@@ -240,3 +245,72 @@ def test_unreserved_demand_is_chosen_booked_and_recorded_without_a_group(
     ray.kill(ray.get_actor("replica-0", namespace=client.namespace))
     assert client.release_sync("replica-0")
     assert client.explain_sync("replica-0") is None
+
+
+def _restart_controller(client: PlacementClient) -> dict:
+    """Kills the controller's process (as an OOM kill would) and waits for Ray to restart it."""
+    before = ray.get(client.actor.info.remote())
+    ray.kill(client.actor, no_restart=False)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            info = ray.get(client.actor.info.remote(), timeout=5)
+            if info["pid"] != before["pid"]:
+                return info
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            pass
+        assert time.monotonic() < deadline, "controller did not come back"
+        time.sleep(0.2)
+
+
+def test_controller_restart_keeps_actors_and_still_repairs_node_loss(sim_cluster, client) -> None:
+    from ray.experimental import internal_kv
+    from ray.util.placement_group import placement_group, placement_group_table
+
+    from placement.journal import KV_NAMESPACE, Journal
+
+    doomed = sim_cluster.add("doomed-r", num_cpus=2)
+    client.report_sync(doomed, "checkpoint:durable", 50_000_000, "checkpoint")
+    launcher = PlainLauncher(client.namespace, state="from-checkpoint")
+    d = client.place_sync(
+        Demand(name="durable", cpus=1, checkpoint_key="checkpoint:durable"), launcher
+    )
+    assert d.node_id == doomed and d.placement_group_id is not None
+    # Injected faults: a group an earlier incarnation made but never recorded (it died between
+    # the two), and a journal entry that no longer unpickles.
+    journal = Journal(f"{client.namespace}/{client.name}")
+    orphan = placement_group(
+        [{"CPU": 0.1}], name=f"placement[{journal.key}]-lost-1", lifetime="detached"
+    )
+    ray.get(orphan.ready(), timeout=30)
+    internal_kv._internal_kv_put(
+        f"{journal.key.encode().hex()}.broken", b"not a pickle", namespace=KV_NAMESPACE
+    )
+
+    info = _restart_controller(client)
+    assert info["restored"] == 1 and info["watching"]
+
+    # The actor lived through it, in its group, and the decision was adopted as it was.
+    assert _where("durable", client.namespace) == (doomed, 1, "from-checkpoint")
+    adopted = client.explain_sync("durable")
+    assert adopted is not None
+    assert (adopted.node_id, adopted.generation, adopted.placement_group_id) == (
+        doomed,
+        1,
+        d.placement_group_id,
+    )
+    groups = placement_group_table()
+    assert groups[d.placement_group_id]["state"] == "CREATED"
+    assert groups[orphan.id.hex()]["state"] == "REMOVED"
+    assert client.failures_sync()["broken"].startswith("journal entry unreadable")
+    journal.delete("broken")
+
+    # Node loss is still repaired, with no call to the controller but queries (its watcher started
+    # on its own after the restart).
+    sim_cluster.kill("doomed-r")
+    now = _wait_generation(client, "durable", 2)
+    assert now.cause == f"node {doomed} lost" and now.node_id != doomed
+    assert _where("durable", client.namespace) == (now.node_id, 2, "from-checkpoint")
+    ray.kill(ray.get_actor("durable", namespace=client.namespace))
+    assert client.release_sync("durable")
+    assert [e.demand.name for e in journal.load()[0]] == []
