@@ -81,3 +81,31 @@ async def test_node_loss_replaces_agent_with_state_intact(
     assert await journal.read() == list(range(20))
     decision = await rt.explain("nomad")
     assert decision is not None and "lost" in decision.cause and decision.generation >= 2
+
+
+async def test_agents_outlive_a_placement_controller_crash(rt: Runtime) -> None:
+    import ray
+
+    agent = await rt.launch(Counter, name="steady")
+    assert await agent.add(5) == 5
+    before = await agent.info()
+    controller = rt.placement.actor
+    old_pid = (await controller.info.remote())["pid"]
+    ray.kill(controller, no_restart=False)  # as an OOM kill of the controller's process would
+    for _ in range(300):
+        try:
+            info = await asyncio.wait_for(asyncio.ensure_future(controller.info.remote()), 5)
+            if info["pid"] != old_pid:
+                break
+        except (ray.exceptions.RayActorError, TimeoutError):
+            pass
+        await asyncio.sleep(0.2)
+    else:
+        pytest.fail("the placement controller did not come back")
+    assert info["restored"] == 1
+    # The same process, in memory and all: not restarted from a checkpoint.
+    after = await agent.info()
+    assert (after.pid, after.node_id, after.restarted) == (before.pid, before.node_id, False)
+    assert await agent.add(1) == 6
+    decision = await rt.explain("steady")
+    assert decision is not None and decision.node_id == before.node_id
