@@ -4,13 +4,16 @@ Usage::
 
     python -m benchmarks.chaos                                   # both scenarios, seed 7
     python -m benchmarks.chaos --scenario kill --seed 7 --budget 200 --kills 4 --node-losses 1
+    python -m benchmarks.chaos --scenario kill --controller-kills 1    # + the placement controller
     python -m benchmarks.chaos --scenario storage --seed 7 --budget 200 --outage-s 30
 
 Scenarios (each on its own fresh cluster: a head with 1 CPU and two 2-CPU workers, fast health checks):
 
 * ``kill``: at seeded random points of the run (a fraction of the budget finished) it kill -9s the worker
   process of a seeded random agent (``(await h.info()).pid``) or removes the worker node that hosts the most
-  agents (without draining) and then adds a fresh node so that capacity returns. Faults are injected one
+  agents (without draining) and then adds a fresh node so that capacity returns, or (``--controller-kills``)
+  kill -9s the placement controller: no agent may be touched by that (same processes), the controller
+  comes back with its decisions, and a later node loss is still repaired. Faults are injected one
   after the other, each once the previous one has recovered. Recovery time of an agent = from the fault to
   the first answer of the new copy (restored from its checkpoint, on a live node). Checkpoints go to a
   ``file://`` store that every (local) node reaches.
@@ -96,6 +99,7 @@ class ChaosConfig(BaseModel):
         budget: Candidates the Generator proposes.
         kills: kill -9s of agent processes (``kill``).
         node_losses: Worker nodes removed (and replaced by a fresh one) (``kill``).
+        controller_kills: kill -9s of the placement controller's process (``kill``).
         outage_s: How long the S3 server is down (``storage``).
         insertions: Widom insertions per framework (smaller runs faster).
         first: Earliest fault point, as a fraction of the budget at a final stage.
@@ -108,6 +112,7 @@ class ChaosConfig(BaseModel):
     budget: int = Field(default=200, ge=8)
     kills: int = Field(default=4, ge=0)
     node_losses: int = Field(default=1, ge=0)
+    controller_kills: int = Field(default=0, ge=0)
     outage_s: float = Field(default=30.0, gt=0)
     insertions: int = Field(default=300, ge=10)
     first: float = Field(default=0.1, ge=0, lt=1)
@@ -125,11 +130,15 @@ class Fault(BaseModel):
     """One injected fault and what it cost.
 
     Attributes:
-        kind: ``kill`` (SIGKILL an agent's process), ``node`` (remove a worker node), ``storage``.
+        kind: ``kill`` (SIGKILL an agent's process), ``node`` (remove a worker node), ``controller``
+            (SIGKILL the placement controller), ``storage``.
         at: Candidates at a final stage when it was injected.
         mid_run: Whether the run was still under way then.
         target: The agent killed, or the node removed.
         agents: Recovery time in seconds of each agent the fault hit (fault -> the agent answers again).
+        back_s: ``controller``: seconds until the restarted controller answered.
+        restored: ``controller``: decisions the restarted controller adopted from its journal.
+        collateral: ``controller``: agents whose process changed meanwhile (must be none).
     """
 
     kind: str
@@ -137,6 +146,9 @@ class Fault(BaseModel):
     target: str
     mid_run: bool = True
     agents: dict[str, float] = Field(default_factory=dict)
+    back_s: float | None = None
+    restored: int | None = None
+    collateral: list[str] = Field(default_factory=list)
 
 
 # ---- cluster ------------------------------------------------------------------------------------------
@@ -224,6 +236,7 @@ async def agent_nodes(handles: Handles) -> dict[str, str]:
 def plan_faults(config: ChaosConfig, rng: random.Random) -> list[tuple[str, int]]:
     """The faults in order: (kind, final-candidate count that triggers it), from the seed."""
     kinds = ["kill"] * config.kills + ["node"] * config.node_losses
+    kinds += ["controller"] * config.controller_kills  # (none: the same plan as before for a seed)
     rng.shuffle(kinds)
     points = sorted(int(config.budget * rng.uniform(config.first, config.last)) for _ in kinds)
     return list(zip(kinds, points, strict=True))
@@ -238,6 +251,37 @@ async def inject_kill(
     os.kill(int(info.pid or 0), signal.SIGKILL)
     seconds = await wait_back(target, namespace, t0, timeout, old_pid=info.pid)
     return Fault(kind="kill", at=at, target=target, agents={target: seconds})
+
+
+async def inject_controller_kill(rt: Runtime, handles: Handles, at: int, timeout: float) -> Fault:
+    """SIGKILLs the placement controller (it runs on the head node, on this machine here)."""
+    pids = {name: (await retry(getattr(handles, name).info)).pid for name in AGENTS}
+    controller = rt.placement.actor
+    before = await controller.info.remote()
+    t0 = time.monotonic()
+    os.kill(int(before["pid"]), signal.SIGKILL)
+    while True:
+        try:
+            info = await asyncio.wait_for(
+                asyncio.ensure_future(controller.info.remote()), PROBE_TIMEOUT_S
+            )
+            if info["pid"] != before["pid"]:
+                break
+        except Exception as exc:  # noqa: BLE001 - restarting: counted, then asked again
+            PROBE_ERRORS[f"controller: {type(exc).__name__}"] += 1
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"placement controller not back in {timeout} s")
+        await asyncio.sleep(0.1)
+    back_s = time.monotonic() - t0
+    after = {name: (await retry(getattr(handles, name).info)).pid for name in AGENTS}
+    return Fault(
+        kind="controller",
+        at=at,
+        target=f"placement controller (pid {before['pid']})",
+        back_s=back_s,
+        restored=int(info["restored"]),
+        collateral=[name for name in AGENTS if after[name] != pids[name]],
+    )
 
 
 async def inject_node_loss(
@@ -289,18 +333,34 @@ async def run_kill(config: ChaosConfig, work: Path) -> dict[str, Any]:
             at, mid_run = await wait_done(handles, point, started, config.timeout_s)
             if kind == "kill":
                 fault = await inject_kill(handles, namespace, rng, at, config.timeout_s)
+            elif kind == "controller":
+                fault = await inject_controller_kill(rt, handles, at, config.timeout_s)
             else:
                 fault = await inject_node_loss(
                     cluster, handles, namespace, rng, at, config.timeout_s
                 )
             fault.mid_run = mid_run
             faults.append(fault)
-            print(f"[chaos] {fault.kind} {fault.target} at {fault.at}: {fault.agents}", flush=True)
+            print(
+                f"[chaos] {fault.kind} {fault.target} at {fault.at}: "
+                f"{fault.agents or {'back_s': fault.back_s, 'restored': fault.restored}}",
+                flush=True,
+            )
         result = await finish(rt, handles, config, started)
         result["faults"] = [f.model_dump() for f in faults]
         result["recovery_s"] = summarize([s for f in faults for s in f.agents.values()])
         result["probe_errors"] = dict(PROBE_ERRORS)
-        result["checks"]["every_fault_recovered"] = len(faults) == config.kills + config.node_losses
+        result["checks"]["every_fault_recovered"] = (
+            len(faults) == config.kills + config.node_losses + config.controller_kills
+        )
+        controller_faults = [f for f in faults if f.kind == "controller"]
+        if controller_faults:
+            result["checks"]["controller_kill_spared_agents"] = all(
+                not f.collateral for f in controller_faults
+            )
+            result["checks"]["controller_restored_decisions"] = all(
+                (f.restored or 0) >= len(AGENTS) for f in controller_faults
+            )
         result["checks"]["faults_mid_run"] = all(f.mid_run for f in faults)
         await stop_all(rt)
         return result
@@ -533,6 +593,11 @@ def summarize(samples: list[float]) -> dict[str, float | int | None]:
 def print_table(result: dict[str, Any]) -> None:
     print(f"\n== chaos: {result['scenario']} (seed {result['config']['seed']}) ==")
     for fault in result.get("faults", []):
+        if fault["kind"] == "controller":
+            print(
+                f"  {'ctrl':<5} at {fault['at']:>3}  controller back in {fault['back_s']:6.2f} s, "
+                f"{fault['restored']} decisions adopted, agents touched: {fault['collateral'] or 'none'}"
+            )
         for agent, seconds in fault["agents"].items():
             print(f"  {fault['kind']:<5} at {fault['at']:>3}  {agent:<10} back in {seconds:6.2f} s")
     if "recovery_s" in result:
@@ -584,6 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, default=defaults.budget)
     parser.add_argument("--kills", type=int, default=defaults.kills)
     parser.add_argument("--node-losses", type=int, default=defaults.node_losses)
+    parser.add_argument("--controller-kills", type=int, default=defaults.controller_kills)
     parser.add_argument("--outage-s", type=float, default=defaults.outage_s)
     parser.add_argument("--insertions", type=int, default=defaults.insertions)
     parser.add_argument("--timeout-s", type=float, default=defaults.timeout_s)
@@ -603,6 +669,7 @@ def main(argv: list[str] | None = None) -> int:
             budget=args.budget,
             kills=args.kills,
             node_losses=args.node_losses,
+            controller_kills=args.controller_kills,
             outage_s=args.outage_s,
             insertions=args.insertions,
             first=args.first,

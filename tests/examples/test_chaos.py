@@ -16,7 +16,7 @@ from tests.examples.conftest import run_module
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
-SEED = "9"  # kills the Validator first, then loses a node, then kills another agent
+SEED = "9"  # kills two agents, then loses a node, then kills the placement controller
 
 
 def run_chaos(*args: str) -> dict[str, Any]:
@@ -33,12 +33,14 @@ def test_kills_and_node_loss_lose_nothing() -> None:
     # on an idle machine the run could end before the third fault (seen: faults_mid_run failed).
     result = run_chaos(
         "--scenario", "kill", "--budget", "160", "--last", "0.4", "--kills", "2",
-        "--node-losses", "1",
+        "--node-losses", "1", "--controller-kills", "1",
     )  # fmt: skip
     failed = [name for name, ok in result["checks"].items() if not ok]
     assert not failed, (failed, result)
     kinds = sorted(fault["kind"] for fault in result["faults"])
-    assert kinds == ["kill", "kill", "node"]
+    assert kinds == ["controller", "kill", "kill", "node"]
+    (controller,) = [f for f in result["faults"] if f["kind"] == "controller"]
+    assert controller["collateral"] == [] and controller["restored"] >= 5
     assert all(fault["mid_run"] for fault in result["faults"])
     node_loss = next(f for f in result["faults"] if f["kind"] == "node")
     assert node_loss["agents"], "the removed node hosted no agent"
