@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
@@ -32,6 +33,10 @@ AgentT = TypeVar("AgentT")
 PLACEMENT_QUERY_TIMEOUT_S = 5.0
 """Bound on asking the placement controller whether a vanished agent is being re-placed."""
 
+REPLACEMENT_WAIT_S = 60.0
+"""How long a lookup waits for an agent that its placement controller is placing again after node loss
+(its name is free between the old copy's removal and the new one's creation)."""
+
 
 def lookup_actor(name: str, namespace: str) -> Any:
     """Returns the Ray actor handle of the agent's host (its own, or its pool's).
@@ -57,6 +62,64 @@ async def lookup_actor_async(name: str, namespace: str) -> Any:
     registry = registry_actor(namespace, create=False)
     host = None if registry is None else await registry.resolve.remote(name)
     return _pool_host(host, name, namespace)
+
+
+def _replacing_query(name: str, namespace: str) -> Any:
+    """The controller's ``replacing(name)`` call, or None when the namespace has no controller."""
+    from placement import CONTROLLER_NAME
+
+    try:
+        controller = ray.get_actor(CONTROLLER_NAME, namespace=namespace)
+    except ValueError:
+        return None
+    return controller.replacing.remote(name)
+
+
+def lookup_actor_waiting(name: str, namespace: str, wait_s: float = REPLACEMENT_WAIT_S) -> Any:
+    """`lookup_actor` that waits (up to ``wait_s``) while placement re-creates the agent after node loss.
+
+    Raises:
+        AgentNotFoundError: No such agent, and none being placed again.
+        AgentUnavailableError: Still being placed again after ``wait_s`` seconds.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return lookup_actor(name, namespace)
+        except AgentNotFoundError:
+            query = _replacing_query(name, namespace)
+            try:
+                replacing = query is not None and ray.get(query, timeout=PLACEMENT_QUERY_TIMEOUT_S)
+            except ray.exceptions.RayError:
+                replacing = False
+            if not replacing:
+                raise
+        if time.monotonic() > deadline:
+            raise AgentUnavailableError(name, f"still being placed again after {wait_s} s: retry")
+        time.sleep(0.1)
+
+
+async def lookup_actor_waiting_async(
+    name: str, namespace: str, wait_s: float = REPLACEMENT_WAIT_S
+) -> Any:
+    """`lookup_actor_waiting` without blocking the event loop."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return await lookup_actor_async(name, namespace)
+        except AgentNotFoundError:
+            query = _replacing_query(name, namespace)
+            try:
+                replacing = query is not None and await asyncio.wait_for(
+                    query, PLACEMENT_QUERY_TIMEOUT_S
+                )
+            except (ray.exceptions.RayError, TimeoutError):
+                replacing = False
+            if not replacing:
+                raise
+        if time.monotonic() > deadline:
+            raise AgentUnavailableError(name, f"still being placed again after {wait_s} s: retry")
+        await asyncio.sleep(0.1)
 
 
 def _pool_host(host: str | None, name: str, namespace: str) -> Any:
@@ -192,7 +255,7 @@ class Handle(Generic[AgentT]):
 
     async def _resolve(self) -> None:
         if self._actor is None:
-            self._actor = await lookup_actor_async(self.name, self.namespace)
+            self._actor = await lookup_actor_waiting_async(self.name, self.namespace)
 
     async def action(self, action: str, /, *args: Any, **kwargs: Any) -> Any:
         """Calls ``action`` with the arguments and returns its result.

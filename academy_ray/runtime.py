@@ -22,7 +22,7 @@ from academy_ray.exception import (
     AgentTerminatedError,
     AgentUnavailableError,
 )
-from academy_ray.handle import Handle, lookup_actor, translate_error
+from academy_ray.handle import Handle, lookup_actor, lookup_actor_waiting, translate_error
 from academy_ray.launcher import HostLauncher, host_options, remote_host
 from academy_ray.registry import POOL_PREFIX, registry_actor
 from academy_ray.spec import AgentInfo, AgentResources, AgentSpec
@@ -261,11 +261,15 @@ class Runtime:
     def get(self, name: str) -> Handle[Any]:
         """A handle to the live agent ``name`` of this namespace (from any driver process).
 
+        While placement re-creates the agent after its node was lost, this waits for the new copy (up to
+        a minute).
+
         Raises:
             AgentNotFoundError: No such agent in this namespace.
+            AgentUnavailableError: Still being placed again after a minute.
         """
         handle: Handle[Any] = Handle(name, self.namespace)
-        handle._actor = lookup_actor(name, self.namespace)
+        handle._actor = lookup_actor_waiting(name, self.namespace)
         return handle
 
     async def list(self) -> list[AgentInfo]:

@@ -300,6 +300,12 @@ class PlacementController:
         """The current decision for ``name`` (None if not placed; the lost one while it is re-placed)."""
         return self.scheduler.explain(name) or self._replacing.get(name)
 
+    async def replacing(self, name: str) -> bool:
+        """Whether ``name`` is being placed again after its node was lost: right now, or waiting for
+        a node with room. (An actor that merely crashed on a live node is not.)"""
+        queued = self._queue.get(name)
+        return name in self._replacing or (queued is not None and queued.patient)
+
     async def decisions(self) -> list[Decision]:
         """All current decisions."""
         return self.scheduler.decisions()

@@ -37,15 +37,17 @@ class Plain:
 class PlainLauncher:
     """Idempotent launcher: kills any earlier actor of the decision's name, then creates it anew."""
 
-    def __init__(self, namespace: str, state: str = "") -> None:
+    def __init__(self, namespace: str, state: str = "", delay_s: float = 0.0) -> None:
         self.namespace = namespace
         self.state = state
+        self.delay_s = delay_s  # between removing the old copy and creating the new one
 
     async def __call__(self, decision: Decision) -> None:
         try:
             ray.kill(ray.get_actor(decision.name, namespace=self.namespace))
         except ValueError:
             pass
+        await asyncio.sleep(self.delay_s)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -314,3 +316,39 @@ def test_controller_restart_keeps_actors_and_still_repairs_node_loss(sim_cluster
     ray.kill(ray.get_actor("durable", namespace=client.namespace))
     assert client.release_sync("durable")
     assert [e.demand.name for e in journal.load()[0]] == []
+
+
+async def test_lookup_waits_while_the_agent_is_placed_again(sim_cluster, client) -> None:
+    from academy_ray import AgentNotFoundError
+    from academy_ray.handle import lookup_actor_waiting_async
+
+    doomed = sim_cluster.add("doomed-l", num_cpus=2)
+    await client.report(doomed, "checkpoint:slowpoke", 50_000_000, "checkpoint")
+    # A launcher that leaves the name free for 4 s while it re-creates the actor (injected delay).
+    launcher = PlainLauncher(client.namespace, state="slow", delay_s=4.0)
+    first = await client.place(
+        Demand(name="slowpoke", cpus=1, checkpoint_key="checkpoint:slowpoke"), launcher
+    )
+    assert first.node_id == doomed
+    await asyncio.sleep(4.5)  # the first launch's delay
+    assert not await client.actor.replacing.remote("slowpoke")
+    sim_cluster.kill("doomed-l")
+    deadline = time.monotonic() + 60
+    while True:  # until the old copy is gone and the new one not there yet
+        try:
+            ray.get_actor("slowpoke", namespace=client.namespace)
+        except ValueError:
+            if await client.actor.replacing.remote("slowpoke"):
+                break
+        assert time.monotonic() < deadline, "never saw the re-placement's gap"
+        await asyncio.sleep(0.05)
+    actor = await lookup_actor_waiting_async("slowpoke", client.namespace)
+    node, generation, state = await actor.where.remote()
+    assert (generation, state) == (2, "slow") and node != doomed
+    # Names nobody places again are not waited for.
+    started = time.monotonic()
+    with pytest.raises(AgentNotFoundError):
+        await lookup_actor_waiting_async("never-launched", client.namespace)
+    assert time.monotonic() - started < 5
+    ray.kill(actor)
+    assert await client.release("slowpoke")
