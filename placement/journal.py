@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 
 KV_NAMESPACE = "academy-placement"
 
+LARGE_ENTRY_BYTES = 16 << 20
+"""Entries above this size are written with a warning: the GCS keeps its store in the head's memory
+(measured here: 64 MB put + get 0.44 s, 200 MB 1.6 s)."""
+
 
 @dataclass(frozen=True)
 class JournalEntry:
@@ -60,6 +64,13 @@ class Journal:
         from ray.experimental import internal_kv
 
         value = cloudpickle.dumps(entry)
+        if len(value) > LARGE_ENTRY_BYTES:
+            log.warning(
+                "placement journal entry of %r is %.0f MB (its launcher's arguments, e.g. an agent's "
+                "constructor arguments): the GCS holds it in the head's memory; pass big inputs by URI",
+                entry.demand.name,
+                len(value) / 1e6,
+            )
         internal_kv._internal_kv_put(
             self._prefix + entry.demand.name, value, overwrite=True, namespace=KV_NAMESPACE
         )
