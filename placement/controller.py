@@ -10,8 +10,8 @@ more) waits in the queue until it does; :meth:`PlacementController.failures` say
 With a ``journal`` key the controller survives its own restart: placement groups are detached
 (the actors in them outlive the controller), every decision and launcher is written to a
 :class:`~placement.journal.Journal` before the launch, and a restarted controller adopts them, so
-node loss is still repaired. Inventory, history and callers waiting in the queue are not kept: node
-caches report again as they change, and a waiting caller's call fails with the controller.
+node loss is still repaired; inventory reports are kept too. History and callers waiting in the
+queue are not: a waiting caller's call fails with the controller.
 
 **Launchers must be idempotent**: a launcher is a picklable callable ``launcher(decision) -> None``
 (sync or async) that creates the Ray actor with ``Actor.options(**decision.actor_options(), ...)``.
@@ -33,6 +33,7 @@ from typing import Any
 from placement.decision import Decision
 from placement.demand import Demand
 from placement.errors import InfeasibleDemandError, NoCapacityError, PlacementTimeoutError
+from placement.inventory import InventoryItem, ItemKind
 from placement.journal import Journal, JournalEntry
 from placement.policy import make_policy
 from placement.scheduler import PinMode, Scheduler
@@ -120,6 +121,8 @@ class PlacementController:
                 self.scheduler.adopt(entry.decision)
                 self._launchers[name] = entry.launcher
                 self._history.append(entry.decision)
+        for item in journal.load_items():
+            self.scheduler.inventory.record(item.node_id, item.key, item.nbytes, item.kind)
         removed = self.scheduler.remove_orphan_groups()
         self.restored = len(entries)
         if entries or removed or unreadable:
@@ -187,6 +190,8 @@ class PlacementController:
         async with lock:
             for lost in self.scheduler.lost():
                 self.scheduler.forget_node(lost.node_id)
+                if self._journal is not None:
+                    self._journal.delete_node(lost.node_id)
                 launcher = self._launchers[lost.name]
                 cause = f"node {lost.node_id} lost"
                 self._replacing[lost.name] = lost
@@ -325,10 +330,16 @@ class PlacementController:
     async def report(self, node_id: str, key: str, nbytes: int, kind: str) -> None:
         """Inventory report: ``node_id`` now holds ``key`` (``nbytes`` of ``kind``)."""
         self.scheduler.inventory.record(node_id, key, nbytes, kind)
+        if self._journal is not None:
+            self._journal.put_item(
+                InventoryItem(node_id=node_id, key=key, nbytes=nbytes, kind=ItemKind(kind))
+            )
 
     async def forget(self, node_id: str, key: str) -> None:
         """Inventory report: ``node_id`` evicted ``key``."""
         self.scheduler.inventory.forget(node_id, key)
+        if self._journal is not None:
+            self._journal.delete_item(node_id, key)
 
     async def inventory(self, node_id: str | None = None) -> list[dict[str, Any]]:
         """Inventory entries (all, or one node's) as dicts."""

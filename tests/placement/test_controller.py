@@ -286,11 +286,14 @@ def test_controller_restart_keeps_actors_and_still_repairs_node_loss(sim_cluster
     )
     ray.get(orphan.ready(), timeout=30)
     internal_kv._internal_kv_put(
-        f"{journal.key.encode().hex()}.broken", b"not a pickle", namespace=KV_NAMESPACE
+        f"{journal.key.encode().hex()}.d.broken", b"not a pickle", namespace=KV_NAMESPACE
     )
 
     info = _restart_controller(client)
     assert info["restored"] == 1 and info["watching"]
+    # Locality survives the restart: the inventory reports were kept.
+    held = {(i["key"], i["nbytes"]) for i in ray.get(client.actor.inventory.remote(doomed))}
+    assert ("checkpoint:durable", 50_000_000) in held
 
     # The actor lived through it, in its group, and the decision was adopted as it was.
     assert _where("durable", client.namespace) == (doomed, 1, "from-checkpoint")
@@ -312,6 +315,7 @@ def test_controller_restart_keeps_actors_and_still_repairs_node_loss(sim_cluster
     sim_cluster.kill("doomed-r")
     now = _wait_generation(client, "durable", 2)
     assert now.cause == f"node {doomed} lost" and now.node_id != doomed
+    assert all(item.node_id != doomed for item in journal.load_items())
     assert _where("durable", client.namespace) == (now.node_id, 2, "from-checkpoint")
     ray.kill(ray.get_actor("durable", namespace=client.namespace))
     assert client.release_sync("durable")
