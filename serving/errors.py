@@ -55,6 +55,14 @@ class ContextLengthError(InvalidRequestError):
     code = "context_length_exceeded"
 
 
+class OverloadedError(ServingError):
+    """Too many requests in flight or queued: retry after the ``Retry-After`` header's seconds."""
+
+    status = 503
+    code = "server_overloaded"
+    type = "server_error"
+
+
 class AuthenticationError(ServingError):
     """Missing or wrong API key."""
 
@@ -68,6 +76,33 @@ class WeightsError(ServingError):
 
     status = 503
     code = "model_weights_unavailable"
+    type = "server_error"
+
+
+class UnsafeModelFileError(WeightsError):
+    """A model's manifest (or a folder being published) names a file outside the model folder.
+
+    Raised for ``..`` components, absolute paths, backslashes or drive letters, empty components,
+    control characters, reserved names and names that normalise differently, before any byte is
+    written.
+    """
+
+    code = "unsafe_model_file"
+
+
+class DiskFullError(ServingError):
+    """The node cache's disk is full: the model does not fit even after evicting other models."""
+
+    status = 507
+    code = "disk_full"
+    type = "server_error"
+
+
+class UnsafeCacheRootError(ServingError):
+    """The node cache folder belongs to another user or is writable by others."""
+
+    status = 500
+    code = "unsafe_cache_root"
     type = "server_error"
 
 
