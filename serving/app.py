@@ -7,22 +7,35 @@ became a required query parameter, answered with 422).
 
 import hmac
 import json
+import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field, ValidationError
 from ray import serve
+from ray.serve.config import BackpressureConfig
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from placement.errors import PlacementError
 from placement.table import NODE_ID_LABEL
 from serving.cache import CacheConfig
 from serving.deployment import ModelServer, ReplicaConfig, ReplicaStats, as_serving_error
-from serving.errors import AuthenticationError, PayloadTooLargeError, ServingError
-from serving.metrics import get_metrics
+from serving.errors import (
+    AuthenticationError,
+    EngineError,
+    InvalidRequestError,
+    OverloadedError,
+    PayloadTooLargeError,
+    ServingError,
+    WeightsError,
+)
+from serving.metrics import get_metrics, model_label
 from serving.placer import ReplicaPlacement, remove_placer, replica_placer
 from serving.protocol import (
     ChatCompletionRequest,
@@ -31,6 +44,11 @@ from serving.protocol import (
     parse_request,
 )
 from serving.spec import ModelRegistry, ModelSpec
+
+logger = logging.getLogger(__name__)
+
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+"""Hosts that only this machine reaches: listening there without an API key is not warned about."""
 
 
 class ServingConfig(BaseModel):
@@ -45,9 +63,23 @@ class ServingConfig(BaseModel):
         replica_cpus: logical CPUs each model replica reserves (fractions are fine).
         replica_gpus: GPUs each model replica reserves.
         ingress_cpus: logical CPUs the HTTP ingress reserves.
-        max_ongoing_requests: per replica.
-        api_key: when set, requests need ``Authorization: Bearer <api_key>`` (every route but ``/health``).
+        max_ongoing_requests: requests each model replica runs at once (Serve's
+            ``max_ongoing_requests``).
+        max_queued_requests: requests the ingress queues for the model replicas beyond those
+            (Serve's ``max_queued_requests``, per ingress replica); more get ``503`` with a
+            ``Retry-After`` header.
+        ingress_max_requests: requests inside each ingress replica (waiting for a model replica or
+            streaming); more get an immediate ``503`` with ``Retry-After`` (``/health`` is not
+            counted).
+        ingress_max_queued_requests: requests Serve's HTTP proxies queue for the ingress when it is
+            saturated; more get Serve's ``503`` with ``Retry-After``.
+        retry_after_seconds: the ``Retry-After`` of overload answers.
+        api_key: when set, requests need ``Authorization: Bearer <api_key>`` (every route but
+            ``/health``, the API docs and ``/openapi.json`` included).
         max_body_bytes: largest request body accepted; larger ones get 413 before they are parsed.
+        max_prompt_bytes: largest prompt in UTF-8 bytes (a chat's message contents together);
+            larger ones get 413 before they are tokenised.
+        switch_history: model switches each replica keeps in its stats (older ones are counted).
         runtime_env: Ray runtime env of the model replicas (e.g. the vLLM CPU venv's Python).
         cache: the node model cache settings.
         placement: how ``placement`` chooses each replica's node (where the node caches already
@@ -64,27 +96,107 @@ class ServingConfig(BaseModel):
     replica_gpus: float = Field(default=0.0, ge=0)
     ingress_cpus: float = Field(default=0.1, ge=0)
     max_ongoing_requests: int = Field(default=32, ge=1)
+    max_queued_requests: int = Field(default=64, ge=1)
+    ingress_max_requests: int = Field(default=256, ge=1)
+    ingress_max_queued_requests: int = Field(default=128, ge=1)
+    retry_after_seconds: int = Field(default=1, ge=1)
     api_key: str | None = Field(default=None, repr=False)
     max_body_bytes: int = Field(default=4 << 20, ge=1)
+    max_prompt_bytes: int = Field(default=1 << 20, ge=1)
+    switch_history: int = Field(default=256, ge=1)
     runtime_env: dict[str, Any] | None = None
     cache: CacheConfig = Field(default_factory=CacheConfig)
     placement: ReplicaPlacement | None = Field(default_factory=ReplicaPlacement)
 
 
-def _error(exc: ServingError) -> JSONResponse:
-    return JSONResponse(error_body(exc), status_code=exc.status)
+def warn_if_exposed(host: str, api_key: str | None) -> bool:
+    """Logs a warning when the API listens beyond localhost without an API key.
+
+    Returns:
+        Whether it warned.
+    """
+    if api_key or host in LOCAL_HOSTS:
+        return False
+    logger.warning(
+        "the serving API listens on %s without an API key: anyone who reaches this address can "
+        "use every model; set ServingConfig.api_key or listen on 127.0.0.1",
+        host,
+    )
+    return True
 
 
-async def _ending_cleanly(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+def _find(exc: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The first exception of ``types`` in ``exc``'s chain (Ray's ``cause``, then ``__cause__``)."""
+    current: BaseException | None = exc
+    for _ in range(8):
+        if current is None:
+            return None
+        if isinstance(current, types):
+            return current
+        cause = getattr(current, "cause", None)
+        current = cause if isinstance(cause, BaseException) else current.__cause__
+    return None
+
+
+def _backpressure_types() -> tuple[type[BaseException], ...]:
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+    return (BackPressureError, DeploymentUnavailableError)
+
+
+def serving_error_of(exc: BaseException, request_id: str) -> ServingError:
+    """The :class:`ServingError` a failure is answered with (unexpected ones are logged).
+
+    Serve's backpressure (the replicas' queue is full) becomes :class:`OverloadedError`, a stray
+    validation error a ``400``, anything else a ``500``.
+    """
+    err = as_serving_error(exc)
+    if err is not None:
+        return err
+    if _find(exc, _backpressure_types()) is not None:
+        return OverloadedError("the model replicas are saturated; retry later")
+    if isinstance(exc, ValidationError):
+        return InvalidRequestError(f"invalid request: {exc.errors()[0]['msg']}"[:200])
+    logger.error("request %s failed", request_id, exc_info=exc)
+    return ServingError("internal error")
+
+
+def public_error(error: ServingError, request_id: str) -> ServingError:
+    """What a client is told about ``error``.
+
+    Client errors (4xx) and overload answers are told as they are: their messages are the
+    server's own. Any other 5xx gets a generic reason and the request id, never the internal
+    message (bucket paths, URIs, storage errors); that goes to the log under the request id.
+    """
+    if error.status < 500 or isinstance(error, OverloadedError):
+        return error
+    logger.error(
+        "request %s: %s (%s): %s", request_id, error.code, type(error).__name__, error.message
+    )
+    if isinstance(error, WeightsError):
+        reason = "the model's weights are unavailable in storage"
+    elif error.status == 507:
+        reason = "the model does not fit this server's model cache"
+    elif isinstance(error, EngineError):
+        reason = "the inference engine failed"
+    else:
+        reason = "internal server error"
+    public = ServingError(f"{reason} (request id {request_id}; details in the server log)")
+    public.status, public.code, public.type = error.status, error.code, error.type
+    return public
+
+
+async def _ending_cleanly(events: AsyncIterator[bytes], request_id: str) -> AsyncIterator[bytes]:
     """Ends a stream that fails midway (e.g. its replica died) with an OpenAI error event, not a cut."""
     try:
         async for event in events:
             yield event
-    except Exception as exc:  # noqa: BLE001 - reported to the client in the stream itself
-        err = as_serving_error(exc) or ServingError(
-            f"the generation stopped midway: {type(exc).__name__}; retry the request"
-        )
-        yield _sse(error_body(err))
+    except Exception as exc:  # reported to the client in the stream itself
+        err = as_serving_error(exc)
+        if err is None:
+            logger.error("request %s: the stream stopped midway", request_id, exc_info=exc)
+            err = ServingError("the generation stopped midway; retry the request")
+        yield _sse(error_body(public_error(err, request_id)))
 
 
 def _sse(data: dict[str, Any] | str) -> bytes:
@@ -110,7 +222,69 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-api = FastAPI(title="academy-ray serving (OpenAI-compatible)")
+api = FastAPI(
+    title="academy-ray serving (OpenAI-compatible)",
+    docs_url=None,  # served by the ingress itself, behind the API key
+    redoc_url=None,
+    openapi_url=None,
+)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Unknown routes and methods get an OpenAI-shaped error body too."""
+    error = InvalidRequestError(
+        "no such route" if exc.status_code == 404 else f"HTTP {exc.status_code}"
+    )
+    error.status = exc.status_code
+    error.code = "not_found" if exc.status_code == 404 else "invalid_request"
+    headers = getattr(exc, "headers", None)
+    return JSONResponse(error_body(error), status_code=exc.status_code, headers=headers)
+
+
+def _request_id(incoming: str | None) -> str:
+    """The request's id: Serve's ``x-request-id`` (the client's or the proxy's), else a new one."""
+    if incoming and len(incoming) <= 128 and incoming.isprintable():
+        return incoming
+    return f"req-{uuid.uuid4().hex}"
+
+
+class _Call:
+    """One API request's id, and the model it named (filled in by its handler, for metrics)."""
+
+    __slots__ = ("model", "request_id")
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self.model: Any = None
+
+
+Handler = Callable[[_Call], Awaitable[Any]]
+
+
+class _Slot:
+    """A streaming request's place in the ingress's in-flight count, given back once."""
+
+    __slots__ = ("_held", "_ingress")
+
+    def __init__(self, ingress: Any) -> None:
+        self._ingress = ingress
+        self._held = True
+
+    def release(self) -> None:
+        """Gives the place back (only the first call counts)."""
+        if self._held:
+            self._held = False
+            self._ingress._in_flight -= 1
+
+
+async def _releasing(events: AsyncIterator[Any], slot: _Slot) -> AsyncIterator[Any]:
+    """Passes a stream on; its slot is given back when it ends, fails or is cancelled."""
+    try:
+        async for event in events:
+            yield event
+    finally:
+        slot.release()
 
 
 @serve.deployment
@@ -123,6 +297,10 @@ class OpenAIIngress:
         self._registry = ModelRegistry(specs)
         self._key = config.api_key.encode() if config.api_key else None
         self._max_body = config.max_body_bytes
+        self._max_prompt = config.max_prompt_bytes
+        self._max_in_flight = config.ingress_max_requests
+        self._retry_after = config.retry_after_seconds
+        self._in_flight = 0
         self._created = int(time.time())
 
     # ------------------------------------------------------------------ helpers
@@ -133,6 +311,15 @@ class OpenAIIngress:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self._key):
             raise AuthenticationError("Incorrect or missing API key")
+
+    def _check_prompt(self, req: Any, field: str) -> None:
+        """Refuses a prompt over ``max_prompt_bytes`` (413) before it reaches a replica."""
+        size = req.prompt_bytes()
+        if size > self._max_prompt:
+            raise PayloadTooLargeError(
+                f"the prompt has {size} bytes; this server accepts at most {self._max_prompt}",
+                param=field,
+            )
 
     async def _start(self, model: str, payload: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """Starts a generation; returns the stream and its first item (errors surface here)."""
@@ -149,22 +336,57 @@ class OpenAIIngress:
             raise err from None
         return stream, first
 
-    async def _guard(self, request: Request, handler: Any) -> Any:
-        response = await self._answer(request, handler)
-        get_metrics().request(request.url.path, int(getattr(response, "status_code", 200)))
+    def _error(self, error: ServingError, request_id: str) -> JSONResponse:
+        """An OpenAI error response (5xx: generic, see :func:`public_error`)."""
+        headers = {}
+        if isinstance(error, OverloadedError):
+            headers["Retry-After"] = str(self._retry_after)
+        public = public_error(error, request_id)
+        return JSONResponse(error_body(public), status_code=public.status, headers=headers)
+
+    async def _guard(self, request: Request, route: str, handler: Handler) -> Response:
+        """Answers one API request: overload bound, API key, errors, request id and metrics.
+
+        Args:
+            request: the HTTP request.
+            route: its route template (the ``route`` label of the metrics, never the raw path).
+            handler: produces the answer; it records the model it was asked for in its
+                :class:`_Call`.
+        """
+        incoming = request.headers.get("x-request-id")  # Serve's proxy sets one (and answers it)
+        request_id = _request_id(incoming)
+        call = _Call(request_id)
+        if self._in_flight >= self._max_in_flight:
+            message = f"more than {self._max_in_flight} requests in flight; retry later"
+            response: Response = self._error(OverloadedError(message), request_id)
+        else:
+            self._in_flight += 1
+            try:
+                response = await self._answer(request, handler, call, request_id)
+            except BaseException:
+                self._in_flight -= 1
+                raise
+            if isinstance(response, StreamingResponse):
+                slot = _Slot(self)
+                response.body_iterator = _releasing(response.body_iterator, slot)
+                weakref.finalize(response, slot.release)  # a stream that never started
+            else:
+                self._in_flight -= 1
+        if incoming is None:
+            response.headers["x-request-id"] = request_id
+        model = model_label(call.model, self._registry)
+        get_metrics().request(route, response.status_code, model)
         return response
 
-    async def _answer(self, request: Request, handler: Any) -> Any:
+    async def _answer(
+        self, request: Request, handler: Handler, call: _Call, request_id: str
+    ) -> Response:
         try:
             self._authorize(request)
-            return await handler()
-        except ServingError as exc:
-            return _error(exc)
-        except Exception as exc:  # noqa: BLE001
-            err = as_serving_error(exc)
-            if err is not None:
-                return _error(err)
-            return _error(ServingError(f"internal error: {exc!r}"))
+            result = await handler(call)
+        except Exception as exc:  # noqa: BLE001 - every failure is an OpenAI error answer
+            return self._error(serving_error_of(exc, request_id), request_id)
+        return result if isinstance(result, Response) else JSONResponse(result)
 
     async def _body(self, request: Request) -> bytes:
         """The request body, refused with 413 once it grows past the configured limit."""
@@ -187,23 +409,53 @@ class OpenAIIngress:
         """Liveness probe; the only route that needs no API key."""
         return {"status": "ok"}
 
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi(self, request: Request) -> Any:
+        """The OpenAPI schema (behind the API key when one is set)."""
+
+        async def handler(call: _Call) -> Any:
+            return api.openapi()
+
+        return await self._guard(request, "/openapi.json", handler)
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs(self, request: Request) -> Any:
+        """Swagger UI (behind the API key when one is set)."""
+
+        async def handler(call: _Call) -> Any:
+            schema = request.scope.get("root_path", "") + "/openapi.json"
+            return get_swagger_ui_html(openapi_url=schema, title=f"{api.title} - docs")
+
+        return await self._guard(request, "/docs", handler)
+
+    @api.get("/redoc", include_in_schema=False)
+    async def redoc(self, request: Request) -> Any:
+        """ReDoc (behind the API key when one is set)."""
+
+        async def handler(call: _Call) -> Any:
+            schema = request.scope.get("root_path", "") + "/openapi.json"
+            return get_redoc_html(openapi_url=schema, title=f"{api.title} - ReDoc")
+
+        return await self._guard(request, "/redoc", handler)
+
     @api.get("/v1/models")
     async def list_models(self, request: Request) -> Any:
         """OpenAI's model list."""
 
-        async def handler() -> Any:
+        async def handler(call: _Call) -> Any:
             return {"object": "list", "data": [self._model_card(s) for s in self._registry]}
 
-        return await self._guard(request, handler)
+        return await self._guard(request, "/v1/models", handler)
 
     @api.get("/v1/models/{model_id:path}")
     async def get_model(self, model_id: str, request: Request) -> Any:
         """One model card (404 if unknown)."""
 
-        async def handler() -> Any:
+        async def handler(call: _Call) -> Any:
+            call.model = model_id
             return self._model_card(self._registry.get(model_id))
 
-        return await self._guard(request, handler)
+        return await self._guard(request, "/v1/models/{model_id}", handler)
 
     def _model_card(self, spec: ModelSpec) -> dict[str, Any]:
         return {
@@ -219,8 +471,10 @@ class OpenAIIngress:
     async def completions(self, request: Request) -> Any:
         """OpenAI text completions (``stream`` supported)."""
 
-        async def handler() -> Any:
+        async def handler(call: _Call) -> Any:
             req: CompletionRequest = parse_request(CompletionRequest, await self._body(request))
+            call.model = req.model
+            self._check_prompt(req, "prompt")
             payload = {
                 "prompt": req.prompt_text(),
                 "params": req.params(req.max_tokens or 16).model_dump(),
@@ -248,22 +502,26 @@ class OpenAIIngress:
                             yield _sse(chunk(item.get("text", ""), item.get("finish_reason")))
                     yield _sse("[DONE]")
 
-                return StreamingResponse(_ending_cleanly(events()), media_type="text/event-stream")
+                return StreamingResponse(
+                    _ending_cleanly(events(), call.request_id), media_type="text/event-stream"
+                )
             text, tokens, finish = await _collect(stream)
             body = chunk(text, finish)
             body["usage"] = _usage(first["prompt_tokens"], tokens)
             return body
 
-        return await self._guard(request, handler)
+        return await self._guard(request, "/v1/completions", handler)
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> Any:
         """OpenAI chat completions (``stream`` supported)."""
 
-        async def handler() -> Any:
+        async def handler(call: _Call) -> Any:
             req: ChatCompletionRequest = parse_request(
                 ChatCompletionRequest, await self._body(request)
             )
+            call.model = req.model
+            self._check_prompt(req, "messages")
             limit = req.max_completion_tokens or req.max_tokens
             payload = {
                 "messages": [m.model_dump() for m in req.messages],
@@ -293,7 +551,9 @@ class OpenAIIngress:
                             yield _sse(delta({}, item["finish_reason"]))
                     yield _sse("[DONE]")
 
-                return StreamingResponse(_ending_cleanly(events()), media_type="text/event-stream")
+                return StreamingResponse(
+                    _ending_cleanly(events(), call.request_id), media_type="text/event-stream"
+                )
             text, tokens, finish = await _collect(stream)
             return {
                 "id": ident,
@@ -310,7 +570,7 @@ class OpenAIIngress:
                 "usage": _usage(first["prompt_tokens"], tokens),
             }
 
-        return await self._guard(request, handler)
+        return await self._guard(request, "/v1/chat/completions", handler)
 
     async def replica_stats(self) -> ReplicaStats:
         """Stats of one model replica (for tests and benchmarks; not an HTTP route)."""
@@ -348,19 +608,30 @@ def build_app(
         max_models=config.max_models_per_replica,
         max_parked=config.max_parked_engines,
         cache=config.cache,
+        max_prompt_bytes=config.max_prompt_bytes,
+        history=config.switch_history,
     )
+    backpressure = BackpressureConfig(status_code=503, retry_after_s=config.retry_after_seconds)
     server = (
         serve.deployment(ModelServer)  # type: ignore[attr-defined]
         .options(
             name="ModelServer",
             max_ongoing_requests=config.max_ongoing_requests,
+            max_queued_requests=config.max_queued_requests,
+            backpressure_config=backpressure,
             ray_actor_options=actor_options,
             **placed,
         )
         .bind(list(specs), replica)
     )
+    # Serve lets a few more requests into the ingress than its own bound, so that those beyond it
+    # get the ingress's OpenAI-shaped 503 (and /health still gets in) rather than a queue.
+    ingress_slots = config.ingress_max_requests + max(8, config.ingress_max_requests // 4)
     return OpenAIIngress.options(  # type: ignore[attr-defined]
-        ray_actor_options={"num_cpus": config.ingress_cpus}
+        ray_actor_options={"num_cpus": config.ingress_cpus},
+        max_ongoing_requests=ingress_slots,
+        max_queued_requests=config.ingress_max_queued_requests,
+        backpressure_config=backpressure,
     ).bind(server, list(specs), config)
 
 
@@ -377,6 +648,7 @@ def serve_models(
     nodes on one machine need ``"HeadOnly"``: their proxies would share one port).
     """
     config = config or ServingConfig()
+    warn_if_exposed(host, config.api_key)
     serve.start(proxy_location=proxy_location, http_options={"host": host, "port": port})
     if config.placement is not None:
         import ray

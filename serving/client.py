@@ -15,6 +15,8 @@ from serving.errors import (
     ContextLengthError,
     InvalidRequestError,
     ModelNotFoundError,
+    OverloadedError,
+    PayloadTooLargeError,
     ServingError,
     WeightsError,
 )
@@ -29,6 +31,8 @@ _BY_CODE: dict[str, type[ServingError]] = {
         ContextLengthError,
         AuthenticationError,
         WeightsError,
+        OverloadedError,
+        PayloadTooLargeError,
     )
 }
 
@@ -68,8 +72,9 @@ class Client:
         timeout: seconds per request.
 
     Raises (from every call):
-        ModelNotFoundError, InvalidRequestError, ContextLengthError, AuthenticationError,
-        WeightsError or ServingError: the server's OpenAI error, typed by its code.
+        ModelNotFoundError, InvalidRequestError, ContextLengthError, PayloadTooLargeError,
+        AuthenticationError, WeightsError, OverloadedError (retry after a while) or ServingError:
+        the server's OpenAI error, typed by its code.
     """
 
     def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 300.0):

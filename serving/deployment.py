@@ -6,19 +6,22 @@ import asyncio
 import logging
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator
-from typing import Any
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
 from serving.cache import CacheConfig, node_cache
 from serving.engines import Engine, GenerationParams, make_engine
-from serving.errors import ContextLengthError, ServingError
+from serving.errors import ContextLengthError, PayloadTooLargeError, ServingError
 from serving.metrics import get_metrics
 from serving.spec import ModelRegistry, ModelSpec
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class ReplicaConfig(BaseModel):
@@ -29,11 +32,20 @@ class ReplicaConfig(BaseModel):
         max_parked: evicted engines that can sleep (vLLM on CUDA) are put to sleep and kept, up to
             this many, instead of being shut down; waking one avoids an engine restart.
         cache: the node cache the replica loads through.
+        max_prompt_bytes: largest prompt (UTF-8 bytes; a chat's message contents together)
+            accepted; larger ones get 413 before they are tokenised.
+        history: model switches (loads and unloads) kept in :class:`ReplicaStats`; older ones
+            are only counted.
+        tokenizer_threads: threads that tokenise prompts and render chat templates, off the
+            replica's event loop (a multi-MB prompt takes seconds).
     """
 
     max_models: int = Field(default=2, ge=1)
     max_parked: int = Field(default=0, ge=0)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    max_prompt_bytes: int = Field(default=1 << 20, ge=1)
+    history: int = Field(default=256, ge=1)
+    tokenizer_threads: int = Field(default=2, ge=1)
 
 
 class LoadEvent(BaseModel):
@@ -47,12 +59,14 @@ class LoadEvent(BaseModel):
 
 
 class ReplicaStats(BaseModel):
-    """Counters of one replica."""
+    """Counters of one replica (``loads``/``unloads``: the latest ``ReplicaConfig.history``)."""
 
     resident: list[str] = Field(description="loaded models, least recently used first")
     parked: list[str]
-    loads: list[LoadEvent]
-    unloads: list[str]
+    loads: list[LoadEvent] = Field(description="the latest model loads, oldest first")
+    unloads: list[str] = Field(description="the latest unloaded models, oldest first")
+    load_count: int = Field(default=0, description="model loads since the replica started")
+    unload_count: int = Field(default=0, description="model unloads since the replica started")
     hot_hits: int
     failures: int
     node_id: str
@@ -127,8 +141,13 @@ class ModelServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._resident: OrderedDict[str, LoadedModel] = OrderedDict()
         self._parked: OrderedDict[str, Engine] = OrderedDict()
-        self._loads: list[LoadEvent] = []
-        self._unloads: list[str] = []
+        self._loads: deque[LoadEvent] = deque(maxlen=config.history)
+        self._unloads: deque[str] = deque(maxlen=config.history)
+        self._load_count = 0
+        self._unload_count = 0
+        self._tokenizer_pool = ThreadPoolExecutor(
+            max_workers=config.tokenizer_threads, thread_name_prefix="tokenize"
+        )
         self._hot_hits = 0
         self._unreported_hits = 0
         self._failures = 0
@@ -171,6 +190,7 @@ class ModelServer:
         seconds = time.perf_counter() - start
         self._metrics.switch(tier, spec.engine, seconds)
         self._metrics.cache("engine", False)
+        self._load_count += 1
         self._loads.append(
             LoadEvent(
                 model_id=model_id,
@@ -190,6 +210,7 @@ class ModelServer:
         if self._resident.get(model_id) is loaded:
             del self._resident[model_id]
         self._unloads.append(model_id)
+        self._unload_count += 1
         engine = loaded.engine
         if engine.supports_sleep and self._config.max_parked > 0 and self._loop is not None:
             asyncio.run_coroutine_threadsafe(self._park(model_id, engine), self._loop)
@@ -226,6 +247,7 @@ class ModelServer:
 
         model_id = serve.get_multiplexed_model_id()
         spec = self._registry.get(model_id)
+        self._check_prompt_size(request)
         self._inflight += 1
         self._metrics.queue(self._inflight)
         try:
@@ -251,15 +273,33 @@ class ModelServer:
             self._inflight -= 1
             self._metrics.queue(self._inflight)
 
+    async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs ``fn(*args)`` on the tokenizer threads: the event loop keeps serving meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(self._tokenizer_pool, fn, *args)
+
+    def _check_prompt_size(self, request: dict[str, Any]) -> None:
+        """Refuses a prompt over ``max_prompt_bytes`` before any tokenising."""
+        if "messages" in request:
+            field = "messages"
+            size = sum(len(str(m.get("content", "")).encode()) for m in request["messages"])
+        else:
+            field, size = "prompt", len(request["prompt"].encode())
+        limit = self._config.max_prompt_bytes
+        if size > limit:
+            raise PayloadTooLargeError(
+                f"the prompt has {size} bytes; this server accepts at most {limit}", param=field
+            )
+
     async def _run(
         self, spec: ModelSpec, engine: Engine, request: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
         if "messages" in request:
-            prompt, field = engine.chat_prompt(request["messages"]), "messages"
+            prompt = await self._off_loop(engine.chat_prompt, request["messages"])
+            field = "messages"
         else:
             prompt, field = request["prompt"], "prompt"
         params = GenerationParams.model_validate(request.get("params", {}))
-        prompt_tokens = engine.count_tokens(prompt)
+        prompt_tokens = await self._off_loop(engine.count_tokens, prompt)
         context = engine.max_context
         if prompt_tokens >= context:
             raise ContextLengthError(
@@ -298,6 +338,8 @@ class ModelServer:
             parked=list(self._parked),
             loads=list(self._loads),
             unloads=list(self._unloads),
+            load_count=self._load_count,
+            unload_count=self._unload_count,
             hot_hits=self._hot_hits,
             failures=self._failures,
             node_id=self._node_id,

@@ -6,8 +6,53 @@ Created lazily inside the process that records them (a Serve replica or ingress)
 from __future__ import annotations
 
 import os
+from collections.abc import Container
 from functools import lru_cache
 from typing import Any
+
+ROUTES = frozenset(
+    {
+        "/v1/models",
+        "/v1/models/{model_id}",
+        "/v1/completions",
+        "/v1/chat/completions",
+        "/docs",
+        "/redoc",
+        "/openapi.json",
+    }
+)
+"""Route templates the ``route`` label takes; any other value is recorded as ``other``."""
+
+NO_MODEL = "none"
+"""The ``model`` label of requests that name no model (e.g. ``GET /v1/models``)."""
+
+UNKNOWN_MODEL = "unknown"
+"""The ``model`` label of requests naming a model that is not served."""
+
+
+def route_label(route: str) -> str:
+    """A route template from :data:`ROUTES`, or ``"other"`` (never a raw request path)."""
+    return route if route in ROUTES else "other"
+
+
+def status_label(status: int) -> str:
+    """An HTTP status code as a label (``"other"`` outside 100-599)."""
+    return str(status) if 100 <= status <= 599 else "other"
+
+
+def model_label(model_id: object, served: Container[str]) -> str:
+    """A served model's id; ``"unknown"`` for any other id, ``"none"`` when there is none.
+
+    Args:
+        model_id: the model the request named (anything a client sent).
+        served: the ids of the served models.
+    """
+    if model_id is None:
+        return NO_MODEL
+    if isinstance(model_id, str) and model_id in served:
+        return model_id
+    return UNKNOWN_MODEL
+
 
 _SECONDS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
 
@@ -20,7 +65,11 @@ class ServingMetrics:
     * ``serving_cache_requests_total{tier, result}``: cache hits and misses per tier.
     * ``serving_queue_length{replica}``: requests in a replica (waiting for a load or generating).
     * ``serving_tokens_per_second{model}``: generated tokens per second of each request.
-    * ``serving_requests_total{route, status}``: answered API requests by route and HTTP status.
+    * ``serving_requests_total{route, status, model}``: answered API requests by route template
+      (never the raw path), HTTP status and served model (``unknown`` for any other id).
+
+    Every label value comes from a bounded set, so a client cannot grow the number of time
+    series (see :func:`route_label`, :func:`status_label` and :func:`model_label`).
     """
 
     def __init__(self) -> None:
@@ -50,8 +99,8 @@ class ServingMetrics:
         )
         self.requests = metrics.Counter(
             "serving_requests_total",
-            description="Answered API requests by route and HTTP status.",
-            tag_keys=("route", "status"),
+            description="Answered API requests by route template, HTTP status and model.",
+            tag_keys=("route", "status", "model"),
         )
 
     def switch(self, tier: str, engine: str, seconds: float) -> None:
@@ -62,9 +111,16 @@ class ServingMetrics:
         """Records the number of requests inside this replica process."""
         self.queue_length.set(length, tags={"replica": str(os.getpid())})
 
-    def request(self, route: str, status: int) -> None:
-        """Records one answered API request."""
-        self.requests.inc(1, tags={"route": route, "status": str(status)})
+    def request(self, route: str, status: int, model: str = NO_MODEL) -> None:
+        """Records one answered API request.
+
+        Args:
+            route: the route template (e.g. ``/v1/models/{model_id}``); others become ``other``.
+            status: the HTTP status answered.
+            model: a label from :func:`model_label` (served id, ``unknown`` or ``none``).
+        """
+        tags = {"route": route_label(route), "status": status_label(status), "model": model}
+        self.requests.inc(1, tags=tags)
 
     def cache(self, tier: str, hit: bool) -> None:
         """Records one cache lookup."""

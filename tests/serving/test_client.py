@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from serving.client import Client
-from serving.errors import AuthenticationError, ContextLengthError, ModelNotFoundError
+from serving.errors import (
+    AuthenticationError,
+    ContextLengthError,
+    ModelNotFoundError,
+    PayloadTooLargeError,
+)
 from tests.serving.conftest import Served
 
 
@@ -37,3 +42,13 @@ def test_blocking_client_and_typed_errors(served: Served) -> None:
         client.close()
     with pytest.raises(AuthenticationError):
         Client(served.url, api_key="wrong").models()
+
+
+def test_client_types_a_prompt_over_the_byte_bound(served: Served) -> None:
+    client = Client(served.url, api_key=served.api_key)
+    try:
+        with pytest.raises(PayloadTooLargeError, match="413") as err:
+            client.complete("tiny-1", "a" * ((1 << 20) + 1))
+        assert err.value.param == "prompt" and err.value.status == 413
+    finally:
+        client.close()

@@ -111,3 +111,47 @@ def test_serving_metrics_are_exported(metrics_served: tuple[str, int]) -> None:
         and 'status="200"' in requests
         and 'status="404"' in requests
     )
+
+
+def _series(port: int, prefix: str) -> list[str]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return [line for line in text.splitlines() if line.startswith(prefix)]
+
+
+def _total(lines: list[str], needle: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if needle in line)
+
+
+def test_request_labels_stay_bounded_under_random_paths_and_models(
+    metrics_served: tuple[str, int],
+) -> None:
+    url, port = metrics_served
+    client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
+    ids = [f"rnd-{uuid.uuid4().hex}" for _ in range(60)]
+    for model_id in ids:
+        with pytest.raises(openai.NotFoundError):
+            client.models.retrieve(model_id)
+    for model_id in ids[:20]:
+        with pytest.raises(openai.NotFoundError):
+            client.completions.create(model=model_id, prompt="the metal node", max_tokens=2)
+    deadline = time.monotonic() + 60
+    lines = _series(port, "ray_serving_requests_total")
+    while _total(lines, 'status="404"') < 80:
+        assert time.monotonic() < deadline, lines[:20]
+        time.sleep(1)
+        lines = _series(port, "ray_serving_requests_total")
+    routes = {line.split('route="', 1)[1].split('"', 1)[0] for line in lines}
+    assert routes <= {
+        "/v1/models",
+        "/v1/models/{model_id}",
+        "/v1/completions",
+        "/v1/chat/completions",
+        "other",
+    }, routes
+    models = {line.split('model="', 1)[1].split('"', 1)[0] for line in lines if 'model="' in line}
+    assert models <= {"tiny-0", "unknown", "none"}, models
+    assert "unknown" in models
+    assert len(lines) <= 12, lines
+    everything = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+    leaked = [model_id for model_id in ids if model_id.encode() in everything]
+    assert not leaked, f"{len(leaked)} random ids became label values"
