@@ -4,20 +4,27 @@ One detached cache actor per node (:func:`node_cache`) owns a folder on that nod
 node ask it for a model's local folder with :meth:`ModelCache.ensure`: a hit returns at once, a miss
 fetches the folder once (however many callers ask at the same time), verifies every file's sha256
 against the manifest, and evicts least-recently-used models (never one leased to a loading caller)
-to stay within the byte budget. The cache's inventory is reported to ``placement``.
+to stay within the byte budget, or to make room when the disk is full. The cache's inventory is
+reported to ``placement``.
+
+Trust: a manifest naming files outside the model folder is refused before any byte is written
+(:class:`~serving.errors.UnsafeModelFileError`). The cache folder must belong to the serving user
+and not be writable by others; a copy found there at start-up is reused only if it verifies
+(:func:`serving.storage.verify_local_copy`: owner, permissions, no links, and checksums or the
+verified marker written after the checksum pass), otherwise it is discarded and fetched again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import os
 import re
 import shutil
 import tempfile
 import time
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +32,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from serving.errors import CacheBudgetError, WeightsError
+from serving.errors import CacheBudgetError, DiskFullError, UnsafeCacheRootError, WeightsError
 from serving.inventory import InventorySink, NullSink, PlacementSink
 from serving.spec import ModelSpec
-from serving.storage import MANIFEST_NAME, Manifest, fetch_model, read_manifest
+from serving.storage import (
+    MANIFEST_NAME,
+    VERIFIED_NAME,
+    Manifest,
+    fetch_model,
+    read_manifest,
+    verify_local_copy,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +51,15 @@ Tier = Literal["disk", "object_storage"]
 
 
 def default_cache_root() -> str:
-    """``/dev/shm/academy-serving-cache`` where ``/dev/shm`` is writable, else the temp dir."""
+    """``/dev/shm/academy-serving-cache-<uid>`` where ``/dev/shm`` is writable, else the temp dir.
+
+    One folder per user: the cache refuses a folder that belongs to someone else.
+    """
+    name = f"academy-serving-cache-{os.getuid()}"
     shm = Path("/dev/shm")
     if shm.is_dir() and os.access(shm, os.W_OK):
-        return str(shm / "academy-serving-cache")
-    return str(Path(tempfile.gettempdir()) / "academy-serving-cache")
+        return str(shm / name)
+    return str(Path(tempfile.gettempdir()) / name)
 
 
 class CacheConfig(BaseModel):
@@ -112,10 +130,51 @@ class _Entry:
         return bool(self.leases)
 
 
-def _folder_name(spec: ModelSpec) -> str:
-    digest = hashlib.sha256(spec.weights_uri.encode()).hexdigest()[:16]
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", spec.id)[:64]
+class _Origin(BaseModel):
+    """What a local copy is a copy of (``.serving-origin.json``)."""
+
+    model_id: str
+    uri: str
+
+
+def _folder_name(model_id: str, uri: str) -> str:
+    digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", model_id)[:64].lstrip(".") or "_"
     return f"{safe}-{digest}"
+
+
+def _secure_root(root: Path) -> None:
+    """Creates ``root`` (mode 0700) or checks that it belongs to this user, closed to others.
+
+    Raises:
+        UnsafeCacheRootError: ``root`` belongs to another user or others may write to it.
+    """
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = root.stat()
+    if st.st_uid != os.getuid():
+        raise UnsafeCacheRootError(
+            f"the model cache folder {root} belongs to uid {st.st_uid}, not to this user "
+            f"({os.getuid()}): choose another CacheConfig.root"
+        )
+    if st.st_mode & 0o022:
+        raise UnsafeCacheRootError(
+            f"the model cache folder {root} is writable by group or others "
+            f"(mode {oct(st.st_mode & 0o777)}): chmod go-w it or choose another CacheConfig.root"
+        )
+
+
+def _discard(path: Path) -> None:
+    """Removes a folder (or link) of the cache root; moves it aside if it cannot be removed."""
+    if path.is_symlink():
+        path.unlink(missing_ok=True)
+        return
+    shutil.rmtree(path, ignore_errors=True)
+    if path.exists():  # e.g. another user's folder we may not empty: at least never use it
+        aside = path.with_name(f".discarded-{path.name}-{uuid.uuid4().hex[:8]}")
+        try:
+            os.replace(path, aside)
+        except OSError as exc:
+            logger.warning("model cache cannot remove %s: %s", path, exc)
 
 
 class ModelCache:
@@ -129,7 +188,7 @@ class ModelCache:
         # One folder per node under the configured root: a root on a shared file system (NFS
         # home, or simulated nodes on one machine) must never let two nodes' caches share copies.
         self.root = Path(config.root) / f"node-{node_id}" if node_id else Path(config.root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        _secure_root(self.root)
         self._sink: InventorySink = sink or NullSink()
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # key = weights_uri, LRU first
         self._inflight: dict[str, asyncio.Future[_Entry]] = {}
@@ -147,25 +206,42 @@ class ModelCache:
 
     # ----------------------------------------------------------------- startup
     def _adopt_existing(self) -> None:
-        """Re-adopts complete copies left by a previous cache process in the same root."""
+        """Re-adopts verified copies left by a previous cache process; discards the others.
+
+        A copy is reused only if :func:`~serving.storage.verify_local_copy` accepts it (owner,
+        permissions, no links, exact file set, checksums or the verified marker) and it sits in
+        the folder its origin names.
+        """
         for folder in sorted(self.root.iterdir()):
-            if folder.name.startswith(".partial-"):
-                shutil.rmtree(folder, ignore_errors=True)
+            if folder.name.startswith((".partial-", ".discarded-")):
+                _discard(folder)
                 continue
-            origin, manifest = folder / ORIGIN_NAME, folder / MANIFEST_NAME
-            if not (origin.is_file() and manifest.is_file()):
-                continue
+            if folder.name.startswith(".") or not self._looks_like_copy(folder):
+                continue  # not the cache's (the root may be shared with other files)
             try:
-                meta = json.loads(origin.read_text())
-                parsed = Manifest.model_validate_json(manifest.read_text())
-                if all((folder / rel).stat().st_size == e.size for rel, e in parsed.files.items()):
-                    entry = _Entry(meta["model_id"], meta["uri"], folder, parsed.total_bytes)
-                    self._entries[entry.key] = entry
-                    self._sink.held(self.node_id, entry.model_id, entry.nbytes)
-                    continue
-            except (OSError, ValueError, KeyError):
-                pass
-            shutil.rmtree(folder, ignore_errors=True)
+                entry = self._verified_entry(folder)
+            except (OSError, ValueError, WeightsError) as exc:
+                logger.warning("model cache discards %s: %s", folder, exc)
+                _discard(folder)
+                continue
+            self._entries[entry.key] = entry
+            self._sink.held(self.node_id, entry.model_id, entry.nbytes)
+
+    @staticmethod
+    def _looks_like_copy(folder: Path) -> bool:
+        if folder.is_symlink():
+            return True
+        return folder.is_dir() and any(
+            os.path.lexists(folder / name) for name in (ORIGIN_NAME, MANIFEST_NAME, VERIFIED_NAME)
+        )
+
+    @staticmethod
+    def _verified_entry(folder: Path) -> _Entry:
+        manifest = verify_local_copy(folder, extra=(ORIGIN_NAME,))
+        origin = _Origin.model_validate_json((folder / ORIGIN_NAME).read_bytes())
+        if folder.name != _folder_name(origin.model_id, origin.uri):
+            raise WeightsError(f"{folder} does not hold {origin.uri} ({origin.model_id})")
+        return _Entry(origin.model_id, origin.uri, folder, manifest.total_bytes)
 
     # ----------------------------------------------------------------- public
     @property
@@ -181,9 +257,11 @@ class ModelCache:
             lease: protect the copy from eviction until :meth:`release` (or the lease times out).
 
         Raises:
+            UnsafeModelFileError: the manifest names a file outside the model folder.
             WeightsError: the weights are missing or corrupt in storage.
             CacheBudgetError: the model alone is larger than the budget, or everything else is
                 leased.
+            DiskFullError: the disk is full even after evicting every model not leased.
         """
         start = time.perf_counter()
         key = spec.weights_uri
@@ -305,20 +383,61 @@ class ModelCache:
             self._drop(victim)
             self._evictions += 1
 
+    def _evict_for_disk(self, nbytes: int) -> int:
+        """Evicts LRU models not leased until ``nbytes`` are free on the disk (at least one).
+
+        Returns:
+            How many models were evicted (0: none could be).
+        """
+        now = time.monotonic()
+        evicted = 0
+        for victim in [e for e in self._entries.values() if not e.leased(now)]:
+            if evicted and shutil.disk_usage(self.root).free >= nbytes:
+                break
+            logger.info("model cache evicts %s: the disk is full", victim.model_id)
+            self._drop(victim)
+            self._evictions += 1
+            evicted += 1
+        return evicted
+
+    async def _download(self, spec: ModelSpec, path: Path, nbytes: int) -> Manifest:
+        """Fetches ``spec`` into ``path``; a full disk evicts LRU models and retries."""
+        origin = _Origin(model_id=spec.id, uri=spec.weights_uri).model_dump_json().encode()
+        evicted = 0
+        while True:
+            try:
+                return await asyncio.to_thread(
+                    fetch_model,
+                    spec.weights_uri,
+                    path,
+                    spec.storage_options,
+                    extra_files={ORIGIN_NAME: origin},
+                    model_id=spec.id,
+                )
+            except DiskFullError as exc:
+                freed = self._evict_for_disk(nbytes)
+                if not freed:
+                    raise DiskFullError(
+                        f"disk full: model {spec.id!r} ({nbytes} bytes) does not fit on the disk "
+                        f"of the node cache at {self.root} ({_free(self.root)} bytes free) even "
+                        f"after evicting every model not in use ({evicted} evicted)"
+                    ) from exc
+                evicted += freed
+
     async def _fetch(self, spec: ModelSpec) -> _Entry:
-        manifest = await asyncio.to_thread(read_manifest, spec.weights_uri, spec.storage_options)
+        manifest = await asyncio.to_thread(
+            read_manifest, spec.weights_uri, spec.storage_options, spec.id
+        )
         nbytes = manifest.total_bytes
         async with self._lock:
             await self._make_room(nbytes, spec.id)
             self._reserved += nbytes
         try:
-            path = self.root / _folder_name(spec)
-            got = await asyncio.to_thread(fetch_model, spec.weights_uri, path, spec.storage_options)
+            path = self.root / _folder_name(spec.id, spec.weights_uri)
+            got = await self._download(spec, path, nbytes)
             if got != manifest:
+                _discard(path)
                 raise WeightsError(f"model {spec.id!r} changed in storage while being fetched")
-            (path / ORIGIN_NAME).write_text(
-                json.dumps({"model_id": spec.id, "uri": spec.weights_uri})
-            )
         finally:
             self._reserved -= nbytes
         entry = _Entry(spec.id, spec.weights_uri, path, nbytes)
@@ -327,6 +446,13 @@ class ModelCache:
         self._fetched_bytes += nbytes
         self._sink.held(self.node_id, spec.id, nbytes)
         return entry
+
+
+def _free(path: Path) -> int | str:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return "unknown"
 
 
 class NodeModelCache:

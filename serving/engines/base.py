@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
+
+from serving.errors import WeightsError
 
 FinishReason = Literal["stop", "length"]
 
@@ -69,6 +72,31 @@ class Engine(Protocol):
 
     async def wake(self) -> None:
         """Undoes :meth:`sleep`."""
+
+
+PICKLED_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+"""Suffixes of pickle-based weight files, which the engines never load."""
+
+
+def require_safetensors(path: str) -> None:
+    """Checks that ``path`` is a model folder with safetensors weights.
+
+    The engines load weights as safetensors only: pickle-based weights (``.bin``, ``.pt``,
+    ``.pth``...) can run code when loaded, so a folder holding only those is refused.
+
+    Raises:
+        WeightsError: ``path`` is not a folder or holds no ``*.safetensors`` file.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise WeightsError(f"cannot load model from {path}: not a local folder")
+    if not any(folder.glob("*.safetensors")):
+        pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLED_WEIGHTS)
+        found = f" (found pickled weights {pickled}, which are never loaded)" if pickled else ""
+        raise WeightsError(
+            f"cannot load model from {path}: no safetensors weights{found}; the engines load "
+            "safetensors only (convert the weights, e.g. save_pretrained(safe_serialization=True))"
+        )
 
 
 def find_stop(text: str, stops: list[str]) -> int:

@@ -14,6 +14,7 @@ from serving.engines.base import (
     GenerationParams,
     TokenizerPrompts,
     find_stop,
+    require_safetensors,
 )
 from serving.errors import EngineError, WeightsError
 
@@ -74,10 +75,14 @@ class TransformersEngine(TokenizerPrompts):
             hf_logging.disable_progress_bar()
         except ImportError:
             pass
+        require_safetensors(path)
         try:
-            self._tokenizer = AutoTokenizer.from_pretrained(path)
+            self._tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
             self._model = AutoModelForCausalLM.from_pretrained(
-                path, dtype=getattr(torch, self._dtype)
+                path,
+                dtype=getattr(torch, self._dtype),
+                use_safetensors=True,  # never unpickle .bin/.pt weights
+                trust_remote_code=False,
             )
         except (OSError, ValueError) as exc:
             raise WeightsError(f"cannot load model from {path}: {exc}") from exc

@@ -19,8 +19,11 @@ from serving.engines.base import (
     GenerationChunk,
     GenerationParams,
     TokenizerPrompts,
+    require_safetensors,
 )
 from serving.errors import EngineError, WeightsError
+
+_LOAD_FORMATS = {"auto": "safetensors", "safetensors": "safetensors", "dummy": "dummy"}
 
 
 class VLLMEngine(TokenizerPrompts):
@@ -30,8 +33,12 @@ class VLLMEngine(TokenizerPrompts):
         engine_args: extra ``AsyncEngineArgs`` fields (``dtype``, ``gpu_memory_utilization``...).
         max_context: ``max_model_len``; ``None`` lets vLLM read it from the config.
         sleep_mode: enable vLLM sleep mode (CUDA only; refused on CPU).
-        load_format: ``"auto"``; ``"dummy"`` starts the engine with random weights (used to time
+        load_format: ``"auto"`` or ``"safetensors"`` (both load safetensors only: pickle-based
+            formats are refused); ``"dummy"`` starts the engine with random weights (used to time
             engine start apart from weight loading).
+
+    Raises:
+        WeightsError: ``load_format`` is a pickle-based or unknown format.
     """
 
     def __init__(
@@ -45,7 +52,12 @@ class VLLMEngine(TokenizerPrompts):
         self._override_context = max_context
         self.max_context = max_context or 0
         self._sleep_mode = sleep_mode
-        self._load_format = load_format
+        if load_format not in _LOAD_FORMATS:
+            raise WeightsError(
+                f"vLLM load_format {load_format!r} is refused: weights load as safetensors only "
+                f"(use one of {sorted(_LOAD_FORMATS)})"
+            )
+        self._load_format = _LOAD_FORMATS[load_format]
         self._engine: Any = None
         self._tokenizer: Any = None
         self._closed = False
@@ -54,6 +66,8 @@ class VLLMEngine(TokenizerPrompts):
         self.start_seconds = 0.0
 
     async def load(self, path: str) -> None:
+        if self._load_format != "dummy":
+            require_safetensors(path)
         try:
             import torch
             from transformers import AutoTokenizer
