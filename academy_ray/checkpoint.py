@@ -5,20 +5,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import ray
 from pydantic import BaseModel, ConfigDict, Field
 
 from academy_ray.agent import Agent
+from academy_ray.exception import CheckpointRestoreError
 from academy_ray.state import encode_state_segments
 from academy_ray.store import (
     AgentCheckpoints,
     CheckpointInfo,
     CheckpointStore,
+    NoValidCheckpointError,
     StaleEpochError,
     StorageUnavailableError,
 )
+from academy_ray.store_identity import check_store_reachable
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +42,11 @@ class CheckpointPolicy(BaseModel):
         compression: ``None`` or ``"lz4"``.
         retry_initial_s: First back-off delay when the storage fails; doubles up to ``retry_max_s``.
         retry_max_s: Largest back-off delay.
+        allow_fresh_start: When the agent has checkpoints but none verifies, start from the constructor's
+            state (and write over them) instead of refusing to start with `CheckpointRestoreError`.
+        allow_unsafe_store: Accept a store whose "create if absent" is not known to be atomic (then epoch
+            fencing cannot be trusted: two copies of an agent may both write). Off by default; see
+            `CheckpointStore.check_safe`.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -50,6 +60,8 @@ class CheckpointPolicy(BaseModel):
     compression: str | None = None
     retry_initial_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=30.0, gt=0)
+    allow_fresh_start: bool = False
+    allow_unsafe_store: bool = False
 
     def store(self) -> CheckpointStore:
         """The store this policy writes to."""
@@ -58,6 +70,7 @@ class CheckpointPolicy(BaseModel):
             self.storage_options,
             self.keep_last,
             compression=self.compression,  # type: ignore[arg-type]
+            allow_unsafe=self.allow_unsafe_store,
         )
 
 
@@ -69,13 +82,30 @@ class Persistence:
     """Checkpoints one agent by its policy: restores on activation, coalesces concurrent saves, retries.
 
     Concurrent state-changing actions share one save where they can ("group commit"): each action bumps a
-    version; a save covers every version made before its snapshot was taken.
+    version; a save covers every version made before its snapshot was taken. The snapshot is taken on the
+    event loop (arrays are copied), so a loop or action that changes the state in place while the payload
+    is written cannot tear it.
+
+    Args:
+        policy: Where and when to checkpoint.
+        namespace: The agent's namespace.
+        name: The agent's name.
+        agent_class: Import path of the agent class (recorded in manifests).
+        on_fenced: Called once when this copy learns it was fenced (from any save: an action's, the
+            interval saver's, a retry's), so its owner stops it.
     """
 
     def __init__(
-        self, policy: CheckpointPolicy, namespace: str, name: str, agent_class: str
+        self,
+        policy: CheckpointPolicy,
+        namespace: str,
+        name: str,
+        agent_class: str,
+        on_fenced: Callable[[CheckpointFencedError], None] | None = None,
     ) -> None:
         self.policy = policy
+        self.name = name
+        self._on_fenced = on_fenced
         self.agent_class = agent_class
         self.checkpoints: AgentCheckpoints = policy.store().for_agent(namespace, name)
         self.epoch: int | None = None
@@ -94,17 +124,34 @@ class Persistence:
         return await loop.run_in_executor(self._io, lambda: function(*args, **kwargs))
 
     async def activate(self) -> dict[str, Any] | None:
-        """Takes a new epoch (fencing older copies) and loads the newest valid checkpoint's fields."""
+        """Takes a new epoch (fencing older copies) and loads the newest valid checkpoint's fields.
+
+        Raises:
+            CheckpointRestoreError: Checkpoints exist but none verifies (unless the policy allows a fresh
+                start).
+            UnsafeStoreError: The store cannot fence (see `CheckpointStore.check_safe`).
+            StoreNotSharedError: A per-node store that is not the one the agent used before.
+            StorageUnavailableError: The storage failed.
+        """
+        store = self.checkpoints.store
+        await self._run_io(store.check_safe)
+        if ray.is_initialized():
+            node_id = ray.get_runtime_context().get_node_id()
+            await self._run_io(check_store_reachable, store, node_id)
         self.epoch = await self._run_io(self.checkpoints.acquire_epoch)
 
         def load_latest() -> Any:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                latest = self.checkpoints.load_latest()
-            self.notes.extend(str(warning.message) for warning in caught)
-            return latest
+                try:
+                    return self.checkpoints.load_latest(strict=not self.policy.allow_fresh_start)
+                finally:
+                    self.notes.extend(str(warning.message) for warning in caught)
 
-        latest = await self._run_io(load_latest)
+        try:
+            latest = await self._run_io(load_latest)
+        except NoValidCheckpointError as error:
+            raise CheckpointRestoreError(self.name, error.seqs, error.reasons[0]) from error
         if latest is None:
             return None
         self.last, fields = latest
@@ -147,6 +194,7 @@ class Persistence:
                 raise CheckpointFencedError(
                     f"{self.checkpoints}: this copy was fenced off by a newer one"
                 )
+            # The commit point: the state is captured here, on the event loop, as an immutable snapshot.
             snapshot_version = self._version
             fields = agent.agent_checkpoint()
             encoded = encode_state_segments(fields, compression=self.policy.compression)  # type: ignore[arg-type]
@@ -158,14 +206,25 @@ class Persistence:
                     agent_class=self.agent_class,
                 )
             except StaleEpochError as error:
-                self.fenced = True
-                raise CheckpointFencedError(str(error)) from None
+                raise self._fence(str(error)) from None
             except StorageUnavailableError:
                 self._schedule_retry(agent)
                 raise
             self.last = info
             self._durable_version = max(self._durable_version, snapshot_version)
             return info  # type: ignore[no-any-return]
+
+    def _fence(self, reason: str) -> CheckpointFencedError:
+        """Marks this copy fenced, tells the owner (once) and returns the error to raise."""
+        error = CheckpointFencedError(reason)
+        if not self.fenced:
+            self.fenced = True
+            logger.error(
+                "%s: fenced by a newer copy of the agent; this copy stops", self.checkpoints
+            )
+            if self._on_fenced is not None:
+                self._on_fenced(error)
+        return error
 
     def _schedule_retry(self, agent: Agent) -> None:
         if self._retry_task is None or self._retry_task.done():
@@ -223,9 +282,21 @@ class Persistence:
         self._io.shutdown(wait=False)
 
     async def rollback(self, seq: int) -> tuple[CheckpointInfo, dict[str, Any]]:
-        """Writes checkpoint ``seq``'s content as the newest and returns it with its fields."""
+        """Writes checkpoint ``seq``'s content as the newest and returns it with its fields.
+
+        The caller must hold off state-changing actions until it has restored the fields (the runner
+        does): everything changed before is discarded by the rollback, so nothing in flight may be
+        acknowledged as durable meanwhile.
+        """
         async with self._lock:
-            info = await self._run_io(self.checkpoints.rollback, seq, epoch=self.epoch)
+            if self.fenced:
+                raise CheckpointFencedError(
+                    f"{self.checkpoints}: this copy was fenced off by a newer one"
+                )
+            try:
+                info = await self._run_io(self.checkpoints.rollback, seq, epoch=self.epoch)
+            except StaleEpochError as error:
+                raise self._fence(str(error)) from None
             fields = await self._run_io(self.checkpoints.load, info.seq)
             self.last = info
             self._durable_version = self._version

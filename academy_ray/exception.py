@@ -98,3 +98,25 @@ class ActionArgumentError(AgentError, TypeError):
 
 class ActionTimeoutError(AgentError, TimeoutError):
     """The caller's timeout expired before the action returned; the remote action was cancelled."""
+
+
+class CheckpointRestoreError(AgentStartupError):
+    """The agent has checkpoints but none of them verifies, so it refuses to start empty over them.
+
+    Starting empty would throw away every acknowledged action and then write a newer checkpoint over the
+    evidence. Repair or roll back the checkpoints (``academy-ray checkpoints NAME``), or launch with
+    ``CheckpointPolicy(allow_fresh_start=True)`` to start from the constructor's state on purpose.
+
+    Attributes:
+        name: The agent.
+        seqs: The checkpoints that failed, newest first.
+    """
+
+    def __init__(self, name: str, seqs: list[int], detail: str) -> None:
+        super().__init__(
+            f"agent {name!r} cannot restore its state: every checkpoint fails to verify "
+            f"(seq {', '.join(str(s) for s in seqs)}): {detail}. It was not started, so nothing was "
+            "overwritten; pass CheckpointPolicy(allow_fresh_start=True) to start empty on purpose"
+        )
+        self.name = name
+        self.seqs = list(seqs)

@@ -33,6 +33,11 @@ AgentT = TypeVar("AgentT")
 PLACEMENT_QUERY_TIMEOUT_S = 5.0
 """Bound on asking the placement controller whether a vanished agent is being re-placed."""
 
+RESTART_WAIT_S = 60.0
+"""How long a call waits for an agent whose process Ray is restarting (a call that reaches it while it
+restarts is held back by Ray, unsent, and sent again once the agent is back; only a call that was in flight
+when the process died gets `AgentUnavailableError`)."""
+
 REPLACEMENT_WAIT_S = 60.0
 """How long a lookup waits for an agent that its placement controller is placing again after node loss
 (its name is free between the old copy's removal and the new one's creation)."""
@@ -120,6 +125,33 @@ async def lookup_actor_waiting_async(
         if time.monotonic() > deadline:
             raise AgentUnavailableError(name, f"still being placed again after {wait_s} s: retry")
         await asyncio.sleep(0.1)
+
+
+class _NotSent(Exception):
+    """A call that cannot have run on the agent's lost process: it may be sent again once it is back."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+_HOST_LOST_AT: dict[tuple[str, str], float] = {}
+"""(namespace, agent) -> when a call of this process last saw the agent's host process fail."""
+
+
+def _cannot_have_run(error: BaseException, key: tuple[str, str], submitted_at: float) -> bool:
+    """Whether a failed call surely did not run on the lost process (so sending it again is safe).
+
+    True when Ray held it back because the actor is restarting, or when it was submitted after this
+    process had already seen the agent's host fail (it was sent to a process known dead). A call in flight
+    when the process died is neither: it may or may not have run.
+    """
+    if not isinstance(error, ActorUnavailableError):
+        return False
+    if "actor is restarting" in str(error):
+        return True
+    lost_at = _HOST_LOST_AT.get(key)
+    return lost_at is not None and lost_at < submitted_at
 
 
 def _pool_host(host: str | None, name: str, namespace: str) -> Any:
@@ -275,7 +307,33 @@ class Handle(Generic[AgentT]):
         check_payload(self.name, action, args, kwargs, self.max_payload_bytes)
         if self._actor is None:
             await self._resolve()
-        return await self._await(self._submit("agent_call", self.name, action, *args, **kwargs))
+        return await self._call("agent_call", self.name, action, *args, **kwargs)
+
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Submits a host method and awaits it; while the agent restarts, waits and sends it again.
+
+        Only calls that Ray held back unsent are sent again (they never ran), for up to the handle's
+        timeout or `RESTART_WAIT_S`.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.timeout if self.timeout is not None else RESTART_WAIT_S)
+        delay = 0.05
+        while True:
+            remaining = None if self.timeout is None else max(deadline - loop.time(), 0.001)
+            submitted_at = time.monotonic()
+            try:
+                result = await self._await(
+                    self._submit(method, *args, **kwargs), remaining, submitted_at
+                )
+                _HOST_LOST_AT.pop((self.namespace, self.name), None)
+                return result
+            except _NotSent as not_sent:
+                if loop.time() + delay > deadline:
+                    raise await asyncio.to_thread(
+                        translate_error, not_sent.error, self.name, self.namespace
+                    ) from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
     def _submit(self, method: str, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -284,11 +342,14 @@ class Handle(Generic[AgentT]):
             self._forget_actor_on(error)
             raise translate_error(error, self.name, self.namespace) from None
 
-    async def _await(self, ref: Any) -> Any:
+    async def _await(
+        self, ref: Any, timeout: float | None = None, submitted_at: float | None = None
+    ) -> Any:
+        timeout = self.timeout if timeout is None else timeout
         try:
-            if self.timeout is None:
+            if timeout is None:
                 return await ref
-            return await asyncio.wait_for(asyncio.shield(ref), self.timeout)
+            return await asyncio.wait_for(asyncio.shield(ref), timeout)
         except TimeoutError:
             ray.cancel(ref)
             raise ActionTimeoutError(
@@ -299,6 +360,11 @@ class Handle(Generic[AgentT]):
             raise
         except ray.exceptions.RayError as error:
             self._forget_actor_on(error)
+            key = (self.namespace, self.name)
+            if submitted_at is not None and _cannot_have_run(error, key, submitted_at):
+                raise _NotSent(error) from None
+            if isinstance(error, RayActorError):
+                _HOST_LOST_AT.setdefault(key, time.monotonic())
             raise await asyncio.to_thread(
                 translate_error, error, self.name, self.namespace
             ) from None
@@ -313,24 +379,24 @@ class Handle(Generic[AgentT]):
         loop = asyncio.get_running_loop()
         start = loop.time()
         await self._resolve()
-        await self._await(self._submit("agent_ready", self.name))
+        await self._call("agent_ready", self.name)
         return loop.time() - start
 
     async def info(self) -> AgentInfo:
         """Status, node and actions of the agent (waits while it is starting)."""
         await self._resolve()
-        return await self._await(self._submit("agent_ready", self.name))  # type: ignore[no-any-return]
+        return await self._call("agent_ready", self.name)  # type: ignore[no-any-return]
 
     async def shutdown(self) -> None:
         """Asks the agent to shut down and waits until it has (its process then exits)."""
         await self._resolve()
-        await self._await(self._submit("agent_stop", self.name))
+        await self._call("agent_stop", self.name)
 
     async def wait(self) -> AgentInfo | None:
         """Returns once the agent has shut down; None if its process is already gone."""
         try:
             await self._resolve()
-            return await self._await(self._submit("agent_wait", self.name))  # type: ignore[no-any-return]
+            return await self._call("agent_wait", self.name)  # type: ignore[no-any-return]
         except (AgentTerminatedError, AgentNotFoundError):
             return None
 
@@ -357,20 +423,37 @@ class BlockingHandle:
         """Calls ``action`` and blocks until it returns."""
         handle = self._handle
         check_payload(handle.name, action, args, kwargs, handle.max_payload_bytes)
-        ref = handle._submit("agent_call", handle.name, action, *args, **kwargs)
-        try:
-            return ray.get(ref, timeout=handle.timeout)
-        except GetTimeoutError:
-            ray.cancel(ref)
-            raise ActionTimeoutError(
-                f"call to agent {handle.name!r} did not return within {handle.timeout} s; it was cancelled"
-            ) from None
-        except KeyboardInterrupt:
-            ray.cancel(ref)
-            raise
-        except ray.exceptions.RayError as error:
-            handle._forget_actor_on(error)
-            raise translate_error(error, handle.name, handle.namespace) from None
+        deadline = time.monotonic() + (
+            handle.timeout if handle.timeout is not None else RESTART_WAIT_S
+        )
+        delay = 0.05
+        key = (handle.namespace, handle.name)
+        while True:
+            submitted_at = time.monotonic()
+            ref = handle._submit("agent_call", handle.name, action, *args, **kwargs)
+            remaining = None if handle.timeout is None else max(deadline - time.monotonic(), 0.001)
+            try:
+                result = ray.get(ref, timeout=remaining)
+                _HOST_LOST_AT.pop(key, None)
+                return result
+            except GetTimeoutError:
+                ray.cancel(ref)
+                raise ActionTimeoutError(
+                    f"call to agent {handle.name!r} did not return within {handle.timeout} s; it was "
+                    "cancelled"
+                ) from None
+            except KeyboardInterrupt:
+                ray.cancel(ref)
+                raise
+            except ray.exceptions.RayError as error:
+                handle._forget_actor_on(error)
+                retry = _cannot_have_run(error, key, submitted_at)
+                if not retry and isinstance(error, RayActorError):
+                    _HOST_LOST_AT.setdefault(key, time.monotonic())
+                if not retry or time.monotonic() + delay > deadline:
+                    raise translate_error(error, handle.name, handle.namespace) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 def _rebuild_handle(

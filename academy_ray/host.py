@@ -182,9 +182,7 @@ class AgentHost:
         await runner.wait_ready()
         if runner.persistence is None or runner.agent is None:
             raise AgentError(f"agent {agent!r} has no checkpoint policy")
-        info, fields = await runner.persistence.rollback(seq)
-        runner.agent.agent_restore(fields)
-        return info
+        return await runner.rollback(seq)
 
     def _info(self, runner: AgentRunner) -> AgentInfo:
         persistence = runner.persistence

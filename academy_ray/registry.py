@@ -7,15 +7,18 @@ which agents it must start again.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import ray
 
+from academy_ray.names import POOL_PREFIX, REGISTRY_NAME
 from academy_ray.spec import AgentSpec
 
-REGISTRY_NAME = "academy-registry"
-POOL_PREFIX = "academy-pool:"
-"""Ray actor names of pool hosts start with this; the rest is the pool's name."""
+__all__ = ["CLAIM_TTL_S", "POOL_PREFIX", "REGISTRY_NAME", "AgentRegistry", "registry_actor"]
+
+CLAIM_TTL_S = 600.0
+"""How long a claim on a name lasts unless renewed or released (a driver that died mid-launch)."""
 
 
 class AgentRegistry:
@@ -28,6 +31,35 @@ class AgentRegistry:
     def __init__(self) -> None:
         self._hosts: dict[str, str] = {}
         self._specs: dict[str, AgentSpec] = {}
+        self._claims: dict[str, tuple[str, str, float]] = {}  # name -> (token, purpose, expiry)
+
+    async def claim(
+        self, name: str, token: str, purpose: str, ttl_s: float = CLAIM_TTL_S
+    ) -> str | None:
+        """Takes ``name`` for an operation that must not overlap another on the same name (a launch, an
+        offline rollback). Atomic: this actor runs one call at a time between awaits.
+
+        Returns:
+            None when ``token`` now holds the claim; otherwise the purpose of the claim that holds it.
+        """
+        held = self._claims.get(name)
+        if held is not None and held[0] != token and held[2] > time.monotonic():
+            return held[1]
+        self._claims[name] = (token, purpose, time.monotonic() + ttl_s)
+        return None
+
+    async def release_claim(self, name: str, token: str) -> None:
+        """Gives ``name`` back (only the holder's token does)."""
+        held = self._claims.get(name)
+        if held is not None and held[0] == token:
+            del self._claims[name]
+
+    async def claimed(self, name: str) -> str | None:
+        """The purpose of the live claim on ``name``, if any."""
+        held = self._claims.get(name)
+        if held is None or held[2] <= time.monotonic():
+            return None
+        return held[1]
 
     async def register(self, host: str, spec: AgentSpec, *, replace: bool = False) -> bool:
         """Records that ``host`` runs ``spec``; False if the name is already registered (and not replaced)."""

@@ -17,7 +17,9 @@ from academy_ray.exception import (
     AgentStartupError,
     AgentTerminatedError,
 )
+from academy_ray.payload import check_payload
 from academy_ray.spec import AgentSpec, AgentStatus
+from academy_ray.store import CheckpointInfo
 from academy_ray.validation import ActionValidator
 
 logger = logging.getLogger(__name__)
@@ -31,11 +33,52 @@ def _add_remote_traceback(error: BaseException, agent: str, action: str) -> None
     error.add_note(f"\n--- raised in action {action!r} of agent {agent!r} ---\n{text.rstrip()}")
 
 
+class ActionGate:
+    """Lets state-changing actions run together, or one exclusive operation (a rollback) alone.
+
+    An action holds the gate from its start until its result is acknowledged (durable, under the
+    every-action policy); an exclusive operation waits until no action holds it and keeps new ones out
+    meanwhile. So nothing acknowledged can be discarded by a rollback that was already under way.
+    """
+
+    def __init__(self) -> None:
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._open = asyncio.Event()
+        self._open.set()
+        self._exclusive = asyncio.Lock()
+
+    async def enter(self) -> None:
+        """Waits while an exclusive operation runs, then holds the gate (shared)."""
+        while not self._open.is_set():
+            await self._open.wait()
+        self._active += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        """Releases a shared hold."""
+        self._active -= 1
+        if self._active == 0:
+            self._idle.set()
+
+    async def run_exclusive(self, operation: Any) -> Any:
+        """Runs ``await operation()`` with no action in flight and none starting."""
+        async with self._exclusive:
+            self._open.clear()
+            try:
+                await self._idle.wait()
+                return await operation()
+            finally:
+                self._open.set()
+
+
 class AgentRunner:
     """Owns one agent instance for the life of its host process.
 
     Calls that arrive while the agent is starting wait until startup has finished (so a restarted agent never
-    serves a call before its state is restored). After shutdown every call gets `AgentTerminatedError`.
+    serves a call before its state is restored). After shutdown every call gets `AgentTerminatedError`; a
+    copy fenced off by a newer one gets `CheckpointFencedError` and stops, whatever its checkpoint policy.
     """
 
     def __init__(self, spec: AgentSpec) -> None:
@@ -53,6 +96,8 @@ class AgentRunner:
         )
         self._bound: dict[str, Any] = {}
         self._checkpointing: set[str] = set()
+        self._gate = ActionGate()
+        self._fenced: CheckpointFencedError | None = None
         self.persistence: Persistence | None = None
         if spec.checkpoint is not None:
             self.persistence = Persistence(
@@ -60,6 +105,7 @@ class AgentRunner:
                 spec.namespace,
                 spec.name,
                 f"{spec.agent_class.__module__}.{spec.agent_class.__qualname__}",
+                on_fenced=self._stop_fenced,
             )
         self._validators: dict[str, ActionValidator] = {}
         self._loops: dict[str, asyncio.Task[None]] = {}
@@ -110,6 +156,20 @@ class AgentRunner:
         await agent.agent_on_startup()
         if self.persistence is not None:
             self.persistence.start_background(agent)
+
+    def _stop_fenced(self, error: CheckpointFencedError) -> None:
+        """A newer copy of this agent is active: refuse further calls and shut down."""
+        self._fenced = error
+        self._set_status("failed", f"fenced: {error}")
+        self._shutdown_event.set()
+
+    def _fenced_error(self, action: str) -> CheckpointFencedError:
+        error = CheckpointFencedError(str(self._fenced))
+        error.add_note(
+            f"agent {self.spec.name!r}: a newer copy of this agent is active; this copy stopped and did not "
+            f"run {action!r}"
+        )
+        return error
 
     def request_shutdown(self) -> None:
         """Asks the agent to shut down (as `Agent.agent_shutdown` does)."""
@@ -177,6 +237,8 @@ class AgentRunner:
             AgentStartupError: If startup failed, chained to the original error.
         """
         await self.ready.wait()
+        if isinstance(self._startup_error, AgentStartupError):
+            raise self._startup_error  # already typed (e.g. CheckpointRestoreError)
         if self._startup_error is not None:
             error = AgentStartupError(
                 f"agent {self.spec.name!r} ({self.agent_class.__name__}) failed to start: "
@@ -186,10 +248,20 @@ class AgentRunner:
             raise error from self._startup_error
 
     async def call(self, action: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Runs one action call and returns its result (or raises its exception with the traceback noted)."""
+        """Runs one action call and returns its result (or raises its exception with the traceback noted).
+
+        The arguments' bounds are checked here, where the call lands, whatever the caller's handle did.
+
+        Raises:
+            PayloadError: The arguments are over the agent's ``max_payload_bytes`` or nested too deeply.
+            CheckpointFencedError: A newer copy of the agent is active (this copy stops).
+        """
+        check_payload(self.spec.name, action, args, kwargs, self.spec.max_payload_bytes)
         if self.status != "running":
             if not self.ready.is_set():
                 await self.ready.wait()
+            if self._fenced is not None:
+                raise self._fenced_error(action)
             if self.status != "running":
                 raise AgentTerminatedError(self.spec.name, self.error or f"agent is {self.status}")
         method = self._bound.get(action)
@@ -205,19 +277,43 @@ class AgentRunner:
             self._validators[action] = validator
         args, kwargs = validator(self.agent, args, kwargs)
         persistence = self.persistence
+        if persistence is None or action not in self._checkpointing:
+            try:
+                return await method(*args, **kwargs)
+            except Exception as error:
+                _add_remote_traceback(error, self.spec.name, action)
+                raise
+        await self._gate.enter()
         try:
-            result = await method(*args, **kwargs)
-        except Exception as error:
-            if persistence is not None and action in self._checkpointing:
+            if self._fenced is not None:
+                raise self._fenced_error(action)
+            try:
+                result = await method(*args, **kwargs)
+            except Exception as error:
                 persistence.mark_changed()  # it may have changed state before raising
-            _add_remote_traceback(error, self.spec.name, action)
-            raise
-        if (
-            persistence is not None
-            and action in self._checkpointing
-            and persistence.policy.every_action
-        ):
-            await self._make_durable(persistence, action)
+                _add_remote_traceback(error, self.spec.name, action)
+                raise
+            if persistence.policy.every_action:
+                await self._make_durable(persistence, action)
+            return result
+        finally:
+            self._gate.leave()
+
+    async def rollback(self, seq: int) -> CheckpointInfo:
+        """Makes checkpoint ``seq`` the newest again and restores the agent to it.
+
+        State-changing actions in flight finish (and are made durable) first, and new ones wait until the
+        agent is restored: none is acknowledged and then discarded by the rollback.
+        """
+        persistence, agent = self.persistence, self.agent
+        assert persistence is not None and agent is not None
+
+        async def roll_back() -> CheckpointInfo:
+            info, fields = await persistence.rollback(seq)
+            agent.agent_restore(fields)
+            return info
+
+        result: CheckpointInfo = await self._gate.run_exclusive(roll_back)
         return result
 
     async def _make_durable(self, persistence: Persistence, action: str) -> None:
@@ -226,9 +322,6 @@ class AgentRunner:
         try:
             await persistence.save(self.agent)
         except CheckpointFencedError as error:
-            self.error = f"fenced: {error}"
-            self._set_status("failed", self.error)
-            self._shutdown_event.set()
             error.add_note(
                 f"agent {self.spec.name!r}: a newer copy of this agent is active; this copy stopped and the "
                 f"result of {action!r} was not made durable"

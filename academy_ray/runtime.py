@@ -22,8 +22,15 @@ from academy_ray.exception import (
     AgentTerminatedError,
     AgentUnavailableError,
 )
-from academy_ray.handle import Handle, lookup_actor, lookup_actor_waiting, translate_error
+from academy_ray.handle import (
+    Handle,
+    lookup_actor,
+    lookup_actor_async,
+    lookup_actor_waiting,
+    translate_error,
+)
 from academy_ray.launcher import HostLauncher, host_options, remote_host
+from academy_ray.payload import DEFAULT_MAX_PAYLOAD_BYTES
 from academy_ray.registry import POOL_PREFIX, registry_actor
 from academy_ray.spec import AgentInfo, AgentResources, AgentSpec
 from academy_ray.store import AgentCheckpoints, CheckpointInfo
@@ -34,6 +41,8 @@ logger = logging.getLogger(__name__)
 AgentT = TypeVar("AgentT", bound=Agent)
 
 DEFAULT_NAMESPACE = "academy"
+CLAIM_POLL_S = 0.1
+"""How often a launch that waits for another launch (or a rollback) of the same name looks again."""
 LIST_TIMEOUT_S = 5.0
 """How long `Runtime.list` waits for one host to answer before reporting it ``unreachable``."""
 
@@ -120,6 +129,7 @@ class Runtime:
         models: Iterable[str] = (),
         placement_timeout: float | None = None,
         pool: str | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> Handle[AgentT]:
         """Starts ``agent(*args, **kwargs)`` as a detached, named Ray actor and waits until it serves calls.
 
@@ -143,9 +153,17 @@ class Runtime:
                 ``resources``, which later agents of the pool then share) instead of a process of its own:
                 many light agents per machine. If the pool's process dies, Ray restarts it and it starts its
                 agents again, each from its checkpoint.
+            max_payload_bytes: Largest total size of one call's arguments, checked by the agent's host
+                where the call lands (a larger call gets `PayloadError`), whatever the caller's handle allows.
+
+        Launches of one name are serialised across drivers: exactly one creates the agent; the others get
+        `AgentExistsError`, or with ``get_if_exists`` wait for it and get its handle. A name the platform
+        uses itself (its registry, placement controller, pool hosts, serving's actors) is refused.
 
         Raises:
-            AgentExistsError: The name is taken (and ``get_if_exists`` is False).
+            AgentExistsError: The name is taken, or being launched by another driver (and
+                ``get_if_exists`` is False).
+            CheckpointRestoreError: It has checkpoints, but none verifies (see `CheckpointPolicy`).
             AgentStartupError: The constructor or ``agent_on_startup`` raised.
             placement.InfeasibleDemandError: No node of the cluster could ever fit the resources.
             placement.PlacementTimeoutError: No room within ``placement_timeout``.
@@ -160,17 +178,45 @@ class Runtime:
             kwargs=dict(kwargs or {}),
             executor_workers=executor_workers,
             checkpoint=self.default_checkpoint if checkpoint is None else _as_policy(checkpoint),
+            max_payload_bytes=max_payload_bytes,
         )
+        registry: Any = registry_actor(self.namespace, create=True)
+        token = uuid.uuid4().hex
+        while (holder := await registry.claim.remote(name, token, "launch")) is not None:
+            if holder == "launch" and not get_if_exists:
+                raise AgentExistsError(name, self.namespace)
+            await asyncio.sleep(
+                CLAIM_POLL_S
+            )  # another launch (or a rollback) of this name: wait for it
+        try:
+            if await _name_taken_async(name, self.namespace):
+                if get_if_exists:
+                    return self.get(name)
+                raise AgentExistsError(name, self.namespace)
+            return await self._launch_claimed(
+                spec, resources, placement_timeout, max_restarts, data, models, pool
+            )
+        finally:
+            await registry.release_claim.remote(name, token)
+
+    async def _launch_claimed(
+        self,
+        spec: AgentSpec,
+        resources: AgentResources | Mapping[str, Any] | None,
+        placement_timeout: float | None,
+        max_restarts: int,
+        data: Iterable[str],
+        models: Iterable[str],
+        pool: str | None,
+    ) -> Handle[Any]:
+        """The launch itself, once this driver holds the claim on the name and the name is free."""
+        name = spec.name
         if resources is None:
             reserved = self.default_resources
         elif isinstance(resources, AgentResources):
             reserved = resources
         else:
             reserved = AgentResources.model_validate(dict(resources))
-        if _name_taken(name, self.namespace):
-            if get_if_exists:
-                return self.get(name)
-            raise AgentExistsError(name, self.namespace)
         placed = _Placed(
             data=tuple(data),
             models=tuple(models),
@@ -187,7 +233,7 @@ class Runtime:
                 ray.kill(actor, no_restart=True)
                 await self._release(name)
                 raise _startup_error(error, name, self.namespace) from None
-        handle: Handle[AgentT] = Handle(name, self.namespace)
+        handle: Handle[Any] = Handle(name, self.namespace)
         handle._actor = actor
         return handle
 
@@ -396,7 +442,7 @@ class Runtime:
         """Checkpoints a running agent now; None if it has no checkpoint policy."""
         name = agent.name if isinstance(agent, Handle) else agent
         handle = self.get(name)
-        return await handle._await(handle._submit("agent_save", name))  # type: ignore[no-any-return]
+        return await handle._call("agent_save", name)  # type: ignore[no-any-return]
 
     def checkpoints(
         self, name: str, policy: CheckpointPolicy | str | None = None
@@ -412,18 +458,42 @@ class Runtime:
     async def rollback(
         self, name: str, seq: int, policy: CheckpointPolicy | str | None = None
     ) -> CheckpointInfo:
-        """Makes checkpoint ``seq`` the newest again; a running agent is restored to it at once."""
+        """Makes checkpoint ``seq`` the newest again; a running agent is restored to it at once.
+
+        A running agent finishes its state-changing actions in flight first and starts new ones only once
+        restored. An agent that is not running is rolled back in storage while this driver holds its
+        name, so a launch of it waits until the rollback is written (and then restores it).
+
+        Raises:
+            AgentExistsError: The agent is being launched right now (roll back once it runs).
+            CheckpointNotFoundError: No checkpoint ``seq``.
+        """
         try:
             handle = self.get(name)
         except AgentNotFoundError:
-            checkpoints = self.checkpoints(name, policy)
-            loop = asyncio.get_running_loop()
+            return await self._rollback_offline(name, seq, policy)
+        return await handle._call("agent_rollback", name, seq)  # type: ignore[no-any-return]
+
+    async def _rollback_offline(
+        self, name: str, seq: int, policy: CheckpointPolicy | str | None
+    ) -> CheckpointInfo:
+        checkpoints = self.checkpoints(name, policy)
+        registry: Any = registry_actor(self.namespace, create=True)
+        token = uuid.uuid4().hex
+        holder = await registry.claim.remote(name, token, "rollback")
+        if holder is not None:
+            raise AgentExistsError(name, self.namespace)
+        try:
+            if await _name_taken_async(name, self.namespace):  # launched just before the claim
+                handle = self.get(name)
+                return await handle._call("agent_rollback", name, seq)  # type: ignore[no-any-return]
 
             def roll_back() -> CheckpointInfo:
                 return checkpoints.rollback(seq, epoch=checkpoints.acquire_epoch())
 
-            return await loop.run_in_executor(None, roll_back)
-        return await handle._await(handle._submit("agent_rollback", name, seq))  # type: ignore[no-any-return]
+            return await asyncio.get_running_loop().run_in_executor(None, roll_back)
+        finally:
+            await registry.release_claim.remote(name, token)
 
     @property
     def sync(self) -> BlockingRuntime:
@@ -498,9 +568,9 @@ def _startup_error(error: BaseException, name: str, namespace: str) -> AgentStar
     return wrapped
 
 
-def _name_taken(name: str, namespace: str) -> bool:
+async def _name_taken_async(name: str, namespace: str) -> bool:
     try:
-        lookup_actor(name, namespace)
+        await lookup_actor_async(name, namespace)
     except AgentNotFoundError:
         return False
     return True

@@ -9,6 +9,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from academy_ray.checkpoint import CheckpointPolicy
+from academy_ray.names import reserved_name_problem
+from academy_ray.payload import DEFAULT_MAX_PAYLOAD_BYTES
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._:@+=-]{0,199}")
 """Agent names: safe as Ray actor names and as path components of checkpoint stores."""
@@ -58,6 +60,8 @@ class AgentSpec(BaseModel):
         executor_workers: Threads for `Agent.agent_run_sync`.
         shutdown_grace_s: How long loops get to return after shutdown is requested before they are cancelled.
         checkpoint: Where and when the agent's state is checkpointed (None: not persisted).
+        max_payload_bytes: Largest total size of one call's arguments, enforced by the host where the call
+            lands (a caller's `Handle` checks its own limit before sending, too).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -70,12 +74,16 @@ class AgentSpec(BaseModel):
     executor_workers: int = Field(default=4, ge=1)
     shutdown_grace_s: float = Field(default=5.0, ge=0)
     checkpoint: CheckpointPolicy | None = None
+    max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1)
 
     @field_validator("name")
     @classmethod
     def _name_is_usable(cls, value: str) -> str:
         if not value or len(value) > 200 or not value.isprintable() or "/" in value:
             raise ValueError("agent names are 1-200 printable characters without '/'")
+        problem = reserved_name_problem(value)
+        if problem is not None:
+            raise ValueError(f"agent name {value!r} is reserved: {problem}")
         return value
 
     @field_validator("agent_class")

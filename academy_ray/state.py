@@ -221,10 +221,12 @@ def _write_stream(sink: _SegmentSink, table: pa.Table, compression: Compression)
         w.write_table(table)
 
 
-def _ndarray_table(arr: np.ndarray) -> tuple[pa.Table, dict[str, Any]]:
+def _ndarray_table(arr: np.ndarray, *, copy: bool) -> tuple[pa.Table, dict[str, Any]]:
     order = "C"
+    copied = False
     if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and not _LITTLE):
         arr = arr.astype(arr.dtype.newbyteorder("<"))
+        copied = True
     if arr.flags.c_contiguous:
         flat = arr.reshape(-1)
     elif arr.flags.f_contiguous:
@@ -232,6 +234,11 @@ def _ndarray_table(arr: np.ndarray) -> tuple[pa.Table, dict[str, Any]]:
         flat = arr.T.reshape(-1)
     else:
         flat = np.ascontiguousarray(arr).reshape(-1)
+        copied = True
+    if copy and not copied:
+        # The snapshot: the caller may change the array in place as soon as this returns (an agent's loop,
+        # timer or another action does, while the payload is written in a thread).
+        flat = flat.copy()
     key = f"{arr.dtype.kind}{arr.dtype.itemsize}"
     arrow_type = _ARROW_TYPES[key]
     if arr.dtype.kind == "b":
@@ -258,16 +265,21 @@ _LITTLE = np.little_endian
 
 
 def encode_state_segments(
-    fields: Mapping[str, Any], *, compression: Compression = None
+    fields: Mapping[str, Any], *, compression: Compression = None, copy: bool = True
 ) -> EncodedState:
-    """Encodes a state without copying large arrays: the payload is returned as a list of buffers.
+    """Encodes a state into a list of buffers: a snapshot, unless ``copy=False``.
 
-    The buffers of numpy arrays are referenced, not copied: do not mutate the arrays until the
+    With ``copy=True`` (the default) numpy arrays are copied once, so the result is immutable: the caller
+    may change its arrays in place right after this returns, and the payload still holds the values of
+    this moment (every other kind is serialised or immutable already; compressed arrays are new buffers
+    anyway). With ``copy=False`` the arrays' buffers are referenced: do not change them until the
     segments have been written.
 
     Args:
         fields: Field name to value (see the module docstring for supported values).
         compression: ``None`` (default, fastest) or ``"lz4"`` (Arrow IPC buffer compression).
+        copy: Copy numpy arrays (the snapshot). Only a caller that keeps the arrays unchanged until the
+            payload is written may pass False.
 
     Returns:
         The encoded state.
@@ -326,7 +338,7 @@ def encode_state_segments(
 
     for name, kind in kinds.items():
         if kind == "ndarray":
-            table, meta = _ndarray_table(fields[name])
+            table, meta = _ndarray_table(fields[name], copy=copy and compression is None)
             header_fields.append({"name": name, "kind": kind, "block": add_block(table), **meta})
         elif kind == "table":
             header_fields.append({"name": name, "kind": kind, "block": add_block(fields[name])})

@@ -39,6 +39,7 @@ import concurrent.futures
 import ctypes
 import datetime as dt
 import hashlib
+import inspect
 import json
 import logging
 import mmap
@@ -73,8 +74,10 @@ __all__ = [
     "CheckpointNotFoundError",
     "CheckpointStore",
     "CorruptCheckpointError",
+    "NoValidCheckpointError",
     "StaleEpochError",
     "StorageUnavailableError",
+    "UnsafeStoreError",
 ]
 
 logger = logging.getLogger(__name__)
@@ -112,6 +115,24 @@ class CorruptCheckpointError(CheckpointError):
 
 class CheckpointNotFoundError(CheckpointError, LookupError):
     """No checkpoint with that sequence number."""
+
+
+class UnsafeStoreError(CheckpointError):
+    """The store cannot guarantee "create if absent" atomically, so epoch fencing would not hold."""
+
+
+class NoValidCheckpointError(CorruptCheckpointError):
+    """The agent has checkpoints, but every one that is not fenced fails to verify.
+
+    Attributes:
+        seqs: The checkpoints that failed, newest first.
+        reasons: Why each failed (same order).
+    """
+
+    def __init__(self, message: str, seqs: list[int], reasons: list[str]) -> None:
+        super().__init__(message)
+        self.seqs = seqs
+        self.reasons = reasons
 
 
 class CheckpointInfo(BaseModel):
@@ -207,6 +228,8 @@ class CheckpointStore:
             connect timeout and retries default to small values so that a dead endpoint fails fast.
         keep_last: Checkpoints kept per agent (the newest valid ones); ``None`` keeps all.
         compression: Payload compression, ``None`` (default) or ``"lz4"``.
+        allow_unsafe: Accept a filesystem whose "create if absent" is not known to be atomic (see
+            :meth:`check_safe`).
     """
 
     def __init__(
@@ -216,6 +239,7 @@ class CheckpointStore:
         keep_last: int | None = 10,
         *,
         compression: Compression = None,
+        allow_unsafe: bool = False,
     ) -> None:
         if keep_last is not None and keep_last < 1:
             raise ValueError(f"keep_last must be >= 1 or None, not {keep_last}")
@@ -225,6 +249,7 @@ class CheckpointStore:
         self.storage_options = dict(storage_options or {})
         self.keep_last = keep_last
         self.compression: Compression = compression
+        self.allow_unsafe = allow_unsafe
         protocol = fsspec.core.split_protocol(uri)[0] or "file"
         self.protocol = protocol
         self._fs: fsspec.AbstractFileSystem | None = None
@@ -237,6 +262,7 @@ class CheckpointStore:
             "storage_options": self.storage_options,
             "keep_last": self.keep_last,
             "compression": self.compression,
+            "allow_unsafe": self.allow_unsafe,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -245,6 +271,7 @@ class CheckpointStore:
             state["storage_options"],
             state["keep_last"],
             compression=state["compression"],
+            allow_unsafe=state.get("allow_unsafe", False),
         )
 
     def __repr__(self) -> str:
@@ -298,6 +325,69 @@ class CheckpointStore:
                     self._root = root.rstrip("/")
                     self._fs = fs
 
+    @property
+    def local(self) -> bool:
+        """Whether the store is a local folder (``file://``): one node's disk unless the folder is shared."""
+        return isinstance(self.fs, LocalFileSystem)
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the store is fsspec's ``memory://``: it lives and dies with one process."""
+        return isinstance(self.fs, MemoryFileSystem)
+
+    def check_safe(self) -> None:
+        """Checks that "create if absent" is atomic here, which epoch fencing relies on.
+
+        Local folders (``os.link``) and ``memory://`` (a lock) are. S3 is when s3fs supports conditional
+        writes (``mode="create"``, s3fs 2024.12 and later) *and* the server honours ``If-None-Match``:
+        that is tested once per bucket and process by creating a probe object twice (the second create
+        must be refused). Anything else is refused, unless the store was made with ``allow_unsafe``.
+
+        Raises:
+            UnsafeStoreError: Create-if-absent is not known to be atomic here.
+            StorageUnavailableError: The storage failed during the test.
+        """
+        if self.allow_unsafe or self.protocol in _ATOMIC_PROTOCOLS:
+            return
+        if self.protocol not in ("s3", "s3a"):
+            raise UnsafeStoreError(
+                f"checkpoint store {self.uri}: {self.protocol}:// offers no atomic create-if-absent that "
+                "epoch fencing could rely on; use file://, s3:// or memory://, or accept the risk with "
+                "CheckpointPolicy(allow_unsafe_store=True)"
+            )
+        key = (self.uri.split("://", 1)[1].split("/", 1)[0], repr(self._options()))
+        with _SAFE_LOCK:
+            verdict = _SAFE_STORES.get(key)
+            if verdict is None:
+                with _storage_errors(self.uri, "test conditional writes"):
+                    verdict = _probe_conditional_create(self.fs, self.root)
+                _SAFE_STORES[key] = verdict
+        if verdict:
+            raise UnsafeStoreError(f"checkpoint store {self.uri}: {verdict}")
+
+    def identity(self) -> str:
+        """The store's random id, kept in ``<root>/.academy-store.json`` (created on first use).
+
+        Two nodes that see the same id see the same storage; a node-local folder on another node has
+        another id (or none yet), which is how a re-placed agent notices that it cannot see its
+        checkpoints.
+        """
+        path = f"{self.root}/{STORE_ID_NAME}"
+        backend = _Backend(self)
+        with _storage_errors(self.uri, "read the store id"):
+            for _ in range(3):
+                try:
+                    return str(json.loads(backend.read_small(path))["id"])
+                except FileNotFoundError:
+                    pass
+                record = {"id": uuid.uuid4().hex, "created": _now().isoformat()}
+                try:
+                    backend.create(path, json.dumps(record).encode())
+                    return str(record["id"])
+                except FileExistsError:
+                    continue  # created meanwhile: read it
+        raise CheckpointError(f"checkpoint store {self.uri}: cannot read or create its id")
+
     def for_agent(self, namespace: str, name: str) -> AgentCheckpoints:
         """The checkpoints of one agent.
 
@@ -316,9 +406,50 @@ class CheckpointStore:
         out: list[tuple[str, str]] = []
         with _storage_errors(self.uri, "list agents"):
             for ns in _ls_names(self.fs, self.root):
+                if ns.startswith("."):  # the store's own records (id, probes)
+                    continue
                 for name in _ls_names(self.fs, f"{self.root}/{ns}"):
                     out.append((ns, name))
         return sorted(out)
+
+
+STORE_ID_NAME = ".academy-store.json"
+"""The object (at the store's root) that holds the store's random id."""
+_PROBE_DIR = ".academy-probes"
+_ATOMIC_PROTOCOLS = ("file", "local", "memory")  # os.link / a lock: create-if-absent is atomic
+_SAFE_LOCK = threading.Lock()
+_SAFE_STORES: dict[tuple[str, str], str] = {}  # (bucket, options) -> "" (safe) or why not
+
+
+def _probe_conditional_create(fs: fsspec.AbstractFileSystem, root: str) -> str:
+    """Creates one probe object twice with ``mode="create"``; "" when the second is refused, else why not."""
+    pipe = getattr(fs, "_pipe_file", None) or fs.pipe_file
+    if "mode" not in inspect.signature(pipe).parameters:
+        return (
+            f"this s3fs ({getattr(sys.modules.get('s3fs'), '__version__', '?')}) cannot make conditional "
+            "writes (mode='create' needs s3fs 2024.12 or later): upgrade s3fs"
+        )
+    path = f"{root}/{_PROBE_DIR}/{uuid.uuid4().hex}"
+    try:
+        fs.pipe_file(path, b"1", mode="create")
+        try:
+            fs.pipe_file(path, b"2", mode="create")
+        except FileExistsError:
+            return ""
+        except Exception as exc:
+            if _is_precondition_failed(exc):
+                return ""
+            raise
+        return (
+            "the server overwrote an existing object despite If-None-Match: * (no conditional writes), "
+            "so epoch fencing would not hold; use a server that supports them (AWS S3, SeaweedFS, "
+            "MinIO), or accept the risk with CheckpointPolicy(allow_unsafe_store=True)"
+        )
+    finally:
+        try:
+            fs.rm_file(path)
+        except Exception:
+            logger.debug("could not remove probe %s", path, exc_info=True)
 
 
 def _ls_names(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
@@ -869,7 +1000,8 @@ class AgentCheckpoints:
             StateEncodingError: A field cannot be encoded.
             StorageUnavailableError: The storage failed (nothing half-written is visible).
         """
-        encoded = encode_state_segments(fields, compression=self.store.compression)
+        # Written before this returns, so the arrays need no snapshot copy (see the note above).
+        encoded = encode_state_segments(fields, compression=self.store.compression, copy=False)
         return self.save_encoded(encoded, epoch=epoch, agent_class=agent_class, extra=extra)
 
     def save_encoded(
@@ -1128,17 +1260,25 @@ class AgentCheckpoints:
             info.fenced = self._fenced(seq, info.epoch, self._epochs())
             return info
 
-    def load_latest(self) -> tuple[CheckpointInfo, dict[str, Any]] | None:
+    def load_latest(self, *, strict: bool = False) -> tuple[CheckpointInfo, dict[str, Any]] | None:
         """Loads the newest valid checkpoint, skipping (with a warning naming it) corrupt ones.
+
+        Args:
+            strict: Raise instead of returning None when the agent has checkpoints but every one that is
+                not fenced fails to verify (what an activation must do: starting empty would lose every
+                acknowledged action and then bury the evidence under a newer checkpoint).
 
         Returns:
             ``(manifest, fields)``, or ``None`` when the agent has no valid checkpoint.
 
         Raises:
+            NoValidCheckpointError: ``strict`` and no checkpoint verifies although some exist.
             StorageUnavailableError: The storage failed (never mistaken for corruption).
         """
         with self._guard("load latest checkpoint"):
             epochs = self._epochs()
+            failed: list[int] = []
+            reasons: list[str] = []
             for seq in reversed(self._seqs()):
                 try:
                     info = self._manifest(seq)
@@ -1155,12 +1295,21 @@ class AgentCheckpoints:
                 except CheckpointNotFoundError:
                     continue  # deleted by retention meanwhile
                 except CorruptCheckpointError as exc:
+                    failed.append(seq)
+                    reasons.append(str(exc))
                     message = (
                         f"skipping corrupt checkpoint seq={seq} of agent {self.namespace}/{self.name} "
                         f"at {self._url(self._manifest_path(seq))}: {exc}"
                     )
                     logger.warning(message)
                     warnings.warn(message, RuntimeWarning, stacklevel=2)
+            if failed and strict:
+                raise NoValidCheckpointError(
+                    f"agent {self.namespace}/{self.name} in {self.store.uri}: every checkpoint fails to "
+                    f"verify (seq {', '.join(map(str, failed))}); first: {reasons[0]}",
+                    failed,
+                    reasons,
+                )
             return None
 
     def list(self) -> list[CheckpointInfo]:

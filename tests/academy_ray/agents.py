@@ -204,3 +204,38 @@ class Journal(Agent):
     @action(checkpoint=False)
     async def weight_sum(self) -> float:
         return float(self.weights.sum())
+
+
+class InPlaceLearner(Agent):
+    """Updates a large array in place from a loop while actions checkpoint (a snapshot must not tear).
+
+    Its state: ``weights`` (every element equals ``updates``, if the snapshot is consistent), ``updates``
+    (how many in-place updates the loop made) and ``steps`` (acknowledged actions).
+    """
+
+    agent_state_fields = ("weights", "updates", "steps")
+
+    def __init__(self, megabytes: int = 32) -> None:
+        import numpy as np
+
+        self.weights = np.zeros(megabytes * (1 << 20) // 8, dtype=np.float64)
+        self.updates = 0
+        self.steps = 0
+
+    @loop
+    async def train(self, shutdown: asyncio.Event) -> None:
+        import numpy as np
+
+        while not shutdown.is_set():
+            np.add(self.weights, 1.0, out=self.weights)  # in place, as optimisers do
+            self.updates += 1
+            await asyncio.sleep(0)
+
+    @action
+    async def step(self) -> int:
+        self.steps += 1
+        return self.steps
+
+    @action(checkpoint=False)
+    async def acknowledged(self) -> int:
+        return self.steps

@@ -101,14 +101,26 @@ def test_lz4_compression_round_trips_and_shrinks() -> None:
     assert out["t"].column("x").to_pylist() == list(range(100))
 
 
-def test_segments_reference_large_arrays_without_copying() -> None:
+def test_segments_reference_large_arrays_without_copying_when_asked() -> None:
     arr = np.arange(1 << 20, dtype=np.float64)
-    encoded = encode_state_segments({"a": arr})
+    encoded = encode_state_segments({"a": arr}, copy=False)
     assert any(
         isinstance(seg, pa.Buffer) and seg.address == arr.ctypes.data for seg in encoded.segments
     )
     assert encoded.size == len(encoded.to_bytes())
     assert encoded.schema == {"a": "ndarray"}
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_encoded_state_is_a_snapshot_of_arrays_changed_in_place_afterwards(order: str) -> None:
+    arr = np.zeros((512, 256), dtype=np.float64, order=order)
+    encoded = encode_state_segments({"a": arr, "step": 0})
+    np.add(arr, 1.0, out=arr)  # what an agent's loop does while the payload is written
+    out = decode_state(encoded.to_bytes())
+    assert out["step"] == 0 and not out["a"].any()
+    assert not any(
+        isinstance(seg, pa.Buffer) and seg.address == arr.ctypes.data for seg in encoded.segments
+    )
 
 
 def test_format_starts_with_magic_and_blocks_are_aligned() -> None:

@@ -1,0 +1,28 @@
+"""Ray actor names the platform itself uses in a namespace, which user agents cannot take."""
+
+from __future__ import annotations
+
+from placement import CONTROLLER_NAME
+
+REGISTRY_NAME = "academy-registry"
+"""The namespace's registry of co-hosted agents and of names being launched."""
+
+POOL_PREFIX = "academy-pool:"
+"""Ray actor names of pool hosts start with this; the rest is the pool's name."""
+
+RESERVED_NAMES = frozenset({REGISTRY_NAME, CONTROLLER_NAME})
+"""Names of the platform's own actors."""
+
+RESERVED_PREFIXES = (POOL_PREFIX, "serving-placer:", "model-cache-", "serve:", "SERVE_")
+"""Prefixes of the platform's own actors and placement demands (pool hosts, serving's placer, node
+caches and replica slots, Ray Serve's actors)."""
+
+
+def reserved_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a user agent's name, or None when it can."""
+    if name in RESERVED_NAMES:
+        return f"{name!r} is the name of one of the platform's own actors"
+    for prefix in RESERVED_PREFIXES:
+        if name.startswith(prefix):
+            return f"names starting with {prefix!r} are reserved for the platform's own actors"
+    return None
