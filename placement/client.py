@@ -140,13 +140,16 @@ class PlacementClient:
         return self._get(self._actor.release_all.remote())
 
     def shutdown(self) -> None:
-        """Releases every reservation and kills the controller actor."""
+        """Releases every reservation and kills the controller actor (and its secrets holder)."""
         import ray
+
+        from placement.journal import vault_for
 
         try:
             self.release_all_sync()
         finally:
             ray.kill(self._actor)
+            vault_for(f"{self.namespace}/{self.name}").kill()
 
     @staticmethod
     def _get(ref: Any) -> Any:

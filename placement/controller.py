@@ -52,6 +52,40 @@ class _Queued:
     patient: bool = False  # re-placements wait even while infeasible (a node may come back)
 
 
+def _check_own_namespace(journal: str) -> None:
+    """Refuses a journal key of another namespace when running as a Ray actor.
+
+    A controller's journal key is ``"<its namespace>/<name>"`` (no ``/`` in the name), so a
+    controller can never read (and adopt) the entries, or reach the secrets holder, of another
+    namespace's controller. The actor's namespace is its own (``options(namespace=...)``), not
+    its job's: it is checked by looking the actor's name up in the key's namespace.
+
+    Raises:
+        ValueError: the key names another namespace, or the journaled controller has no name.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        return
+    context = ray.get_runtime_context()
+    actor_id = context.get_actor_id()
+    if actor_id is None:
+        return  # driven in-process by a driver: the caller chose the key
+    namespace, _, _ = journal.rpartition("/")
+    actor_name = context.get_actor_name()
+    if not actor_name:
+        raise ValueError("a journaled placement controller actor must be named")
+    try:
+        found = ray.get_actor(actor_name, namespace=namespace or None)
+    except ValueError:
+        found = None
+    if found is None or found._actor_id.hex() != actor_id:
+        raise ValueError(
+            f"placement journal key {journal!r} is not of this controller's namespace: "
+            f"expected '<namespace of actor {actor_name!r}>/<name>'"
+        )
+
+
 class PlacementController:
     """Holds a :class:`Scheduler` and runs placement, queueing and re-placement (async actor body).
 
@@ -92,6 +126,8 @@ class PlacementController:
         self._replacing: dict[str, Decision] = {}
         self._lock: asyncio.Lock | None = None
         self._watcher: asyncio.Task[None] | None = None
+        if journal is not None:
+            _check_own_namespace(journal)
         self._journal = None if journal is None else Journal(journal)
         self.restored = 0
         if self._journal is not None:
@@ -134,11 +170,11 @@ class PlacementController:
                 len(removed),
             )
 
-    def _journal_put(
+    async def _journal_put(
         self, demand: Demand, launcher: Launcher, decision: Decision | None, cause: str
     ) -> None:
         if self._journal is not None:
-            self._journal.put(JournalEntry(demand, launcher, decision, cause))
+            await self._journal.put_async(JournalEntry(demand, launcher, decision, cause))
 
     def _journal_delete(self, name: str) -> None:
         if self._journal is not None:
@@ -164,7 +200,7 @@ class PlacementController:
         try:
             # Recorded before the launch: a restart in between adopts the group (and the caller,
             # whose call failed, places again); a group never recorded holds no actor.
-            self._journal_put(demand, launcher, decision, cause)
+            await self._journal_put(demand, launcher, decision, cause)
             await self._launch(decision, launcher)
         except BaseException:
             self.scheduler.release(demand.name)
@@ -201,7 +237,7 @@ class PlacementController:
                     # Wait for capacity (or for a node that fits to join), visibly in pending().
                     self._safe_release(lost.name)
                     self._queue[lost.name] = _Queued(lost.demand, launcher, cause, patient=True)
-                    self._journal_put(lost.demand, launcher, None, cause)
+                    await self._journal_put(lost.demand, launcher, None, cause)
                     if isinstance(exc, InfeasibleDemandError):
                         self._failures[lost.name] = f"{cause}; waiting: {exc}"
                 except Exception as exc:  # noqa: BLE001 - recorded and visible via failures()

@@ -21,3 +21,12 @@ class PlacementTimeoutError(PlacementError):
 
 class UnknownPlacementError(PlacementError, KeyError):
     """No decision is recorded under that name."""
+
+
+class SecretsUnavailableError(PlacementError):
+    """A journaled launcher's secret values (kept out of the journal) cannot be found.
+
+    Raised when a launcher adopted from the journal is called again (re-placement) and the
+    secrets holder of its namespace is gone or no longer holds them: the launch fails rather than
+    run with missing credentials. Place the demand again with its credentials.
+    """

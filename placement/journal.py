@@ -8,17 +8,33 @@ and the cause. The controller writes an entry before it launches, deletes it on 
 them all back when it starts. Inventory reports (what each node holds) are kept the same way, one
 small JSON entry per node and key, so that locality survives the restart too. The GCS store outlives any actor (and, with GCS fault tolerance, the
 head node's restart), as Ray Serve's controller relies on for its own checkpoints.
+
+**No secret value is written.** Launchers hold launch arguments, and those carry credentials (an
+agent's checkpoint ``storage_options`` with S3 keys, a serving app's API key). Each launcher is
+written *sealed* (:func:`placement.secrets.seal`): its secret values are replaced by random
+reference ids and kept in memory only, by the journal's secrets holder (a detached actor of the
+controller's namespace, :mod:`placement.vault`). A restarted controller adopts the launcher as a
+:class:`SealedLauncher`, which fetches the values when it is called again (re-placement); if the
+holder is gone too, that call fails with :class:`~placement.errors.SecretsUnavailableError`.
+
+**One journal per controller, so per namespace**: a journal's keys start with its hex-encoded key
+(``"<namespace>/<controller name>"``) and a ``.``; a journal reads, lists and deletes only below
+its own prefix, and its secrets holder lives in its own namespace.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from placement.decision import Decision
 from placement.demand import Demand
+from placement.errors import SecretsUnavailableError
 from placement.inventory import InventoryItem
+from placement.secrets import SecretValue, seal, unseal
+from placement.vault import VaultClient
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +62,81 @@ class JournalEntry:
     cause: str
 
 
+class SealedLauncher:
+    """A launcher as the journal keeps it: sealed, its secret values held by the secrets holder.
+
+    Calling it fetches the secret values, unseals the launcher (once; it then stays in this
+    process's memory) and calls it.
+
+    Args:
+        name: The demand's name (its values' scope in the holder).
+        blob: The launcher, pickled by :func:`placement.secrets.seal`.
+        refs: Reference ids of its secret values.
+        vault: The holder (set by :meth:`Journal.load`; never pickled).
+    """
+
+    def __init__(
+        self, name: str, blob: bytes, refs: tuple[str, ...], vault: VaultClient | None = None
+    ) -> None:
+        self.name = name
+        self.blob = blob
+        self.refs = refs
+        self.vault = vault
+        self._launcher: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"name": self.name, "blob": self.blob, "refs": self.refs}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["name"], state["blob"], tuple(state["refs"]))  # type: ignore[misc]
+
+    async def resolve(self) -> Any:
+        """The launcher itself, secrets included.
+
+        Raises:
+            SecretsUnavailableError: its secret values are gone (holder dead or restarted).
+        """
+        if self._launcher is None:
+            values: dict[str, SecretValue] = {}
+            if self.refs:
+                if self.vault is None:
+                    raise SecretsUnavailableError(
+                        f"the launcher of {self.name!r} needs secret values and has no holder"
+                    )
+                values = await self.vault.get(self.name, list(self.refs))
+            self._launcher = unseal(self.blob, values)
+        return self._launcher
+
+    async def __call__(self, decision: Decision) -> None:
+        launcher = await self.resolve()
+        result = launcher(decision)
+        if inspect.isawaitable(result):
+            await result
+
+    def __repr__(self) -> str:
+        return f"SealedLauncher({self.name!r}, {len(self.refs)} secret(s))"
+
+
+def vault_for(key: str) -> VaultClient:
+    """The secrets holder of journal ``key`` (``"<namespace>/<name>"``): actor ``"<name>.secrets"``
+    in that namespace (a key without ``/``: in the caller's namespace)."""
+    namespace, _, name = key.rpartition("/")
+    return VaultClient(namespace or None, f"{name}.secrets")
+
+
 class Journal:
     """Durable entries of one placement controller, keyed by demand name.
 
     Args:
         key: Identifies the controller (e.g. ``"<namespace>/<actor name>"``); controllers with the
             same key share (adopt) one journal.
+        vault: Holder of the launchers' secret values (default: :func:`vault_for` ``key``).
     """
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, vault: VaultClient | None = None) -> None:
         self.key = key
+        self.vault = vault_for(key) if vault is None else vault
+        self._sealed: set[str] = set()  # names whose values the holder may hold
         # One GCS namespace for all journals (a ':' in a GCS namespace breaks its key listing);
         # each controller's keys start with its hex-encoded key and a '.', so no prefix is ambiguous;
         # then "d." and a demand name, or "i.", a node id (hex), "." and an inventory key.
@@ -63,8 +144,43 @@ class Journal:
         self._demands = self._prefix + "d."
         self._items = self._prefix + "i."
 
+    def _seal(self, entry: JournalEntry) -> tuple[JournalEntry, dict[str, SecretValue]]:
+        launcher = entry.launcher
+        if isinstance(launcher, SealedLauncher):  # adopted: its values are in the holder already
+            return entry, {}
+        blob, values = seal(launcher)
+        sealed = SealedLauncher(entry.demand.name, blob, tuple(values))
+        return replace(entry, launcher=sealed), values
+
+    def _after_write(self, stored: JournalEntry) -> None:
+        name, refs = stored.demand.name, stored.launcher.refs
+        if refs:
+            self._sealed.add(name)
+            self.vault.retain(name, list(refs))  # values of an overwritten version go
+        elif name in self._sealed:
+            self._sealed.discard(name)
+            self.vault.drop(name)
+
     def put(self, entry: JournalEntry) -> None:
-        """Writes (or overwrites) ``entry`` under its demand's name."""
+        """Writes (or overwrites) ``entry`` under its demand's name, its launcher sealed.
+
+        Its secret values go to the secrets holder first (waited for), then the entry to the GCS.
+        """
+        stored, values = self._seal(entry)
+        if values:
+            self.vault.put_sync(entry.demand.name, values)
+        self._write(stored)
+        self._after_write(stored)
+
+    async def put_async(self, entry: JournalEntry) -> None:
+        """:meth:`put` for event loops (the holder is awaited, not blocked on)."""
+        stored, values = self._seal(entry)
+        if values:
+            await self.vault.put(entry.demand.name, values)
+        self._write(stored)
+        self._after_write(stored)
+
+    def _write(self, entry: JournalEntry) -> None:
         from ray import cloudpickle
         from ray.experimental import internal_kv
 
@@ -85,13 +201,18 @@ class Journal:
         from ray.experimental import internal_kv
 
         internal_kv._internal_kv_del(self._demands + name, namespace=KV_NAMESPACE)
+        if name in self._sealed:
+            self._sealed.discard(name)
+            self.vault.drop(name)
 
     def load(self) -> tuple[list[JournalEntry], dict[str, str]]:
         """Reads every entry back.
 
         Returns:
             The entries, and for each entry that could not be read (say, its launcher's class no
-            longer imports) the reason, by name. Unreadable entries stay in the store.
+            longer imports) the reason, by name. Unreadable entries stay in the store. A launcher
+            with secret values comes back as a :class:`SealedLauncher` (its values are fetched
+            when it is called); one without is unsealed here.
         """
         from ray import cloudpickle
         from ray.experimental import internal_kv
@@ -107,6 +228,13 @@ class Journal:
                 entry = cloudpickle.loads(value)
                 if not isinstance(entry, JournalEntry):
                     raise TypeError(f"not a journal entry: {type(entry).__name__}")
+                launcher = entry.launcher
+                if isinstance(launcher, SealedLauncher):
+                    if launcher.refs:
+                        launcher.vault = self.vault
+                        self._sealed.add(name)
+                    else:
+                        entry = replace(entry, launcher=unseal(launcher.blob, {}))
             except Exception as exc:  # noqa: BLE001 - reported by name, never fatal to the rest
                 log.error("placement journal entry %r unreadable: %r", name, exc)
                 unreadable[name] = f"journal entry unreadable: {exc!r}"
@@ -159,3 +287,5 @@ class Journal:
         from ray.experimental import internal_kv
 
         internal_kv._internal_kv_del(self._prefix, del_by_prefix=True, namespace=KV_NAMESPACE)
+        self._sealed.clear()
+        self.vault.clear()
