@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 import uuid
@@ -222,10 +223,23 @@ class ModelCache:
                 entry = self._verified_entry(folder)
             except (OSError, ValueError, WeightsError) as exc:
                 logger.warning("model cache discards %s: %s", folder, exc)
-                _discard(folder)
+                self._forget(folder)
                 continue
             self._entries[entry.key] = entry
             self._sink.held(self.node_id, entry.model_id, entry.nbytes)
+
+    def _forget(self, folder: Path) -> None:
+        """Discards a copy that failed verification; placement may still list it from before."""
+        origin = None
+        path = folder / ORIGIN_NAME
+        try:
+            if not folder.is_symlink() and stat.S_ISREG(path.lstat().st_mode):
+                origin = _Origin.model_validate_json(path.read_bytes())
+        except (OSError, ValueError):
+            pass
+        _discard(folder)
+        if origin is not None:
+            self._sink.evicted(self.node_id, origin.model_id)
 
     @staticmethod
     def _looks_like_copy(folder: Path) -> bool:

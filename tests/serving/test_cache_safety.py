@@ -32,6 +32,7 @@ from serving.storage import (
     publish_model,
     read_manifest,
 )
+from tests.serving.test_cache import RecordingSink
 
 EVIL = b"import os; os.system('echo pwned')\n"
 
@@ -179,8 +180,10 @@ async def test_restart_discards_a_copy_whose_content_does_not_verify(
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF  # same size, different bytes
     weights.write_bytes(bytes(data))
-    reborn = ModelCache(config)
-    assert reborn.stats().models == []
+    sink = RecordingSink()
+    sink.holding[spec.id] = len(data)  # what placement remembers from before the restart
+    reborn = ModelCache(config, sink=sink)
+    assert reborn.stats().models == [] and sink.holding == {}
     got = await reborn.ensure(spec, lease=False)
     assert got.tier == "object_storage"
     expected = read_manifest(spec.weights_uri, spec.storage_options).files["model.safetensors"]
