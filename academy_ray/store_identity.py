@@ -4,8 +4,10 @@ A ``file://`` store is a folder on one node's disk unless that folder is shared 
 mounted at the same path everywhere); a ``memory://`` store lives in one process. An agent that is
 re-placed to another node, or restarted in a new process, would find such a store empty and start
 fresh, silently losing its state. So the first activation in a Ray cluster records the store's id
-(:meth:`academy_ray.store.CheckpointStore.identity`) in Ray's key-value store, and every later one
-compares: a different id means this node or process does not see the same storage.
+(:meth:`academy_ray.store.CheckpointStore.identity`) and its node in Ray's key-value store, and every
+later one compares: a different id seen from another node means that node does not see the same storage.
+(A different id on the node that recorded it means the folder was emptied or replaced there on purpose:
+the new id is recorded.)
 """
 
 from __future__ import annotations
@@ -46,6 +48,13 @@ def check_store_reachable(store: CheckpointStore, node_id: str) -> None:
     raw = internal_kv._internal_kv_get(key, namespace=KV_NAMESPACE)
     first = json.loads(raw) if raw else mine
     if first["id"] == mine["id"]:
+        return
+    if first["node"] == node_id:
+        # Same node, another folder: it was emptied or replaced here on purpose; remember the new one.
+        logger.warning(
+            "checkpoint store %s was replaced on node %s; recording its new id", store.uri, node_id
+        )
+        internal_kv._internal_kv_put(key, json.dumps(mine), overwrite=True, namespace=KV_NAMESPACE)
         return
     kind = (
         "memory:// store lives in one process" if store.in_memory else "file:// folder is per node"

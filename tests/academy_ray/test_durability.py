@@ -9,6 +9,7 @@ concurrent launches of one name, calls made while Ray restarts an agent, and pay
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 from ray._private import state as ray_state
+from ray.experimental import internal_kv
 
 from academy_ray import (
     AgentExistsError,
@@ -31,6 +33,7 @@ from academy_ray.checkpoint import CheckpointFencedError, CheckpointPolicy, Pers
 from academy_ray.exception import CheckpointRestoreError
 from academy_ray.payload import PayloadError
 from academy_ray.store import AgentCheckpoints, CheckpointStore, UnsafeStoreError
+from academy_ray.store_identity import KV_NAMESPACE as STORE_KV_NAMESPACE
 from tests.academy_ray.agents import Counter, InPlaceLearner, Journal
 from tests.conftest import S3Server
 
@@ -231,12 +234,27 @@ async def test_relaunch_on_a_node_that_cannot_see_the_file_store_fails_clearly(
     await journal.append(1)
     await rt.stop("nodelocal")
     folder = Path(store_uri.removeprefix("file://"))
-    # What a node whose disk lacks the folder sees: the same path, empty.
+    # What another node sees when the folder is on the first node's disk: the same path, empty. The
+    # first activation was on another node (injected into the record: this machine has one disk).
     shutil.move(folder, folder.with_name("on-the-lost-node"))
     folder.mkdir()
+    record = json.loads(internal_kv._internal_kv_get(store_uri, namespace=STORE_KV_NAMESPACE))
+    record["node"] = "f" * 56
+    internal_kv._internal_kv_put(
+        store_uri, json.dumps(record), overwrite=True, namespace=STORE_KV_NAMESPACE
+    )
     with pytest.raises(AgentStartupError, match="not the storage"):
         await rt.launch(Journal, name="nodelocal")
-    assert not list((folder).glob("*/nodelocal/checkpoints/*"))
+    assert not list(folder.glob("*/nodelocal/checkpoints/*"))
+
+
+async def test_file_store_emptied_on_its_own_node_starts_fresh(rt: Runtime, store_uri: str) -> None:
+    journal = await rt.launch(Journal, name="wiped")
+    await journal.append(1)
+    await rt.stop("wiped")
+    shutil.rmtree(store_uri.removeprefix("file://"))  # the user's own choice, on this node
+    again = await rt.launch(Journal, name="wiped")
+    assert await again.read() == []
 
 
 # ---- 6. concurrent launches of one name ------------------------------------------------------------------
