@@ -147,8 +147,11 @@ def _folder_name(model_id: str, uri: str) -> str:
 def _secure_root(root: Path) -> None:
     """Creates ``root`` (mode 0700) or checks that it belongs to this user, closed to others.
 
+    A folder of this user that others may write to (made under a umask of 002, say) loses the
+    group and world write permission, unless it is a shared sticky folder such as ``/tmp``.
+
     Raises:
-        UnsafeCacheRootError: ``root`` belongs to another user or others may write to it.
+        UnsafeCacheRootError: ``root`` belongs to another user, or is a shared sticky folder.
     """
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     st = root.stat()
@@ -158,10 +161,13 @@ def _secure_root(root: Path) -> None:
             f"({os.getuid()}): choose another CacheConfig.root"
         )
     if st.st_mode & 0o022:
-        raise UnsafeCacheRootError(
-            f"the model cache folder {root} is writable by group or others "
-            f"(mode {oct(st.st_mode & 0o777)}): chmod go-w it or choose another CacheConfig.root"
-        )
+        if st.st_mode & stat.S_ISVTX:
+            raise UnsafeCacheRootError(
+                f"the model cache folder {root} is a shared folder (mode "
+                f"{oct(stat.S_IMODE(st.st_mode))}): choose a folder of its own as CacheConfig.root"
+            )
+        logger.warning("model cache folder %s was writable by others: chmod go-w", root)
+        root.chmod(stat.S_IMODE(st.st_mode) & ~0o022)
 
 
 def _discard(path: Path) -> None:

@@ -230,7 +230,7 @@ async def test_restart_rehashes_a_copy_without_its_verified_marker(
     assert marker.is_file() and (await reborn.ensure(s3_specs[0], lease=False)).tier == "disk"
 
 
-@pytest.mark.parametrize("fault", ["foreign", "world-writable"])
+@pytest.mark.parametrize("fault", ["foreign", "shared-sticky"])
 def test_cache_refuses_a_root_others_control(tmp_path: Path, fault: str) -> None:
     root = tmp_path / "cache"
     root.mkdir()
@@ -239,9 +239,17 @@ def test_cache_refuses_a_root_others_control(tmp_path: Path, fault: str) -> None
             pytest.skip("changing a folder's owner needs root")
         os.chown(root, os.getuid() + 4242, os.getuid() + 4242)
     else:
-        os.chmod(root, 0o777)
+        os.chmod(root, 0o1777)  # like /tmp
     with pytest.raises(UnsafeCacheRootError, match=str(root)):
         ModelCache(CacheConfig(root=str(root)))
+
+
+def test_cache_closes_its_own_root_to_others(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    root.mkdir()
+    os.chmod(root, 0o777)  # made under a umask of 000
+    ModelCache(CacheConfig(root=str(root)))
+    assert root.stat().st_mode & 0o022 == 0
 
 
 # ------------------------------------------------------------------ item 10: full disks
