@@ -226,3 +226,83 @@ def test_an_app_deleted_behind_the_placers_back_is_not_resurrected(
     assert ray.get(placer.status.remote())["redeploys"] == 0
     stop_models(config)
     kill_node_caches(config.cache)
+
+
+def test_the_journal_holds_no_api_key_or_s3_secret_and_an_adopted_slot_still_redeploys(
+    sim_cluster, namespace, s3_specs, tmp_path
+) -> None:
+    """The placement journal (in the GCS) keeps the slot's launcher sealed: no API key, no S3
+    secret; a restarted controller's adopted launcher fetches them from the namespace's secrets
+    holder and redeploys the app, which still checks the API key."""
+    import asyncio
+
+    from ray.experimental import internal_kv
+
+    from placement.client import CONTROLLER_NAME
+    from placement.journal import KV_NAMESPACE, Journal
+
+    api_key = f"sk-journal-{uuid.uuid4().hex}"
+    specs = _fresh(s3_specs[:1])
+    s3_secret = str(specs[0].storage_options["secret"])
+    config = _config(namespace, tmp_path, replicas=1, api_key=api_key)
+    url = serve_models(specs, config, port=PORT, proxy_location="HeadOnly")
+    client = PlacementClient(namespace)
+    name = slot_name(config.app_name, 0)
+    try:
+        entries = 0
+        for key in internal_kv._internal_kv_list("", namespace=KV_NAMESPACE):
+            value = internal_kv._internal_kv_get(key, namespace=KV_NAMESPACE) or b""
+            for secret in (api_key, s3_secret):
+                assert secret.encode() not in key + value, f"{secret!r} in journal entry {key!r}"
+            entries += key.endswith(f".d.{name}".encode())
+        assert entries == 1
+
+        controller = client.actor
+        old_pid = ray.get(controller.info.remote())["pid"]
+        ray.kill(controller, no_restart=False)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                info = ray.get(controller.info.remote(), timeout=5)
+                if info["pid"] != old_pid:
+                    break
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                pass
+            assert time.monotonic() < deadline, "the controller did not come back"
+            time.sleep(0.2)
+        assert info["restored"] >= 1
+        # The placer restarts too and forgets the app: only the adopted launcher knows it.
+        placer = ray.get_actor(placer_name(config.app_name), namespace=namespace)
+        ray.kill(placer, no_restart=False)
+        while ray.get(placer.status.remote(), timeout=60)["nodes"]:
+            assert time.monotonic() < deadline + 60, "the placer did not restart"
+            time.sleep(0.2)
+
+        # What a re-placement does: the adopted launcher is called with a newer decision.
+        (entry,) = [
+            e for e in Journal(f"{namespace}/{CONTROLLER_NAME}").load()[0] if e.demand.name == name
+        ]
+        decision = client.explain_sync(name)
+        assert decision is not None
+        newer = decision.model_copy(update={"generation": decision.generation + 1})
+        asyncio.run(entry.launcher(newer))
+        deadline = time.monotonic() + 120
+        while (status := ray.get(placer.status.remote()))["redeploys"] < 1 or status["redeploying"]:
+            assert time.monotonic() < deadline and status["last_error"] is None, status
+            time.sleep(0.3)
+        assert status["last_error"] is None
+
+        body = json.dumps({"model": specs[0].id, "prompt": "hi", "max_tokens": 2}).encode()
+        request = urllib.request.Request(
+            url + "/completions",
+            data=body,
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"},
+        )
+        with urllib.request.urlopen(request, timeout=120) as resp:
+            assert json.loads(resp.read())["choices"]
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _complete(url, specs[0].id)  # no key
+        assert refused.value.code == 401
+    finally:
+        stop_models(config)
+        kill_node_caches(config.cache)
