@@ -1,7 +1,9 @@
 """Overload and size limits of the HTTP API, on a small app of its own with tight bounds.
 
-Two tiny models on ONE replica that holds one at a time, at most 2 requests generating and 1
-queued per replica, at most 6 requests inside the ingress, and a switch history of 3 entries.
+Two tiny models on ONE replica that holds one at a time, 1 request generating and 1 queued per
+replica, at most 6 requests inside the ingress, and a switch history of 3 entries. (One request
+at a time per replica: the transformers engine's concurrent generations on one model are a
+separate matter.)
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def limited(ray_local, s3_specs: list[ModelSpec], tmp_path_factory) -> Iterator[
         max_models_per_replica=1,
         replica_cpus=0.5,
         ingress_cpus=0.1,
-        max_ongoing_requests=2,
+        max_ongoing_requests=1,
         max_queued_requests=1,
         ingress_max_requests=6,
         retry_after_seconds=2,
@@ -77,6 +79,24 @@ def test_api_flood_is_answered_503_with_retry_after_never_a_hang(limited: Served
             error = answer.json()["error"]
             assert error["code"] == "server_overloaded" and error["type"] == "server_error"
     assert post(4).status_code == 200  # the bounds free up afterwards
+
+
+def test_api_streams_give_their_in_flight_slot_back(limited: Served) -> None:
+    body = {"model": "tiny-0", "prompt": "The agent asked", "max_tokens": 50, "stream": True}
+    for _ in range(8):  # more streams than the ingress's bound of 6, read to the end
+        with requests.post(limited.url + "/completions", json=body, stream=True, timeout=60) as r:
+            assert r.status_code == 200 and b"[DONE]" in r.content
+    for _ in range(8):  # and some dropped after their first event
+        with requests.post(limited.url + "/completions", json=body, stream=True, timeout=60) as r:
+            assert r.status_code == 200
+            next(r.iter_lines())
+    deadline = time.monotonic() + 30
+    while True:
+        answer = requests.post(limited.url + "/completions", json={**body, "stream": False})
+        if answer.status_code == 200:
+            break
+        assert time.monotonic() < deadline, answer.text  # dropped streams end on the server too
+        time.sleep(0.5)
 
 
 def _replica_actor(config) -> object:
