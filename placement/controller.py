@@ -11,7 +11,11 @@ With a ``journal`` key the controller survives its own restart: placement groups
 (the actors in them outlive the controller), every decision and launcher is written to a
 :class:`~placement.journal.Journal` before the launch, and a restarted controller adopts them, so
 node loss is still repaired; inventory reports are kept too. History and callers waiting in the
-queue are not: a waiting caller's call fails with the controller.
+queue are not: a waiting caller's call fails with the controller. The journal holds no secret value:
+launchers are written sealed, their secrets kept in memory by the namespace's secrets holder actor
+(:mod:`placement.journal`, :mod:`placement.vault`); an adopted launcher whose secrets are gone fails
+its relaunch with :class:`~placement.errors.SecretsUnavailableError` (see :meth:`failures`). A
+controller actor only takes the journal key of its own namespace.
 
 **Launchers must be idempotent**: a launcher is a picklable callable ``launcher(decision) -> None``
 (sync or async) that creates the Ray actor with ``Actor.options(**decision.actor_options(), ...)``.

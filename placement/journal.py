@@ -90,6 +90,11 @@ class SealedLauncher:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["name"], state["blob"], tuple(state["refs"]))  # type: ignore[misc]
 
+    @property
+    def resolved(self) -> Any:
+        """The unsealed launcher once :meth:`resolve` ran in this process (else None)."""
+        return self._launcher
+
     async def resolve(self) -> Any:
         """The launcher itself, secrets included.
 
@@ -146,8 +151,10 @@ class Journal:
 
     def _seal(self, entry: JournalEntry) -> tuple[JournalEntry, dict[str, SecretValue]]:
         launcher = entry.launcher
-        if isinstance(launcher, SealedLauncher):  # adopted: its values are in the holder already
-            return entry, {}
+        if isinstance(launcher, SealedLauncher):
+            if launcher.resolved is None:  # adopted, never called: its values are in the holder
+                return entry, {}
+            launcher = launcher.resolved  # sealed afresh: its values are stored again
         blob, values = seal(launcher)
         sealed = SealedLauncher(entry.demand.name, blob, tuple(values))
         return replace(entry, launcher=sealed), values

@@ -216,6 +216,13 @@ async def test_journal_holds_no_secret_and_an_adopted_agent_relaunches_with_its_
         decision = await rt.explain("vaulted")
         assert decision is not None and decision.generation == 2
         _assert_no_secret([key, secret])  # the rewritten entry is sealed too
+        holder = ray.get_actor(f"{CONTROLLER_NAME}.secrets", namespace=namespace)
+        assert await holder.names.remote() == ["vaulted"]
+        await rt.stop("vaulted", timeout=10)
+        deadline = asyncio.get_running_loop().time() + 30
+        while await holder.names.remote():  # released: the holder forgets its values
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.2)
     finally:
         for agent_info in await rt.list():
             await rt.stop(agent_info.name, timeout=5)
