@@ -33,11 +33,17 @@ from academy_ray.exception import (
     AgentStartupError,
     AgentTerminatedError,
     AgentUnavailableError,
+    CheckpointError,
+    CheckpointFencedError,
+    CheckpointRestoreError,
+    PayloadError,
+    StorageUnavailableError,
 )
 from academy_ray.handle import BlockingHandle, Handle
-from academy_ray.payload import PayloadError
+from academy_ray.info import AgentInfo
+from academy_ray.policy import CheckpointPolicy
 from academy_ray.runtime import BlockingRuntime, Runtime
-from academy_ray.spec import AgentInfo, AgentResources, AgentSpec
+from academy_ray.spec import AgentResources, AgentSpec
 
 __all__ = [
     "ActionArgumentError",
@@ -56,9 +62,14 @@ __all__ = [
     "AgentUnavailableError",
     "BlockingHandle",
     "BlockingRuntime",
+    "CheckpointError",
+    "CheckpointFencedError",
+    "CheckpointPolicy",
+    "CheckpointRestoreError",
     "Handle",
     "PayloadError",
     "Runtime",
+    "StorageUnavailableError",
     "action",
     "event",
     "loop",

@@ -13,13 +13,11 @@ import inspect
 import logging
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, ParamSpec, TypeVar, overload
+from typing import Any, ClassVar, Literal, ParamSpec, TypeVar, overload
 
+from academy_ray.context import AgentContext
 from academy_ray.exception import AgentError
-
-if TYPE_CHECKING:
-    from academy_ray.context import AgentContext
-    from academy_ray.handle import Handle
+from academy_ray.handle import Handle
 
 logger = logging.getLogger(__name__)
 

@@ -1,81 +1,34 @@
-"""When and how a running agent's state is made durable: the checkpoint policy and its executor."""
+"""How a running agent's state is made durable by its policy: restore, group-committed saves, retries."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import ray
-from pydantic import BaseModel, ConfigDict, Field
 
-from academy_ray.agent import Agent
-from academy_ray.exception import CheckpointRestoreError
-from academy_ray.state import encode_state_segments
-from academy_ray.store import (
-    AgentCheckpoints,
-    CheckpointInfo,
-    CheckpointStore,
+from academy_ray.exception import (
+    CheckpointFencedError,
+    CheckpointRestoreError,
     NoValidCheckpointError,
     StaleEpochError,
     StorageUnavailableError,
 )
+from academy_ray.policy import CheckpointPolicy
+from academy_ray.state import encode_state_segments
+from academy_ray.store import AgentCheckpoints, CheckpointInfo
 from academy_ray.store_identity import check_store_reachable
+
+__all__ = ["CheckpointFencedError", "CheckpointPolicy", "Persistence", "Snapshot"]
 
 logger = logging.getLogger(__name__)
 
-
-class CheckpointPolicy(BaseModel):
-    """Where an agent's checkpoints go and when they are written.
-
-    Attributes:
-        uri: fsspec URI of the store (``file:///abs/dir``, ``memory://x``, ``s3://bucket/prefix``).
-        storage_options: fsspec options (for S3: key, secret, ``client_kwargs={"endpoint_url": ...}``).
-        every_action: Checkpoint after every state-changing action; the caller gets the result only once the
-            new state is durable. Actions declared ``@action(checkpoint=False)`` never trigger one.
-        interval_s: Also checkpoint every this many seconds (None: never on a timer).
-        on_shutdown: Checkpoint when the agent shuts down gracefully.
-        keep_last: Checkpoints kept per agent (None keeps all).
-        compression: ``None`` or ``"lz4"``.
-        retry_initial_s: First back-off delay when the storage fails; doubles up to ``retry_max_s``.
-        retry_max_s: Largest back-off delay.
-        allow_fresh_start: When the agent has checkpoints but none verifies, start from the constructor's
-            state (and write over them) instead of refusing to start with `CheckpointRestoreError`.
-        allow_unsafe_store: Accept a store whose "create if absent" is not known to be atomic (then epoch
-            fencing cannot be trusted: two copies of an agent may both write). Off by default; see
-            `CheckpointStore.check_safe`.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    uri: str
-    storage_options: dict[str, Any] = Field(default_factory=dict)
-    every_action: bool = True
-    interval_s: float | None = Field(default=None, gt=0)
-    on_shutdown: bool = True
-    keep_last: int | None = Field(default=10, ge=1)
-    compression: str | None = None
-    retry_initial_s: float = Field(default=0.5, gt=0)
-    retry_max_s: float = Field(default=30.0, gt=0)
-    allow_fresh_start: bool = False
-    allow_unsafe_store: bool = False
-
-    def store(self) -> CheckpointStore:
-        """The store this policy writes to."""
-        return CheckpointStore(
-            self.uri,
-            self.storage_options,
-            self.keep_last,
-            compression=self.compression,  # type: ignore[arg-type]
-            allow_unsafe=self.allow_unsafe_store,
-        )
-
-
-class CheckpointFencedError(StaleEpochError):
-    """This copy of the agent is stale (a newer activation exists): it stopped and its change is not durable."""
+Snapshot = Callable[[], Mapping[str, Any]]
+"""Returns the state to persist now (the agent's ``agent_checkpoint``); called on the event loop."""
 
 
 class Persistence:
@@ -163,10 +116,10 @@ class Persistence:
         )
         return fields  # type: ignore[no-any-return]
 
-    def start_background(self, agent: Agent) -> None:
+    def start_background(self, snapshot: Snapshot) -> None:
         """Starts the interval saver, if the policy has one."""
         if self.policy.interval_s is not None:
-            self._interval_task = asyncio.ensure_future(self._every_interval(agent))
+            self._interval_task = asyncio.ensure_future(self._every_interval(snapshot))
 
     def mark_changed(self) -> int:
         """Records that the state changed; returns the version a save must cover."""
@@ -178,7 +131,7 @@ class Persistence:
         """Whether changes are not yet durable."""
         return self._durable_version < self._version
 
-    async def save(self, agent: Agent, version: int | None = None) -> CheckpointInfo | None:
+    async def save(self, snapshot: Snapshot, version: int | None = None) -> CheckpointInfo | None:
         """Makes the state durable up to ``version`` (default: now).
 
         Raises:
@@ -196,7 +149,7 @@ class Persistence:
                 )
             # The commit point: the state is captured here, on the event loop, as an immutable snapshot.
             snapshot_version = self._version
-            fields = agent.agent_checkpoint()
+            fields = snapshot()
             encoded = encode_state_segments(fields, compression=self.policy.compression)  # type: ignore[arg-type]
             try:
                 info = await self._run_io(
@@ -208,7 +161,7 @@ class Persistence:
             except StaleEpochError as error:
                 raise self._fence(str(error)) from None
             except StorageUnavailableError:
-                self._schedule_retry(agent)
+                self._schedule_retry(snapshot)
                 raise
             self.last = info
             self._durable_version = max(self._durable_version, snapshot_version)
@@ -226,16 +179,16 @@ class Persistence:
                 self._on_fenced(error)
         return error
 
-    def _schedule_retry(self, agent: Agent) -> None:
+    def _schedule_retry(self, snapshot: Snapshot) -> None:
         if self._retry_task is None or self._retry_task.done():
-            self._retry_task = asyncio.ensure_future(self._retry(agent))
+            self._retry_task = asyncio.ensure_future(self._retry(snapshot))
 
-    async def _retry(self, agent: Agent) -> None:
+    async def _retry(self, snapshot: Snapshot) -> None:
         delay = self.policy.retry_initial_s
         while self.dirty and not self.fenced:
             await asyncio.sleep(delay)
             try:
-                await self.save(agent, self._version)
+                await self.save(snapshot, self._version)
                 logger.info("%s: storage is back, state is durable again", self.checkpoints)
                 return
             except StorageUnavailableError as error:
@@ -249,12 +202,12 @@ class Persistence:
             except CheckpointFencedError:
                 return
 
-    async def _every_interval(self, agent: Agent) -> None:
+    async def _every_interval(self, snapshot: Snapshot) -> None:
         assert self.policy.interval_s is not None
         while not self.fenced:
             await asyncio.sleep(self.policy.interval_s)
             try:
-                await self.save(agent)
+                await self.save(snapshot)
             except StorageUnavailableError:
                 logger.warning(
                     "%s: interval checkpoint failed; retrying in the background", self.checkpoints
@@ -264,19 +217,19 @@ class Persistence:
             except Exception:
                 logger.exception("%s: interval checkpoint failed", self.checkpoints)
 
-    async def close(self, agent: Agent | None) -> None:
+    async def close(self, snapshot: Snapshot | None) -> None:
         """Stops background work and, by policy, writes a final checkpoint."""
         for task in (self._interval_task, self._retry_task):
             if task is not None:
                 task.cancel()
         if (
-            agent is not None
+            snapshot is not None
             and self.policy.on_shutdown
             and not self.fenced
             and self.epoch is not None
         ):
             try:
-                await self.save(agent)
+                await self.save(snapshot)
             except Exception:
                 logger.exception("%s: final checkpoint at shutdown failed", self.checkpoints)
         self._io.shutdown(wait=False)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from academy_ray.handle import Handle
+from academy_ray.handle import Handle
 
 
 @dataclass
@@ -32,7 +31,5 @@ class AgentContext:
     def handle(self) -> Handle[Any]:
         """A handle to the agent itself."""
         if self._handle is None:
-            from academy_ray.handle import Handle
-
             self._handle = Handle(self.name, self.namespace)
         return self._handle

@@ -120,3 +120,59 @@ class CheckpointRestoreError(AgentStartupError):
         )
         self.name = name
         self.seqs = list(seqs)
+
+
+# ---- checkpoints -------------------------------------------------------------------------------------------
+
+
+class CheckpointError(AgentError):
+    """Base class of checkpoint store errors."""
+
+
+class StaleEpochError(CheckpointError):
+    """A newer activation of the agent exists: this (stale) copy may not write checkpoints anymore."""
+
+
+class StorageUnavailableError(CheckpointError):
+    """The storage could not be reached or failed (the cause is chained)."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint's manifest or payload is missing, truncated or fails its checksum."""
+
+
+class CheckpointNotFoundError(CheckpointError, LookupError):
+    """No checkpoint with that sequence number."""
+
+
+class UnsafeStoreError(CheckpointError):
+    """The store cannot guarantee "create if absent" atomically, so epoch fencing would not hold."""
+
+
+class NoValidCheckpointError(CorruptCheckpointError):
+    """The agent has checkpoints, but every one that is not fenced fails to verify.
+
+    Attributes:
+        seqs: The checkpoints that failed, newest first.
+        reasons: Why each failed (same order).
+    """
+
+    def __init__(self, message: str, seqs: list[int], reasons: list[str]) -> None:
+        super().__init__(message)
+        self.seqs = seqs
+        self.reasons = reasons
+
+
+class CheckpointFencedError(StaleEpochError):
+    """This copy of the agent is stale (a newer activation exists): it stopped and its change is not durable."""
+
+
+class StoreNotSharedError(CheckpointError):
+    """The checkpoint store at this URI is not the one earlier activations used (another node's disk)."""
+
+
+# ---- calls ---------------------------------------------------------------------------------------------------
+
+
+class PayloadError(AgentError, ValueError):
+    """The arguments of a call are too large or too deeply nested; nothing was sent (or run)."""

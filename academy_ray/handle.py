@@ -24,9 +24,9 @@ from academy_ray.exception import (
     AgentTerminatedError,
     AgentUnavailableError,
 )
+from academy_ray.info import AgentInfo
+from academy_ray.names import find_registry
 from academy_ray.payload import DEFAULT_MAX_PAYLOAD_BYTES, check_payload
-from academy_ray.registry import registry_actor
-from academy_ray.spec import AgentInfo
 
 AgentT = TypeVar("AgentT")
 
@@ -53,7 +53,7 @@ def lookup_actor(name: str, namespace: str) -> Any:
         return ray.get_actor(name, namespace=namespace)
     except ValueError:
         pass
-    registry = registry_actor(namespace, create=False)
+    registry = find_registry(namespace)
     host = None if registry is None else ray.get(registry.resolve.remote(name))
     return _pool_host(host, name, namespace)
 
@@ -64,7 +64,7 @@ async def lookup_actor_async(name: str, namespace: str) -> Any:
         return ray.get_actor(name, namespace=namespace)
     except ValueError:
         pass
-    registry = registry_actor(namespace, create=False)
+    registry = find_registry(namespace)
     host = None if registry is None else await registry.resolve.remote(name)
     return _pool_host(host, name, namespace)
 

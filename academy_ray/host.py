@@ -174,7 +174,7 @@ class AgentHost:
         await runner.wait_ready()
         if runner.persistence is None or runner.agent is None:
             return None
-        return await runner.persistence.save(runner.agent)
+        return await runner.persistence.save(runner.agent.agent_checkpoint)
 
     async def agent_rollback(self, agent: str, seq: int) -> CheckpointInfo:
         """Rolls the running agent back to checkpoint ``seq`` (written again as the newest) and restores it."""

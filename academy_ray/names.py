@@ -1,6 +1,10 @@
-"""Ray actor names the platform itself uses in a namespace, which user agents cannot take."""
+"""Ray actor names the platform itself uses in a namespace (which user agents cannot take), and lookups."""
 
 from __future__ import annotations
+
+from typing import Any
+
+import ray
 
 from placement import CONTROLLER_NAME
 
@@ -26,3 +30,11 @@ def reserved_name_problem(name: str) -> str | None:
         if name.startswith(prefix):
             return f"names starting with {prefix!r} are reserved for the platform's own actors"
     return None
+
+
+def find_registry(namespace: str) -> Any | None:
+    """The registry actor of ``namespace``, or None when it does not exist (never creates it)."""
+    try:
+        return ray.get_actor(REGISTRY_NAME, namespace=namespace)
+    except ValueError:
+        return None

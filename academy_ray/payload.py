@@ -6,17 +6,15 @@ import os
 import sys
 from typing import Any
 
-from academy_ray.exception import AgentError
+from academy_ray.exception import PayloadError
+
+__all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "MAX_NESTING_DEPTH", "PayloadError", "check_payload"]
 
 DEFAULT_MAX_PAYLOAD_BYTES = int(os.environ.get("ACADEMY_RAY_MAX_PAYLOAD_BYTES", str(1 << 30)))
 """Default limit of one call's arguments (1 GiB; ``$ACADEMY_RAY_MAX_PAYLOAD_BYTES`` overrides)."""
 
 MAX_NESTING_DEPTH = 64
 """Deepest nesting of containers accepted in arguments (deeper ones would exhaust the serializer's stack)."""
-
-
-class PayloadError(AgentError, ValueError):
-    """The arguments of a call are too large or too deeply nested; nothing was sent."""
 
 
 def check_payload(

@@ -12,7 +12,7 @@ from typing import Any
 
 import ray
 
-from academy_ray.names import POOL_PREFIX, REGISTRY_NAME
+from academy_ray.names import POOL_PREFIX, REGISTRY_NAME, find_registry
 from academy_ray.spec import AgentSpec
 
 __all__ = ["CLAIM_TTL_S", "POOL_PREFIX", "REGISTRY_NAME", "AgentRegistry", "registry_actor"]
@@ -89,11 +89,9 @@ class AgentRegistry:
 
 def registry_actor(namespace: str, *, create: bool) -> Any | None:
     """The registry actor of ``namespace``; created (on the head node) when ``create`` and missing."""
-    try:
-        return ray.get_actor(REGISTRY_NAME, namespace=namespace)
-    except ValueError:
-        if not create:
-            return None
+    found = find_registry(namespace)
+    if found is not None or not create:
+        return found
     return (
         ray.remote(AgentRegistry)
         .options(

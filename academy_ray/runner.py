@@ -10,12 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from academy_ray.agent import ACTION_CHECKPOINTS, Agent
-from academy_ray.checkpoint import CheckpointFencedError, Persistence
+from academy_ray.checkpoint import Persistence
 from academy_ray.context import AgentContext
 from academy_ray.exception import (
     ActionNotFoundError,
     AgentStartupError,
     AgentTerminatedError,
+    CheckpointFencedError,
 )
 from academy_ray.payload import check_payload
 from academy_ray.spec import AgentSpec, AgentStatus
@@ -155,7 +156,7 @@ class AgentRunner:
                 agent.agent_restore(fields)
         await agent.agent_on_startup()
         if self.persistence is not None:
-            self.persistence.start_background(agent)
+            self.persistence.start_background(agent.agent_checkpoint)
 
     def _stop_fenced(self, error: CheckpointFencedError) -> None:
         """A newer copy of this agent is active: refuse further calls and shut down."""
@@ -189,7 +190,7 @@ class AgentRunner:
         except Exception:
             logger.exception("agent_on_shutdown of agent %r raised", self.spec.name)
         if self.persistence is not None:
-            await self.persistence.close(self.agent)
+            await self.persistence.close(self.agent.agent_checkpoint)
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._set_status("stopped")
         self.done.set()
@@ -320,7 +321,7 @@ class AgentRunner:
         """Saves the state the action left before its result is returned (every-action policy)."""
         assert self.agent is not None
         try:
-            await persistence.save(self.agent)
+            await persistence.save(self.agent.agent_checkpoint)
         except CheckpointFencedError as error:
             error.add_note(
                 f"agent {self.spec.name!r}: a newer copy of this agent is active; this copy stopped and the "

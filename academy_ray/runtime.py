@@ -14,7 +14,6 @@ import ray
 
 from academy_ray._sync import run_sync
 from academy_ray.agent import Agent
-from academy_ray.checkpoint import CheckpointPolicy
 from academy_ray.exception import (
     AgentExistsError,
     AgentNotFoundError,
@@ -31,6 +30,7 @@ from academy_ray.handle import (
 )
 from academy_ray.launcher import HostLauncher, host_options, remote_host
 from academy_ray.payload import DEFAULT_MAX_PAYLOAD_BYTES
+from academy_ray.policy import CheckpointPolicy
 from academy_ray.registry import POOL_PREFIX, registry_actor
 from academy_ray.spec import AgentInfo, AgentResources, AgentSpec
 from academy_ray.store import AgentCheckpoints, CheckpointInfo
@@ -169,6 +169,8 @@ class Runtime:
             placement.PlacementTimeoutError: No room within ``placement_timeout``.
             pydantic.ValidationError: A bad name, class or resources.
         """
+        if not (isinstance(agent, type) and issubclass(agent, Agent)):
+            raise TypeError(f"{agent!r} is not a subclass of academy_ray.Agent")
         name = name or f"{agent.__name__}-{uuid.uuid4().hex[:8]}"
         spec = AgentSpec(
             name=name,

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from academy_ray.checkpoint import CheckpointPolicy
+from academy_ray.info import AgentInfo, AgentStatus
 from academy_ray.names import reserved_name_problem
 from academy_ray.payload import DEFAULT_MAX_PAYLOAD_BYTES
+from academy_ray.policy import CheckpointPolicy
+
+__all__ = ["AgentInfo", "AgentResources", "AgentSpec", "AgentStatus"]
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._:@+=-]{0,199}")
 """Agent names: safe as Ray actor names and as path components of checkpoint stores."""
-
-AgentStatus = Literal["starting", "running", "stopping", "stopped", "failed", "unreachable"]
-"""Life-cycle states an agent reports (``unreachable``: its host did not answer, e.g. while restarting)."""
 
 
 class AgentResources(BaseModel):
@@ -88,29 +87,7 @@ class AgentSpec(BaseModel):
 
     @field_validator("agent_class")
     @classmethod
-    def _is_agent_class(cls, value: type) -> type:
-        from academy_ray.agent import Agent
-
-        if not (isinstance(value, type) and issubclass(value, Agent)):
-            raise ValueError(f"{value!r} is not a subclass of academy_ray.Agent")  # noqa: TRY004 (pydantic)
+    def _is_class(cls, value: type) -> type:
+        if not isinstance(value, type):
+            raise ValueError(f"{value!r} is not a class")  # noqa: TRY004 (pydantic)
         return value
-
-
-class AgentInfo(BaseModel):
-    """What `Runtime.list` and the CLI show about one agent."""
-
-    name: str
-    namespace: str
-    agent_class: str
-    status: AgentStatus
-    node_id: str | None = None
-    pid: int | None = None
-    since: datetime | None = None
-    restarted: bool = False
-    error: str | None = None
-    actions: list[str] = Field(default_factory=list)
-    checkpoint_uri: str | None = None
-    last_checkpoint_seq: int | None = None
-    last_checkpoint_at: datetime | None = None
-    checkpoint_pending: bool = False
-    notes: list[str] = Field(default_factory=list)

@@ -59,6 +59,15 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 from pydantic import BaseModel, Field, PrivateAttr
 
+from academy_ray.exception import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    NoValidCheckpointError,
+    StaleEpochError,
+    StorageUnavailableError,
+    UnsafeStoreError,
+)
 from academy_ray.state import (
     Compression,
     EncodedState,
@@ -95,44 +104,6 @@ _MEMORY_LOCK = threading.Lock()
 _S3_DEFAULTS: dict[str, Any] = {"connect_timeout": 3, "read_timeout": 20}
 _S3_RETRIES = 1  # s3fs's own retry loop (class default 5, with exponential sleeps); botocore retries once more
 _S3_CONFIG_DEFAULTS: dict[str, Any] = {"retries": {"max_attempts": 2, "mode": "standard"}}
-
-
-class CheckpointError(Exception):
-    """Base class of checkpoint store errors."""
-
-
-class StaleEpochError(CheckpointError):
-    """A newer activation of the agent exists: this (stale) copy may not write checkpoints anymore."""
-
-
-class StorageUnavailableError(CheckpointError):
-    """The storage could not be reached or failed (the cause is chained)."""
-
-
-class CorruptCheckpointError(CheckpointError):
-    """A checkpoint's manifest or payload is missing, truncated or fails its checksum."""
-
-
-class CheckpointNotFoundError(CheckpointError, LookupError):
-    """No checkpoint with that sequence number."""
-
-
-class UnsafeStoreError(CheckpointError):
-    """The store cannot guarantee "create if absent" atomically, so epoch fencing would not hold."""
-
-
-class NoValidCheckpointError(CorruptCheckpointError):
-    """The agent has checkpoints, but every one that is not fenced fails to verify.
-
-    Attributes:
-        seqs: The checkpoints that failed, newest first.
-        reasons: Why each failed (same order).
-    """
-
-    def __init__(self, message: str, seqs: list[int], reasons: list[str]) -> None:
-        super().__init__(message)
-        self.seqs = seqs
-        self.reasons = reasons
 
 
 class CheckpointInfo(BaseModel):

@@ -15,15 +15,12 @@ from __future__ import annotations
 import json
 import logging
 
-from academy_ray.store import CheckpointError, CheckpointStore
+from academy_ray.exception import StoreNotSharedError
+from academy_ray.store import CheckpointStore
 
 logger = logging.getLogger(__name__)
 
 KV_NAMESPACE = "academy-ray-stores"
-
-
-class StoreNotSharedError(CheckpointError):
-    """The checkpoint store at this URI is not the one earlier activations used (another node's disk)."""
 
 
 def check_store_reachable(store: CheckpointStore, node_id: str) -> None:

@@ -1,4 +1,4 @@
-"""placement: where agents and model replicas run (see shared/DESIGN.md, "placement").
+"""placement: where agents and model replicas run (see docs/architecture.md).
 
 Locality- and GPU-aware choice of node, reserved with a Ray placement group pinned to that node,
 with queueing, re-placement on node loss and a discrete-event simulator (:mod:`placement.sim`).

@@ -1,4 +1,4 @@
-"""serving: many models on Ray Serve (see shared/DESIGN.md, "serving").
+"""serving: many models on Ray Serve (see docs/architecture.md).
 
 * :class:`ModelSpec` / :class:`ModelRegistry`: what models exist and where their weights live.
 * :func:`publish_model`: upload a local model folder with its checksum manifest.

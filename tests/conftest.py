@@ -236,7 +236,7 @@ def s3_server() -> Iterator[S3Server]:
 
 # ---- a simulated multi-node cluster ------------------------------------------------------------------
 
-# Fast node-loss detection (see shared/DESIGN.md, "Ray placement facts").
+# Fast node-loss detection (see docs/architecture.md, "Facts about Ray").
 FAST_HEALTH_CHECKS = {
     # Fast enough that a lost node is noticed in a few seconds, slow enough that a node starved of CPU on a
     # loaded 2-core machine is not declared dead by mistake (500 ms x 3 misses did that).

@@ -126,7 +126,7 @@ async def test_stale_copy_cannot_write_and_learns_it(rt: Runtime, namespace: str
     live = Journal()
     live.agent_restore(fields)
     live.entries.append(100)
-    await newer.save(live)
+    await newer.save(live.agent_checkpoint)
     with pytest.raises(CheckpointFencedError):
         await stale.append(2)
     latest = rt.checkpoints("split").load_latest()

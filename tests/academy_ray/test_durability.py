@@ -32,7 +32,7 @@ from academy_ray import (
 from academy_ray.checkpoint import CheckpointFencedError, CheckpointPolicy, Persistence
 from academy_ray.exception import CheckpointRestoreError
 from academy_ray.payload import PayloadError
-from academy_ray.store import AgentCheckpoints, CheckpointStore, UnsafeStoreError
+from academy_ray.store import STORE_ID_NAME, AgentCheckpoints, CheckpointStore, UnsafeStoreError
 from academy_ray.store_identity import KV_NAMESPACE as STORE_KV_NAMESPACE
 from tests.academy_ray.agents import Counter, InPlaceLearner, Journal
 from tests.conftest import S3Server
@@ -236,10 +236,10 @@ async def test_relaunch_on_a_node_that_cannot_see_the_file_store_fails_clearly(
     folder = Path(store_uri.removeprefix("file://"))
     # What another node sees when the folder is on the first node's disk: the same path, empty. The
     # first activation was on another node (injected into the record: this machine has one disk).
-    shutil.move(folder, folder.with_name("on-the-lost-node"))
+    lost = shutil.move(folder, folder.with_name("on-the-lost-node"))
     folder.mkdir()
-    record = json.loads(internal_kv._internal_kv_get(store_uri, namespace=STORE_KV_NAMESPACE))
-    record["node"] = "f" * 56
+    first_id = json.loads((Path(lost) / STORE_ID_NAME).read_text())["id"]
+    record = {"id": first_id, "node": "f" * 56}
     internal_kv._internal_kv_put(
         store_uri, json.dumps(record), overwrite=True, namespace=STORE_KV_NAMESPACE
     )
