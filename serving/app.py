@@ -19,6 +19,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.config import BackpressureConfig
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -32,6 +33,7 @@ from serving.errors import (
     InvalidRequestError,
     OverloadedError,
     PayloadTooLargeError,
+    ReplicaLostError,
     ServingError,
     WeightsError,
 )
@@ -147,14 +149,17 @@ def _backpressure_types() -> tuple[type[BaseException], ...]:
 def serving_error_of(exc: BaseException, request_id: str) -> ServingError:
     """The :class:`ServingError` a failure is answered with (unexpected ones are logged).
 
-    Serve's backpressure (the replicas' queue is full) becomes :class:`OverloadedError`, a stray
-    validation error a ``400``, anything else a ``500``.
+    Serve's backpressure (the replicas' queue is full) becomes :class:`OverloadedError`, a lost
+    replica :class:`ReplicaLostError`, a stray validation error a ``400``, anything else a ``500``.
     """
     err = as_serving_error(exc)
     if err is not None:
         return err
     if _find(exc, _backpressure_types()) is not None:
         return OverloadedError("the model replicas are saturated; retry later")
+    if _find(exc, (RayActorError,)) is not None:
+        logger.warning("request %s: its model replica was lost", request_id, exc_info=exc)
+        return ReplicaLostError("the model replica failed during the request; retry the request")
     if isinstance(exc, ValidationError):
         return InvalidRequestError(f"invalid request: {exc.errors()[0]['msg']}"[:200])
     logger.error("request %s failed", request_id, exc_info=exc)
@@ -164,11 +169,11 @@ def serving_error_of(exc: BaseException, request_id: str) -> ServingError:
 def public_error(error: ServingError, request_id: str) -> ServingError:
     """What a client is told about ``error``.
 
-    Client errors (4xx) and overload answers are told as they are: their messages are the
-    server's own. Any other 5xx gets a generic reason and the request id, never the internal
+    Client errors (4xx), overload and lost-replica answers are told as they are: their messages
+    are the server's own. Any other 5xx gets a generic reason and the request id, never the internal
     message (bucket paths, URIs, storage errors); that goes to the log under the request id.
     """
-    if error.status < 500 or isinstance(error, OverloadedError):
+    if error.status < 500 or isinstance(error, (OverloadedError, ReplicaLostError)):
         return error
     logger.error(
         "request %s: %s (%s): %s", request_id, error.code, type(error).__name__, error.message
@@ -194,8 +199,8 @@ async def _ending_cleanly(events: AsyncIterator[bytes], request_id: str) -> Asyn
     except Exception as exc:  # reported to the client in the stream itself
         err = as_serving_error(exc)
         if err is None:
-            logger.error("request %s: the stream stopped midway", request_id, exc_info=exc)
-            err = ServingError("the generation stopped midway; retry the request")
+            logger.warning("request %s: the stream stopped midway", request_id, exc_info=exc)
+            err = ReplicaLostError("the generation stopped midway; retry the request")
         yield _sse(error_body(public_error(err, request_id)))
 
 

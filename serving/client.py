@@ -17,6 +17,7 @@ from serving.errors import (
     ModelNotFoundError,
     OverloadedError,
     PayloadTooLargeError,
+    ReplicaLostError,
     ServingError,
     WeightsError,
 )
@@ -33,6 +34,7 @@ _BY_CODE: dict[str, type[ServingError]] = {
         WeightsError,
         OverloadedError,
         PayloadTooLargeError,
+        ReplicaLostError,
     )
 }
 
@@ -73,8 +75,8 @@ class Client:
 
     Raises (from every call):
         ModelNotFoundError, InvalidRequestError, ContextLengthError, PayloadTooLargeError,
-        AuthenticationError, WeightsError, OverloadedError (retry after a while) or ServingError:
-        the server's OpenAI error, typed by its code.
+        AuthenticationError, WeightsError, OverloadedError (retry after a while),
+        ReplicaLostError (retry) or ServingError: the server's OpenAI error, typed by its code.
     """
 
     def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 300.0):

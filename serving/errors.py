@@ -63,6 +63,14 @@ class OverloadedError(ServingError):
     type = "server_error"
 
 
+class ReplicaLostError(ServingError):
+    """The model replica serving a request failed or was lost midway: retrying is safe."""
+
+    status = 503
+    code = "replica_unavailable"
+    type = "server_error"
+
+
 class AuthenticationError(ServingError):
     """Missing or wrong API key."""
 

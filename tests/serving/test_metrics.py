@@ -7,7 +7,7 @@ import socket
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import openai
@@ -60,7 +60,16 @@ def metrics_served(
         ray.shutdown()
 
 
-def _scrape(port: int, names: tuple[str, ...], timeout: float = 60.0) -> dict[str, list[str]]:
+def _scrape(
+    port: int,
+    names: tuple[str, ...],
+    timeout: float = 60.0,
+    ready: Callable[[dict[str, str]], bool] = lambda found: True,
+) -> dict[str, list[str]]:
+    """The exported lines of each metric, once all have some and ``ready`` holds (on their text).
+
+    The processes export on their own clocks, so the first scrape can hold only some series.
+    """
     deadline = time.monotonic() + timeout
     found: dict[str, list[str]] = {}
     while time.monotonic() < deadline:
@@ -75,11 +84,11 @@ def _scrape(port: int, names: tuple[str, ...], timeout: float = 60.0) -> dict[st
             ]
             for name in names
         }
-        if all(found.values()):
+        if all(found.values()) and ready({k: " ".join(v) for k, v in found.items()}):
             return found
         time.sleep(1)
     missing = [name for name, lines in found.items() if not lines]
-    pytest.fail(f"metrics never exported: {missing}")
+    pytest.fail(f"metrics never exported: {missing or found}")
 
 
 def test_serving_metrics_are_exported(metrics_served: tuple[str, int]) -> None:
@@ -99,6 +108,10 @@ def test_serving_metrics_are_exported(metrics_served: tuple[str, int]) -> None:
             "serving_queue_length",
             "serving_tokens_per_second_count",
             "serving_requests_total",
+        ),
+        ready=lambda found: (
+            'result="hit"' in found["serving_cache_requests_total"]
+            and 'status="404"' in found["serving_requests_total"]
         ),
     )
     switches = " ".join(found["serving_model_switch_seconds_count"])
