@@ -68,17 +68,10 @@ from examples.mof.pipeline import (
     stop_all,
 )
 from examples.mof.records import FINAL, FUNNEL
+from tests.harness import FAST_HEALTH_CHECKS, S3Server
 
 REPO = Path(__file__).resolve().parents[1]
 
-FAST_HEALTH_CHECKS = {
-    "health_check_period_ms": 1000,
-    "health_check_failure_threshold": 4,
-    "health_check_timeout_ms": 1000,
-    "health_check_initial_delay_ms": 0,
-}
-"""Node-loss detection in a few seconds instead of Ray's default 30 s, yet no node starved of CPU on a loaded
-2-core machine declared dead by mistake (the same values as ``tests/conftest.py``'s ``sim_cluster``)."""
 
 WORKER_CPUS = 2
 PROBE_TIMEOUT_S = 5.0
@@ -373,8 +366,6 @@ async def run_kill(config: ChaosConfig, work: Path) -> dict[str, Any]:
 
 
 async def run_storage(config: ChaosConfig, work: Path) -> dict[str, Any]:
-    sys.path.insert(0, str(REPO))
-    from tests.conftest import S3Server  # a real SeaweedFS (`weed mini`), restartable in place
 
     server_dir = work / "s3"
     server_dir.mkdir(parents=True, exist_ok=True)

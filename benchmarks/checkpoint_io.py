@@ -16,7 +16,7 @@ cheapest *durable* raw write, which is what a checkpoint must be) and ``save_rat
 raw_write_fsync / store_save``; the gap between ``raw_write`` and ``raw_write_fsync`` is what durability
 costs on this disk. On s3 a PUT is durable when it returns, so there is no separate column. The operations are measured round robin so that drift hits both sides alike.
 
-Run from the repository root: ``python benchmarks/checkpoint_io.py [--quick]``.
+Run from the repository root: ``python -m benchmarks.checkpoint_io [--quick]``.
 """
 
 from __future__ import annotations
@@ -35,10 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from academy_ray.state import encode_state
 from academy_ray.store import CheckpointStore
@@ -159,7 +155,7 @@ def main() -> None:
         if "file" in backends:
             rows += _bench_backend("file", f"file://{work}/file-store", None, args.quick)
         if "s3" in backends:
-            from tests.conftest import S3Server
+            from tests.harness import S3Server
 
             (work / "s3").mkdir()
             server = S3Server(work / "s3")

@@ -5,8 +5,8 @@ serving app on ONE replica. Next to it runs the baseline: a plain Serve multiple
 downloads the model from object storage on every load. Prints one JSON document with the
 figures and the warm-vs-baseline ratio (goal: >= 5x with the transformers engine).
 
-    .venv/bin/python benchmarks/model_switch.py            # transformers + vLLM (if .venv-vllm)
-    .venv/bin/python benchmarks/model_switch.py --no-vllm
+    .venv/bin/python -m benchmarks.model_switch            # transformers + vLLM (if .venv-vllm)
+    .venv/bin/python -m benchmarks.model_switch --no-vllm
 """
 
 from __future__ import annotations
@@ -17,14 +17,12 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 PROMPT = "The agent asked the model to rank candidate linkers"
@@ -101,7 +99,9 @@ def _med(values: list[float]) -> float | None:
     return round(statistics.median(values), 4) if values else None
 
 
-def _deploy_ours(specs: list[Any], name: str, max_models: int, cache: Any, runtime_env: Any = None) -> Any:
+def _deploy_ours(
+    specs: list[Any], name: str, max_models: int, cache: Any, runtime_env: Any = None
+) -> Any:
     from ray import serve
 
     from serving.deployment import ModelServer, ReplicaConfig
@@ -117,7 +117,9 @@ def _deploy_ours(specs: list[Any], name: str, max_models: int, cache: Any, runti
     return serve.run(app, name=name, route_prefix=None)
 
 
-async def bench_transformers(specs: list[Any], cache: Any, max_tokens: int, rounds: int) -> dict[str, Any]:
+async def bench_transformers(
+    specs: list[Any], cache: Any, max_tokens: int, rounds: int
+) -> dict[str, Any]:
     from ray import serve
 
     # Switch times: one model per replica, so every change of model is a load.
@@ -175,7 +177,9 @@ async def bench_transformers(specs: list[Any], cache: Any, max_tokens: int, roun
         "ratios": {
             "baseline_over_warm_switch": round(baseline / warm, 2) if warm and baseline else None,
             "baseline_over_warm_request": round(_med(lat["baseline"]) / _med(lat["warm"]), 2),
-            "cold_over_warm_switch": round(_med(switch["object_storage"]) / warm, 2) if warm else None,
+            "cold_over_warm_switch": round(_med(switch["object_storage"]) / warm, 2)
+            if warm
+            else None,
             "rpm_ours_over_baseline": round(ours_rpm / base_rpm, 2),
         },
     }
@@ -189,7 +193,9 @@ async def bench_vllm(specs: list[Any], cache: Any, max_tokens: int) -> dict[str,
 
     env = runtime_env()
     vspecs = [
-        s.model_copy(update={"id": f"v-{s.id}", "engine": "vllm", "engine_args": {"dtype": "float32"}})
+        s.model_copy(
+            update={"id": f"v-{s.id}", "engine": "vllm", "engine_args": {"dtype": "float32"}}
+        )
         for s in specs[:2]
     ]
     ours = _deploy_ours(vspecs, "bench-vllm", 1, cache, env)
@@ -262,15 +268,13 @@ def main() -> None:
     from serving.cache import CacheConfig, default_cache_root, kill_node_caches
     from serving.engines.vllm_cpu import vllm_venv
     from serving.tiny import publish_tiny_models
-    from tests.conftest import S3Server
+    from tests.harness import S3Server
 
     work = Path(tempfile.mkdtemp(prefix="model-switch-"))
     (work / "s3").mkdir()
     s3 = S3Server(work / "s3")
     cache_root = Path(default_cache_root()).parent / f"model-switch-{uuid.uuid4().hex[:8]}"
-    cache = CacheConfig(
-        root=str(cache_root), namespace=f"bench-{uuid.uuid4().hex[:6]}"
-    )
+    cache = CacheConfig(root=str(cache_root), namespace=f"bench-{uuid.uuid4().hex[:6]}")
     result: dict[str, Any] = {}
     try:
         s3.start()

@@ -8,7 +8,7 @@ and prints a table plus a JSON document with every figure and the goal checks:
 * zero misplaced GPU demands,
 * median decision latency under 1 ms at 10,000 nodes.
 
-Usage: python benchmarks/placement_sim.py [--sizes 1000 10000] [--agents-per-node 1.5]
+Usage: python -m benchmarks.placement_sim [--sizes 1000 10000] [--agents-per-node 1.5]
 """
 
 from __future__ import annotations

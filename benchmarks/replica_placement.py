@@ -28,9 +28,7 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
-import sys
 import tempfile
 import time
 import urllib.request
@@ -38,17 +36,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 PROMPT = "The agent asked the model to rank candidate linkers"
 MODES = ("placement", "serve")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _first_token(url: str, model: str, max_tokens: int) -> tuple[float, float]:
@@ -244,7 +235,7 @@ def main() -> None:
     from placement.client import PlacementClient
     from serving.cache import CacheConfig, default_cache_root, kill_node_caches, node_cache
     from serving.tiny import publish_tiny_models
-    from tests.conftest import S3Server, wait_alive
+    from tests.harness import S3Server, free_port, wait_alive
 
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="replica-placement-"))
@@ -297,7 +288,7 @@ def main() -> None:
         prewarm_s = time.perf_counter() - prewarm_start
         assert all(p.tier == "object_storage" for p in prewarm), [p.tier for p in prewarm]
 
-        port = _free_port()
+        port = free_port()
         for r in range(args.rounds):
             order = MODES if r % 2 == 0 else tuple(reversed(MODES))
             for mode in order:

@@ -16,7 +16,7 @@ from academy_ray import AgentUnavailableError, Runtime
 from academy_ray.checkpoint import CheckpointFencedError, CheckpointPolicy, Persistence
 from academy_ray.store import StorageUnavailableError
 from tests.academy_ray.agents import Counter, Journal
-from tests.conftest import S3Server
+from tests.harness import S3Server
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 

@@ -35,7 +35,7 @@ from academy_ray.payload import PayloadError
 from academy_ray.store import STORE_ID_NAME, AgentCheckpoints, CheckpointStore, UnsafeStoreError
 from academy_ray.store_identity import KV_NAMESPACE as STORE_KV_NAMESPACE
 from tests.academy_ray.agents import Counter, InPlaceLearner, Journal
-from tests.conftest import S3Server
+from tests.harness import S3Server
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 

@@ -12,7 +12,7 @@ import pytest
 from academy_ray import AgentResources, AgentUnavailableError, Runtime
 from placement import InfeasibleDemandError
 from tests.academy_ray.agents import Counter, Journal
-from tests.conftest import SimCluster
+from tests.harness import SimCluster
 
 
 @pytest.fixture

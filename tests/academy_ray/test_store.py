@@ -30,6 +30,7 @@ from academy_ray.store import (
     StaleEpochError,
     StorageUnavailableError,
 )
+from tests.harness import free_port
 
 AGENT_CLASS = "tests.Counter"
 
@@ -553,11 +554,7 @@ def test_lz4_store_round_trips(store_config: dict[str, Any]) -> None:
 
 @pytest.mark.timeout(60)
 def test_unreachable_s3_fails_fast_with_typed_error(s3_server: Any) -> None:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # closed once the block ends
+    port = free_port()  # nothing listens there
     options = {
         **s3_server.storage_options,
         "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1"},

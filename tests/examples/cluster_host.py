@@ -7,7 +7,6 @@ started (never ``ray stop``, which would kill every Ray on the machine).
 
 from __future__ import annotations
 
-import socket
 import sys
 
 from examples.common.runtime import prepare_environment
@@ -16,11 +15,7 @@ prepare_environment()
 
 from ray.cluster_utils import Cluster
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return int(sock.getsockname()[1])
+from tests.harness import free_port
 
 
 def main(dashboard_port: int) -> None:
@@ -33,7 +28,7 @@ def main(dashboard_port: int) -> None:
             "include_dashboard": True,
             "dashboard_port": dashboard_port,
             "dashboard_host": "127.0.0.1",
-            "dashboard_agent_listen_port": _free_port(),
+            "dashboard_agent_listen_port": free_port(),
         },
     )
     try:

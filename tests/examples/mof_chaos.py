@@ -26,7 +26,9 @@ BUDGET = 40
 async def main(out: Path) -> dict[str, object]:
     rt = make_runtime(None, None, checkpoint_uri(out, None), 2, "mof-chaos")
     try:
-        handles = await launch(rt, MofConfig(budget=BUDGET, insertions=500, retrain_every=5, high_water=2, low_water=0))
+        handles = await launch(
+            rt, MofConfig(budget=BUDGET, insertions=500, retrain_every=5, high_water=2, low_water=0)
+        )
         started = time.monotonic()
         while True:  # wait until the pipeline is well under way
             progress = await snapshot(handles, started)

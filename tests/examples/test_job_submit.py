@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,20 +15,15 @@ from pathlib import Path
 import pytest
 
 from tests.examples.conftest import REPO, example_env
+from tests.harness import free_port
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
     """A head node with the dashboard's job server; yields the dashboard URL."""
-    port = _free_port()
+    port = free_port()
     host = subprocess.Popen(
         [sys.executable, "-m", "tests.examples.cluster_host", str(port)],
         cwd=REPO,
@@ -75,7 +69,9 @@ def test_mof_runs_as_a_ray_job(cluster: str, tmp_path: Path) -> None:
         "--", "python", "-m", "examples.mof", "--budget", "16", "--insertions", "300",
         "--out", str(out), "--quiet",
     ]  # fmt: skip
-    deadline = time.monotonic() + 180  # generous: on a loaded 2-core machine the job agent comes up late
+    deadline = (
+        time.monotonic() + 180
+    )  # generous: on a loaded 2-core machine the job agent comes up late
     while True:
         proc = subprocess.run(
             command, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300
