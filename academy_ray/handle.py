@@ -27,6 +27,7 @@ from academy_ray.exception import (
 from academy_ray.info import AgentInfo
 from academy_ray.names import find_registry
 from academy_ray.payload import DEFAULT_MAX_PAYLOAD_BYTES, check_payload
+from placement import PlacementClient
 
 AgentT = TypeVar("AgentT")
 
@@ -69,15 +70,9 @@ async def lookup_actor_async(name: str, namespace: str) -> Any:
     return _pool_host(host, name, namespace)
 
 
-def _replacing_query(name: str, namespace: str) -> Any:
-    """The controller's ``replacing(name)`` call, or None when the namespace has no controller."""
-    from placement import CONTROLLER_NAME
-
-    try:
-        controller = ray.get_actor(CONTROLLER_NAME, namespace=namespace)
-    except ValueError:
-        return None
-    return controller.replacing.remote(name)
+def _placement(namespace: str) -> PlacementClient | None:
+    """The namespace's placement controller, if it has one (never creates it)."""
+    return PlacementClient.attach(namespace)
 
 
 def lookup_actor_waiting(name: str, namespace: str, wait_s: float = REPLACEMENT_WAIT_S) -> Any:
@@ -92,9 +87,11 @@ def lookup_actor_waiting(name: str, namespace: str, wait_s: float = REPLACEMENT_
         try:
             return lookup_actor(name, namespace)
         except AgentNotFoundError:
-            query = _replacing_query(name, namespace)
+            placement = _placement(namespace)
             try:
-                replacing = query is not None and ray.get(query, timeout=PLACEMENT_QUERY_TIMEOUT_S)
+                replacing = placement is not None and placement.replacing_sync(
+                    name, timeout=PLACEMENT_QUERY_TIMEOUT_S
+                )
             except ray.exceptions.RayError:
                 replacing = False
             if not replacing:
@@ -113,10 +110,10 @@ async def lookup_actor_waiting_async(
         try:
             return await lookup_actor_async(name, namespace)
         except AgentNotFoundError:
-            query = _replacing_query(name, namespace)
+            placement = _placement(namespace)
             try:
-                replacing = query is not None and await asyncio.wait_for(
-                    query, PLACEMENT_QUERY_TIMEOUT_S
+                replacing = placement is not None and await asyncio.wait_for(
+                    placement.replacing(name), PLACEMENT_QUERY_TIMEOUT_S
                 )
             except (ray.exceptions.RayError, TimeoutError):
                 replacing = False
@@ -199,15 +196,14 @@ def translate_error(error: BaseException, name: str, namespace: str) -> BaseExce
 
 def _placement_holds(name: str, namespace: str) -> bool:
     """Whether the namespace's placement controller still places ``name`` (e.g. re-placing it right now)."""
-    from placement import CONTROLLER_NAME
-
+    placement = _placement(namespace)
+    if placement is None:
+        return False
     try:
-        controller = ray.get_actor(CONTROLLER_NAME, namespace=namespace)
-        decision: Any = ray.get(controller.explain.remote(name), timeout=PLACEMENT_QUERY_TIMEOUT_S)
-        if decision is not None:
+        if placement.explain_sync(name, timeout=PLACEMENT_QUERY_TIMEOUT_S) is not None:
             return True
-        pending: list[Any] = ray.get(controller.pending.remote(), timeout=PLACEMENT_QUERY_TIMEOUT_S)
-    except (ValueError, ray.exceptions.RayError):
+        pending = placement.pending_sync(timeout=PLACEMENT_QUERY_TIMEOUT_S)
+    except ray.exceptions.RayError:
         return False
     return any(demand.name == name for demand in pending)
 

@@ -16,6 +16,7 @@ from academy_ray.registry import POOL_PREFIX, registry_actor
 from academy_ray.runner import AgentRunner
 from academy_ray.spec import AgentInfo, AgentSpec
 from academy_ray.store import CheckpointInfo
+from placement import PlacementClient
 
 logger = logging.getLogger(__name__)
 
@@ -96,16 +97,12 @@ class AgentHost:
 
     def _release_placement(self) -> None:
         """Frees the placement reservations of this host's agents (best effort: placement may be off)."""
-        from placement import CONTROLLER_NAME
-
-        namespace = self._namespace
-        try:
-            controller = ray.get_actor(CONTROLLER_NAME, namespace=namespace)
-        except ValueError:
+        placement = PlacementClient.attach(self._namespace)
+        if placement is None:
             return
         names = [POOL_PREFIX + self._pool] if self._pool is not None else list(self._runners)
         for name in names:
-            controller.release.remote(name)
+            placement.release_nowait(name)
 
     def _runner(self, name: str) -> AgentRunner:
         runner = self._runners.get(name)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import ray
-
 from placement import CONTROLLER_NAME
+from placement.actors import find_actor
 
 REGISTRY_NAME = "academy-registry"
 """The namespace's registry of co-hosted agents and of names being launched."""
@@ -34,7 +33,4 @@ def reserved_name_problem(name: str) -> str | None:
 
 def find_registry(namespace: str) -> Any | None:
     """The registry actor of ``namespace``, or None when it does not exist (never creates it)."""
-    try:
-        return ray.get_actor(REGISTRY_NAME, namespace=namespace)
-    except ValueError:
-        return None
+    return find_actor(REGISTRY_NAME, namespace)

@@ -10,10 +10,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import ray
-
 from academy_ray.names import POOL_PREFIX, REGISTRY_NAME, find_registry
 from academy_ray.spec import AgentSpec
+from placement.actors import head_singleton
 
 __all__ = ["CLAIM_TTL_S", "POOL_PREFIX", "REGISTRY_NAME", "AgentRegistry", "registry_actor"]
 
@@ -92,16 +91,4 @@ def registry_actor(namespace: str, *, create: bool) -> Any | None:
     found = find_registry(namespace)
     if found is not None or not create:
         return found
-    return (
-        ray.remote(AgentRegistry)
-        .options(
-            name=REGISTRY_NAME,
-            namespace=namespace,
-            lifetime="detached",
-            get_if_exists=True,
-            num_cpus=0,
-            max_restarts=-1,
-            resources={"node:__internal_head__": 0.001},
-        )
-        .remote()
-    )
+    return head_singleton(AgentRegistry, REGISTRY_NAME, namespace)

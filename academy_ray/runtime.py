@@ -34,7 +34,7 @@ from academy_ray.policy import CheckpointPolicy
 from academy_ray.registry import POOL_PREFIX, registry_actor
 from academy_ray.spec import AgentInfo, AgentResources, AgentSpec
 from academy_ray.store import AgentCheckpoints, CheckpointInfo
-from placement import CONTROLLER_NAME, Decision, Demand, PlacementClient
+from placement import Decision, Demand, PlacementClient
 
 logger = logging.getLogger(__name__)
 
@@ -404,12 +404,9 @@ class Runtime:
     def stop_placement(self) -> None:
         """Removes the namespace's placement controller (agents keep running but are no longer re-placed
         when their node dies). For tests and tear-down; a later launch creates a new controller."""
-        if self._placement is None and self.placement_enabled:
-            try:
-                ray.get_actor(CONTROLLER_NAME, namespace=self.namespace)
-            except ValueError:
-                return
-        self.placement.shutdown()
+        placement = self._placement or PlacementClient.attach(self.namespace)
+        if placement is not None:
+            placement.shutdown()
         self._placement = None
 
     async def _release(self, name: str) -> None:

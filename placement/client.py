@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from placement.actors import find_actor, head_singleton
 from placement.controller import Launcher, PlacementController
 from placement.decision import Decision
 from placement.demand import Demand
@@ -15,7 +16,9 @@ CONTROLLER_NAME = "academy-placement"
 class PlacementClient:
     """Gets or creates the detached controller actor ``name`` in Ray namespace ``namespace``.
 
-    Every async method has a blocking ``*_sync`` twin for scripts. ``ray.init`` must have run.
+    The one way to the controller: every package calls it through this client (`attach` for callers that
+    must never create one). Every async method has a blocking ``*_sync`` twin for scripts (with an
+    optional ``timeout``). ``ray.init`` must have run.
 
     Args:
         namespace: Ray namespace of the controller (one controller per namespace).
@@ -35,18 +38,26 @@ class PlacementClient:
 
         self.namespace = namespace
         self.name = name
-        actor_cls: Any = ray.remote(PlacementController)
-        self._actor: Any = actor_cls.options(
-            name=name,
-            namespace=namespace,
-            lifetime="detached",
-            get_if_exists=True,
-            num_cpus=0,
-            max_restarts=-1,
-            # Keep the controller on the head node: it must outlive worker-node loss.
-            resources={"node:__internal_head__": 0.001},
-        ).remote(policy=policy, poll_s=poll_s, journal=f"{namespace}/{name}")
+        self._actor: Any = head_singleton(
+            PlacementController,
+            name,
+            namespace,
+            policy=policy,
+            poll_s=poll_s,
+            journal=f"{namespace}/{name}",
+        )
         ray.get(self._actor.ping.remote())
+
+    @classmethod
+    def attach(cls, namespace: str, name: str = CONTROLLER_NAME) -> PlacementClient | None:
+        """A client of the namespace's running controller, or None when there is none (never creates
+        one: for callers that only ask, release or report)."""
+        actor = find_actor(name, namespace)
+        if actor is None:
+            return None
+        client = cls.__new__(cls)
+        client.namespace, client.name, client._actor = namespace, name, actor
+        return client
 
     @property
     def actor(self) -> Any:
@@ -96,6 +107,26 @@ class PlacementClient:
         """See :meth:`PlacementController.release_all`."""
         return await self._actor.release_all.remote()
 
+    async def replacing(self, name: str) -> bool:
+        """See :meth:`PlacementController.replacing`."""
+        return await self._actor.replacing.remote(name)
+
+    async def info(self) -> dict[str, Any]:
+        """See :meth:`PlacementController.info`."""
+        return await self._actor.info.remote()
+
+    def release_nowait(self, name: str) -> None:
+        """Asks for :meth:`release` without waiting for the answer (from callbacks and shutdown paths)."""
+        self._actor.release.remote(name)
+
+    def report_nowait(self, node_id: str, key: str, nbytes: int, kind: ItemKind | str) -> None:
+        """:meth:`report` without waiting (inventory feeds that must never block their caller)."""
+        self._actor.report.remote(node_id, key, int(nbytes), ItemKind(kind).value)
+
+    def forget_nowait(self, node_id: str, key: str) -> None:
+        """:meth:`forget` without waiting."""
+        self._actor.forget.remote(node_id, key)
+
     # ------------------------------------------------------------------ blocking
     def place_sync(
         self, demand: Demand, launcher: Launcher, timeout: float | None = None
@@ -107,9 +138,13 @@ class PlacementClient:
         """Blocking :meth:`release`."""
         return self._get(self._actor.release.remote(name))
 
-    def explain_sync(self, name: str) -> Decision | None:
+    def explain_sync(self, name: str, timeout: float | None = None) -> Decision | None:
         """Blocking :meth:`explain`."""
-        return self._get(self._actor.explain.remote(name))
+        return self._get(self._actor.explain.remote(name), timeout)
+
+    def replacing_sync(self, name: str, timeout: float | None = None) -> bool:
+        """Blocking :meth:`replacing`."""
+        return self._get(self._actor.replacing.remote(name), timeout)
 
     def decisions_sync(self) -> list[Decision]:
         """Blocking :meth:`decisions`."""
@@ -119,9 +154,9 @@ class PlacementClient:
         """Blocking :meth:`history`."""
         return self._get(self._actor.history.remote())
 
-    def pending_sync(self) -> list[Demand]:
+    def pending_sync(self, timeout: float | None = None) -> list[Demand]:
         """Blocking :meth:`pending`."""
-        return self._get(self._actor.pending.remote())
+        return self._get(self._actor.pending.remote(), timeout)
 
     def failures_sync(self) -> dict[str, str]:
         """Blocking :meth:`failures`."""
@@ -152,7 +187,7 @@ class PlacementClient:
             vault_for(f"{self.namespace}/{self.name}").kill()
 
     @staticmethod
-    def _get(ref: Any) -> Any:
+    def _get(ref: Any, timeout: float | None = None) -> Any:
         import ray
 
-        return ray.get(ref)
+        return ray.get(ref, timeout=timeout)

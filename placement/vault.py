@@ -13,12 +13,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from placement.actors import head_singleton
 from placement.errors import SecretsUnavailableError
 from placement.secrets import SecretValue
 
 log = logging.getLogger(__name__)
-
-HEAD_NODE_RESOURCE = {"node:__internal_head__": 0.001}
 
 
 class SecretVault:
@@ -84,19 +83,10 @@ class VaultClient:
         return self._handle
 
     def _create(self) -> Any:
-        import ray
 
         if self._handle is None:
-            actor_cls: Any = ray.remote(SecretVault)
-            self._handle = actor_cls.options(
-                name=self.name,
-                namespace=self.namespace,
-                lifetime="detached",
-                get_if_exists=True,
-                num_cpus=0,
-                max_restarts=0,  # a restarted vault would be empty: better gone than silently empty
-                resources=HEAD_NODE_RESOURCE,
-            ).remote()
+            # A restarted holder would be empty: better gone than silently empty.
+            self._handle = head_singleton(SecretVault, self.name, self.namespace, max_restarts=0)
         return self._handle
 
     async def put(self, name: str, values: dict[str, SecretValue]) -> None:

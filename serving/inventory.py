@@ -47,43 +47,38 @@ class PlacementSink:
     def __init__(self, namespace: str, name: str | None = None) -> None:
         self._namespace = namespace
         self._name = name
-        self._actor: Any = None
+        self._client: Any = None
         self._held: dict[tuple[str, str], int] = {}
 
     def _controller(self) -> Any:
-        if self._actor is None:
-            import ray
+        if self._client is None:
+            from placement import PlacementClient
+            from placement.client import CONTROLLER_NAME
 
-            name = self._name
-            if name is None:
-                from placement.client import CONTROLLER_NAME
-
-                name = CONTROLLER_NAME
-            try:
-                self._actor = ray.get_actor(name, namespace=self._namespace)
-            except ValueError:
+            self._client = PlacementClient.attach(self._namespace, self._name or CONTROLLER_NAME)
+            if self._client is None:
                 return None
             for (node_id, key), nbytes in self._held.items():  # replay what it missed
-                self._actor.report.remote(node_id, key, nbytes, MODEL_KIND)
+                self._client.report_nowait(node_id, key, nbytes, MODEL_KIND)
             return None  # the replay included the current change
-        return self._actor
+        return self._client
 
     def held(self, node_id: str, key: str, nbytes: int) -> None:
         self._held[(node_id, key)] = nbytes
         try:
-            actor = self._controller()
-            if actor is not None:
-                actor.report.remote(node_id, key, nbytes, MODEL_KIND)
+            client = self._controller()
+            if client is not None:
+                client.report_nowait(node_id, key, nbytes, MODEL_KIND)
         except Exception as exc:  # noqa: BLE001 - best effort by design
             logger.info("model cache inventory not reported to placement: %r", exc)
-            self._actor = None
+            self._client = None
 
     def evicted(self, node_id: str, key: str) -> None:
         self._held.pop((node_id, key), None)
         try:
-            actor = self._controller()
-            if actor is not None:
-                actor.forget.remote(node_id, key)
+            client = self._controller()
+            if client is not None:
+                client.forget_nowait(node_id, key)
         except Exception as exc:  # noqa: BLE001
             logger.info("model cache eviction not reported to placement: %r", exc)
-            self._actor = None
+            self._client = None

@@ -302,13 +302,11 @@ class ReplicaPlacer:
         """
         import ray
 
-        from placement.client import CONTROLLER_NAME
+        from placement import PlacementClient
 
         async with self._deploy_lock:
             self._deployed = False
-            try:
-                ray.get_actor(CONTROLLER_NAME, namespace=self.placement.namespace)
-            except ValueError:
+            if PlacementClient.attach(self.placement.namespace) is None:
                 self._slots.clear()
                 return
             try:
@@ -320,19 +318,16 @@ class ReplicaPlacer:
 
 def replica_placer(app_name: str, placement: ReplicaPlacement) -> Any:
     """Gets or creates ``app_name``'s detached :class:`ReplicaPlacer` actor (on the head node)."""
-    import ray
+    from placement.actors import head_singleton
 
-    actor_cls: Any = ray.remote(ReplicaPlacer)
-    return actor_cls.options(
-        name=placer_name(app_name),
-        namespace=placement.namespace,
-        lifetime="detached",
-        get_if_exists=True,
-        num_cpus=0,
-        max_restarts=-1,
+    return head_singleton(
+        ReplicaPlacer,
+        placer_name(app_name),
+        placement.namespace,
+        app_name,
+        placement,
         max_task_retries=-1,  # relocate() is idempotent: a call caught by a restart is sent again
-        resources={"node:__internal_head__": 0.001},
-    ).remote(app_name, placement)
+    )
 
 
 def remove_placer(app_name: str, placement: ReplicaPlacement) -> bool:
