@@ -52,10 +52,8 @@ class Tally(Agent):
         return self.counts[key]
 
 
-def durable_write_floor(folder: Path, payload: bytes | memoryview) -> float:
-    """Seconds to write ``payload`` to a new file in ``folder`` and fsync the file and the folder."""
-    path = folder / f"floor-{uuid.uuid4().hex}"
-    start = time.perf_counter()
+def _write_new_file(path: Path, payload: bytes | memoryview) -> None:
+    """Creates ``path`` (exclusively) with ``payload`` and fsyncs it."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         view = memoryview(payload)
@@ -64,11 +62,22 @@ def durable_write_floor(folder: Path, payload: bytes | memoryview) -> float:
         os.fsync(fd)
     finally:
         os.close(fd)
-    dir_fd = os.open(folder, os.O_RDONLY)
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
+        os.fsync(fd)
     finally:
-        os.close(dir_fd)
+        os.close(fd)
+
+
+def durable_write_floor(folder: Path, payload: bytes | memoryview) -> float:
+    """Seconds to write ``payload`` to a new file in ``folder`` and fsync the file and the folder."""
+    path = folder / f"floor-{uuid.uuid4().hex}"
+    start = time.perf_counter()
+    _write_new_file(path, payload)
+    _fsync_folder(folder)
     elapsed = time.perf_counter() - start
     path.unlink()
     return elapsed
@@ -80,21 +89,10 @@ def atomic_create_floor(folder: Path, payload: bytes | memoryview) -> float:
     temporary name removed, the folder fsynced."""
     tmp, path = folder / f".tmp-{uuid.uuid4().hex}", folder / f"atomic-{uuid.uuid4().hex}"
     start = time.perf_counter()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        view = memoryview(payload)
-        while view.nbytes:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _write_new_file(tmp, payload)
     os.link(tmp, path)
     os.unlink(tmp)
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    _fsync_folder(folder)
     elapsed = time.perf_counter() - start
     path.unlink()
     return elapsed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,3 +42,15 @@ async def make_runtime(namespace: str) -> AsyncIterator[Callable[..., Runtime]]:
         registry = registry_actor(runtime.namespace, create=False)
         if registry is not None:
             ray.kill(registry)
+
+
+@pytest.fixture
+def store_uri(tmp_path: Path) -> str:
+    """A fresh file:// checkpoint store."""
+    return f"file://{tmp_path / 'checkpoints'}"
+
+
+@pytest.fixture
+def rt(make_runtime: Callable[..., Runtime], store_uri: str) -> Runtime:
+    """A runtime whose agents checkpoint to ``store_uri`` by default."""
+    return make_runtime(checkpoint=store_uri)

@@ -21,16 +21,6 @@ from tests.harness import S3Server
 pytestmark = pytest.mark.usefixtures("local_ray")
 
 
-@pytest.fixture
-def store_uri(tmp_path: Path) -> str:
-    return f"file://{tmp_path / 'checkpoints'}"
-
-
-@pytest.fixture
-def rt(make_runtime: Callable[..., Runtime], store_uri: str) -> Runtime:
-    return make_runtime(checkpoint=store_uri)
-
-
 async def _wait_running(rt: Runtime, name: str, timeout: float = 60) -> None:
     handle = rt.get(name)
     deadline = asyncio.get_running_loop().time() + timeout

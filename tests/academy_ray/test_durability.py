@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +37,6 @@ from tests.academy_ray.agents import Counter, InPlaceLearner, Journal
 from tests.harness import S3Server
 
 pytestmark = pytest.mark.usefixtures("local_ray")
-
-
-@pytest.fixture
-def store_uri(tmp_path: Path) -> str:
-    return f"file://{tmp_path / 'checkpoints'}"
-
-
-@pytest.fixture
-def rt(make_runtime: Callable[..., Runtime], store_uri: str) -> Runtime:
-    return make_runtime(checkpoint=store_uri)
 
 
 def _payload_files(rt: Runtime, name: str) -> list[Path]:
