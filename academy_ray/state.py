@@ -418,7 +418,7 @@ def _decode_ndarray(entry: dict[str, Any], table: pa.Table, data: Any, base: int
         chunk = column.chunk(0)
         values = chunk.buffers()[1]
         start = values.address - base + chunk.offset * storage.itemsize
-        if 0 <= start and start + count * storage.itemsize <= memoryview(data).nbytes:
+        if start >= 0 and start + count * storage.itemsize <= memoryview(data).nbytes:
             # The values lie inside the caller's buffer: a zero-copy (and, for a bytearray, writable) view.
             flat = np.frombuffer(data, dtype=storage, count=count, offset=start)
         else:  # decompressed into new memory: our own copy

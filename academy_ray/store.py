@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import ctypes
 import datetime as dt
 import hashlib
@@ -50,7 +51,7 @@ import threading
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import fsspec
@@ -558,10 +559,8 @@ def _empty_buffer(size: int) -> memoryview:
         return memoryview(bytearray())
     buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
     if size >= _HUGE_MIN and hasattr(mmap, "MADV_HUGEPAGE"):
-        try:
+        with contextlib.suppress(OSError):  # a kernel without transparent huge pages
             buf.madvise(mmap.MADV_HUGEPAGE)
-        except OSError:  # pragma: no cover - kernel without transparent huge pages
-            pass
     return memoryview(buf)
 
 
@@ -605,7 +604,10 @@ class _Backend:
             views = data.iter_views
         else:
             blob = data
-            views = lambda: iter([memoryview(blob)])
+
+            def views() -> Iterator[memoryview]:
+                return iter([memoryview(blob)])
+
         if self.local:
             return self._create_local(path, views(), unique=unique)
         body = data.to_bytes() if isinstance(data, EncodedState) else data
@@ -662,10 +664,8 @@ class _Backend:
             else:
                 os.link(tmp, path)  # atomic, refuses an existing name
         finally:
-            try:
+            with suppress(FileNotFoundError):
                 os.unlink(tmp)
-            except FileNotFoundError:
-                pass
         _fsync_dir(directory)
         return digest
 
@@ -715,7 +715,7 @@ class _Backend:
                     for start in starts
                 ]
                 try:
-                    for start, fut in zip(starts, futures):
+                    for start, fut in zip(starts, futures, strict=True):
                         chunk = fut.result()
                         view[start : start + len(chunk)] = chunk
                         hasher.update(view[start : start + len(chunk)])
@@ -1324,9 +1324,7 @@ class AgentCheckpoints:
     def delete_all(self) -> None:
         """Deletes every object of this agent, epochs included."""
         with self._guard("delete all"):
-            try:
+            with suppress(FileNotFoundError):
                 self.store.fs.rm(self._dir, recursive=True)
-            except FileNotFoundError:
-                pass
             self._starts.clear()
             self._retained.clear()

@@ -119,7 +119,10 @@ def main() -> None:
     results = asyncio.run(
         run(_int_list(options.dedicated), _int_list(options.pooled), options.pool_size)
     )
-    header = f"{'mode':10s} {'agents':>6s} {'procs':>6s} {'MiB/agent':>10s} {'launch s':>9s} {'p50 ms':>7s} {'p99 ms':>7s}"
+    header = (
+        f"{'mode':10s} {'agents':>6s} {'procs':>6s} {'MiB/agent':>10s} {'launch s':>9s} "
+        f"{'p50 ms':>7s} {'p99 ms':>7s}"
+    )
     print(header)
     for r in results:
         print(

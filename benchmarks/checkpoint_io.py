@@ -14,7 +14,8 @@ and prints one JSON document with the figures and the ratios ``save_ratio = raw_
 Locally it also reports ``raw_write_fsync`` (the same bytes written to a new file followed by fsync: the
 cheapest *durable* raw write, which is what a checkpoint must be) and ``save_ratio_vs_fsync =
 raw_write_fsync / store_save``; the gap between ``raw_write`` and ``raw_write_fsync`` is what durability
-costs on this disk. On s3 a PUT is durable when it returns, so there is no separate column. The operations are measured round robin so that drift hits both sides alike.
+costs on this disk. On s3 a PUT is durable when it returns, so there is no separate column. The
+operations are measured round robin so that drift hits both sides alike.
 
 Run from the repository root: ``python -m benchmarks.checkpoint_io [--quick]``.
 """

@@ -197,7 +197,7 @@ def summarize(trials: list[dict[str, Any]], warm: str) -> dict[str, Any]:
         out["disk_tier_fraction"][mode] = round(tiers.count("disk") / len(tiers), 3)
     switches: dict[str, list[float]] = {"disk": [], "object_storage": []}
     for t in trials:
-        for tier, seconds in zip(t["tiers"], t["switch_s"]):
+        for tier, seconds in zip(t["tiers"], t["switch_s"], strict=False):
             if tier in switches and seconds is not None:
                 switches[tier].append(seconds)
     out["model_switch_s_median_by_tier"] = {k: _med(v) for k, v in switches.items()}

@@ -70,7 +70,8 @@ async def main() -> None:
         )
         for info in await rt.list():
             print(
-                f"{info.name:10s} {info.agent_class:32s} {info.status:8s} node {info.node_id[:8] if info.node_id else '?'}"
+                f"{info.name:10s} {info.agent_class:32s} {info.status:8s} "
+                f"node {info.node_id[:8] if info.node_id else '?'}"
             )
         await rt.wait([generator], timeout=120)
         for score, candidate in await tracker.top():

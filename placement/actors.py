@@ -11,7 +11,7 @@ HEAD_NODE_RESOURCE = {"node:__internal_head__": 0.001}
 def head_singleton(
     actor_class: type,
     name: str,
-    namespace: str,
+    namespace: str | None,
     *args: Any,
     max_restarts: int = -1,
     max_task_retries: int = 0,
@@ -25,7 +25,7 @@ def head_singleton(
     Args:
         actor_class: The actor's class (made a Ray actor here).
         name: Its actor name.
-        namespace: Its Ray namespace.
+        namespace: Its Ray namespace (None: the caller's).
         *args: Constructor arguments (used only when it is created).
         max_restarts: Restarts of its process (-1: always; 0 for an actor whose memory cannot be rebuilt).
         max_task_retries: Retries of a call caught by a restart (only for idempotent methods).

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from enum import Enum
+from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
 
-class ItemKind(str, Enum):
+class ItemKind(StrEnum):
     """What kind of bytes an inventory entry holds."""
 
     DATA = "data"

@@ -6,7 +6,8 @@ more. Each placed or waiting demand is one entry: the demand, its launcher (pick
 picklable by contract), its current decision (None while it waits for capacity after a node loss)
 and the cause. The controller writes an entry before it launches, deletes it on release, and reads
 them all back when it starts. Inventory reports (what each node holds) are kept the same way, one
-small JSON entry per node and key, so that locality survives the restart too. The GCS store outlives any actor (and, with GCS fault tolerance, the
+small JSON entry per node and key, so that locality survives the restart too. The GCS store outlives
+any actor (and, with GCS fault tolerance, the
 head node's restart), as Ray Serve's controller relies on for its own checkpoints.
 
 **No secret value is written.** Launchers hold launch arguments, and those carry credentials (an

@@ -100,7 +100,8 @@ class CacheStats(BaseModel):
 
     ``hits``/``misses`` are per tier: a ``disk`` hit found a local copy, a ``disk`` miss fetched
     from object storage. ``engine`` counts come from this node's replicas: a miss is an engine
-    load, a hit a request answered by an already loaded engine (hits are reported in batches). ``coalesced`` counts callers that joined a fetch already in flight.
+    load, a hit a request answered by an already loaded engine (hits are reported in batches).
+    ``coalesced`` counts callers that joined a fetch already in flight.
     """
 
     node_id: str

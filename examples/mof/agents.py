@@ -12,6 +12,7 @@ from its checkpoint) neither loses nor double counts a candidate:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any, ClassVar
@@ -341,10 +342,8 @@ class Validator(Stage):
                 pass
             except AgentError as error:  # away for long: the next round tries again
                 logger.info("throttle resync failed: %s", error)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(shutdown.wait(), RESYNC_S)
-            except TimeoutError:
-                pass
 
     async def on_depth(self, depth: int) -> None:
         if self.assembler is None:

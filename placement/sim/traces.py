@@ -98,7 +98,7 @@ def globus_trace(
     owners = owners[:endpoints]
     rates = _lognormal(rng, 179.0, 404.0, endpoints) / 3600.0  # per second
     acts: list[Activation] = []
-    for ep, (rate, key) in enumerate(zip(rates, owners)):
+    for rate, key in zip(rates, owners, strict=True):
         n = int(rng.poisson(rate * window_s))
         if n == 0:
             continue
@@ -106,7 +106,7 @@ def globus_trace(
         durations = np.clip(_lognormal(rng, 0.03, 49.0, n), 0.001, 3600.0)
         args = np.clip(_lognormal(rng, 62.0, 17e3, n), 1, 10e6).astype(int)
         gpu = rng.random() < gpu_endpoint_fraction
-        for t, d, a in zip(times, durations, args):
+        for t, d, a in zip(times, durations, args, strict=True):
             demand = Demand(
                 name=f"g{len(acts)}", cpus=1, gpus=1 if gpu else 0, data_uris=(key,) if key else ()
             )

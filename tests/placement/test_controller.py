@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 
@@ -43,10 +44,8 @@ class PlainLauncher:
         self.delay_s = delay_s  # between removing the old copy and creating the new one
 
     async def __call__(self, decision: Decision) -> None:
-        try:
+        with contextlib.suppress(ValueError):
             ray.kill(ray.get_actor(decision.name, namespace=self.namespace))
-        except ValueError:
-            pass
         await asyncio.sleep(self.delay_s)
         deadline = time.monotonic() + 30
         while True:
@@ -90,10 +89,8 @@ def client(sim_cluster):
 
 async def _cleanup(client: PlacementClient, *names: str) -> None:
     for name in names:
-        try:
+        with contextlib.suppress(ValueError):
             ray.kill(ray.get_actor(name, namespace=client.namespace))
-        except ValueError:
-            pass
         await client.release(name)
 
 
@@ -200,10 +197,8 @@ class LabelLauncher:
         self.namespace = namespace
 
     def __call__(self, decision: Decision) -> None:
-        try:
+        with contextlib.suppress(ValueError):
             ray.kill(ray.get_actor(decision.name, namespace=self.namespace))
-        except ValueError:
-            pass
         Plain.options(
             name=decision.name,
             namespace=self.namespace,

@@ -8,6 +8,7 @@ the namespace's in-memory secrets holder, and an adopted launcher fetches them w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 import uuid
@@ -140,10 +141,8 @@ class _SecretLauncher:
         self.storage_options = storage_options
 
     async def __call__(self, decision: Decision) -> None:
-        try:
+        with contextlib.suppress(ValueError):
             ray.kill(ray.get_actor(decision.name, namespace=self.namespace))
-        except ValueError:
-            pass
         deadline = time.monotonic() + 30
         while True:
             try:
