@@ -9,56 +9,30 @@ Layout under ``<uri>/<namespace>/<name>/``::
                                      payload <= 64 KiB is stored inside it (base64 "inline_payload"),
                                      so a small checkpoint is one object
 
-Every object is created once and never overwritten: locally a temporary file in the same directory is
-fsynced then hard-linked to its name (``os.link`` fails if the name exists) and the directory is fsynced;
-on S3 a ``PUT`` with ``If-None-Match: *``; on ``memory://`` a locked check-and-set. A payload is written
-before its manifest, so a crash never leaves a visible manifest without its full payload; a reader also
-verifies size and checksum and skips (with a warning naming it) a checkpoint that fails.
-
-Checksums detect corruption (not tampering): ``xxh3_128:<hex>`` (xxHash XXH3, 128 bits) for new
-checkpoints; a manifest whose checksum has no ``<algorithm>:`` prefix is a sha256 hex digest (the format
-before the prefix) and still verifies.
-
-Fencing. An activation takes epoch ``e`` by creating ``epochs/e.claim`` (exclusive; ``e`` = newest + 1,
-retried on conflict), *then* lists the checkpoints and records ``epochs/e.start`` = the newest valid seq
-it restores from. A checkpoint ``(s, a)`` (seq ``s`` written by epoch ``a``) is **valid** unless some epoch
-``b > a`` recorded a start ``< s`` (``b`` restored from an older state, so ``s`` was written by a stale copy
-after ``b`` looked). A writer of epoch ``a`` refuses early when a newer epoch exists, creates its manifest
-exclusively (the loser of a race for a seq re-checks the epochs), and *after* the create lists the epochs
-again: if any ``b > a`` has no start yet or a start ``< s`` it raises :class:`StaleEpochError`. So a save
-that returned was seen by every later activation (it lists after claiming, hence after the save's create),
-and a save that a newer activation did not see is refused and ignored by readers. A stale copy learns it
-on its next save and can never clobber the live copy's state: the live copy's checkpoints stay valid and
-newest, the stale ones are ignored.
+Each object is written once (see :mod:`academy_ray.objects`); a payload is written before its manifest,
+so a crash never leaves a visible manifest without its full payload; a reader also verifies size and
+checksum and skips (with a warning naming it) a checkpoint that fails. Which checkpoints are valid, and
+when a stale writer must stop, is :mod:`academy_ray.fencing`; what is kept, :mod:`academy_ray.retention`.
 """
 
 from __future__ import annotations
 
 import base64
-import concurrent.futures
-import contextlib
-import ctypes
 import datetime as dt
-import hashlib
-import inspect
 import json
 import logging
-import mmap
 import os
 import re
-import sys
 import threading
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping
+from contextlib import suppress
 from typing import Any
 
 import fsspec
-import xxhash
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
-from pydantic import BaseModel, Field, PrivateAttr
 
 from academy_ray.exception import (
     CheckpointError,
@@ -69,6 +43,19 @@ from academy_ray.exception import (
     StorageUnavailableError,
     UnsafeStoreError,
 )
+from academy_ray.fencing import MISSING, is_fenced, writer_is_fenced
+from academy_ray.manifest import INLINE_MAX, CheckpointInfo
+from academy_ray.objects import (
+    CHECKSUM_ALGORITHM,
+    HASHES,
+    ObjectBackend,
+    checksum_of,
+    ls_names,
+    probe_conditional_create,
+    split_checksum,
+    storage_errors,
+)
+from academy_ray.retention import Retention
 from academy_ray.state import (
     Compression,
     EncodedState,
@@ -78,6 +65,9 @@ from academy_ray.state import (
 )
 
 __all__ = [
+    "CHECKSUM_ALGORITHM",
+    "INLINE_MAX",
+    "STORE_ID_NAME",
     "AgentCheckpoints",
     "CheckpointError",
     "CheckpointInfo",
@@ -96,97 +86,16 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:@+=-]{0,199}$")
 _SEQ_RE = re.compile(r"^(\d{12})\.json$")
 _CLAIM_RE = re.compile(r"^(\d{12})\.claim$")
 _START_RE = re.compile(r"^(\d{12})\.start$")
-_PAYLOAD_RE = re.compile(r"^(\d{12})-[0-9a-f]{32}\.arrow$")
-_CHUNK = 8 << 20
-# Payloads up to this size are stored inside their manifest (one object, half the fsyncs).
-INLINE_MAX = 64 << 10
-_MEMORY_LOCK = threading.Lock()
 # s3fs defaults retry for minutes against a dead endpoint: keep connecting bounded.
 _S3_DEFAULTS: dict[str, Any] = {"connect_timeout": 3, "read_timeout": 20}
 _S3_RETRIES = 1  # s3fs's own retry loop (class default 5, with exponential sleeps); botocore retries once more
 _S3_CONFIG_DEFAULTS: dict[str, Any] = {"retries": {"max_attempts": 2, "mode": "standard"}}
 
-
-class CheckpointInfo(BaseModel):
-    """The manifest of one checkpoint.
-
-    Attributes:
-        namespace: Agent namespace.
-        name: Agent name.
-        agent_class: Import path of the agent class.
-        seq: Sequence number (1, 2, ...), unique per agent.
-        epoch: Activation epoch that wrote it.
-        created: Creation time (UTC).
-        size: Payload size in bytes.
-        checksum: ``<algorithm>:<hex digest>`` of the payload (``xxh3_128`` for new checkpoints; a bare hex
-            digest, as written by older versions, is a sha256).
-        schema_: Field name to kind (serialised as ``schema``).
-        path: Payload URL (the manifest's URL for a payload stored inline).
-        inline: The payload (<= 64 KiB) is stored base64-encoded inside the manifest object.
-        compression: Payload compression (``None`` or ``"lz4"``).
-        extra: Free-form metadata given to ``save``.
-        fenced: Set by :meth:`AgentCheckpoints.list`: True when a newer activation fenced it off (never
-            restored).
-    """
-
-    model_config = {"populate_by_name": True}
-
-    namespace: str
-    name: str
-    agent_class: str
-    seq: int
-    epoch: int
-    created: dt.datetime
-    size: int
-    checksum: str
-    schema_: dict[str, str] = Field(default_factory=dict, alias="schema")
-    path: str
-    compression: str | None = None
-    inline: bool = False
-    extra: dict[str, Any] = Field(default_factory=dict)
-    fenced: bool = False
-    _inline_payload: bytes | None = PrivateAttr(default=None)
-
-    @property
-    def schema(self) -> dict[str, str]:  # type: ignore[override]
-        """Field name to kind (``json``, ``bytes``, ``model``, ``ndarray``, ``table``)."""
-        return self.schema_
-
-
-def _is_precondition_failed(exc: BaseException) -> bool:
-    """True for an S3 conditional-create refusal (HTTP 412), however s3fs wraps it."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return False
-        response = getattr(seen, "response", None)
-        if isinstance(response, dict):
-            error = response.get("Error", {}) or {}
-            status = (response.get("ResponseMetadata", {}) or {}).get("HTTPStatusCode")
-            if error.get("Code") in ("PreconditionFailed", "412") or status == 412:
-                return True
-        text = f"{type(seen).__name__} {seen}"
-        if "PreconditionFailed" in text or "pre-conditions you specified did not hold" in text:
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _unavailable_types() -> tuple[type[BaseException], ...]:
-    types: list[type[BaseException]] = [OSError, TimeoutError, ConnectionError]
-    try:
-        import botocore.exceptions as bex
-
-        types += [bex.BotoCoreError, bex.ClientError]
-    except ImportError:  # pragma: no cover - s3 extra not installed
-        pass
-    try:
-        import aiohttp
-
-        types.append(aiohttp.ClientError)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(types)
+STORE_ID_NAME = ".academy-store.json"
+"""The object (at the store's root) that holds the store's random id."""
+_ATOMIC_PROTOCOLS = ("file", "local", "memory")  # os.link / a lock: create-if-absent is atomic
+_SAFE_LOCK = threading.Lock()
+_SAFE_STORES: dict[tuple[str, str], str] = {}  # (bucket, options) -> "" (safe) or why not
 
 
 class CheckpointStore:
@@ -331,8 +240,8 @@ class CheckpointStore:
         with _SAFE_LOCK:
             verdict = _SAFE_STORES.get(key)
             if verdict is None:
-                with _storage_errors(self.uri, "test conditional writes"):
-                    verdict = _probe_conditional_create(self.fs, self.root)
+                with storage_errors(self.uri, "test conditional writes"):
+                    verdict = probe_conditional_create(self.fs, self.root)
                 _SAFE_STORES[key] = verdict
         if verdict:
             raise UnsafeStoreError(f"checkpoint store {self.uri}: {verdict}")
@@ -345,8 +254,8 @@ class CheckpointStore:
         checkpoints.
         """
         path = f"{self.root}/{STORE_ID_NAME}"
-        backend = _Backend(self)
-        with _storage_errors(self.uri, "read the store id"):
+        backend = ObjectBackend(self.fs)
+        with storage_errors(self.uri, "read the store id"):
             for _ in range(3):
                 try:
                     return str(json.loads(backend.read_small(path))["id"])
@@ -376,390 +285,13 @@ class CheckpointStore:
     def list_agents(self) -> list[tuple[str, str]]:
         """Lists ``(namespace, name)`` of the agents that have objects in this store."""
         out: list[tuple[str, str]] = []
-        with _storage_errors(self.uri, "list agents"):
-            for ns in _ls_names(self.fs, self.root):
+        with storage_errors(self.uri, "list agents"):
+            for ns in ls_names(self.fs, self.root):
                 if ns.startswith("."):  # the store's own records (id, probes)
                     continue
-                for name in _ls_names(self.fs, f"{self.root}/{ns}"):
+                for name in ls_names(self.fs, f"{self.root}/{ns}"):
                     out.append((ns, name))
         return sorted(out)
-
-
-STORE_ID_NAME = ".academy-store.json"
-"""The object (at the store's root) that holds the store's random id."""
-_PROBE_DIR = ".academy-probes"
-_ATOMIC_PROTOCOLS = ("file", "local", "memory")  # os.link / a lock: create-if-absent is atomic
-_SAFE_LOCK = threading.Lock()
-_SAFE_STORES: dict[tuple[str, str], str] = {}  # (bucket, options) -> "" (safe) or why not
-
-
-def _probe_conditional_create(fs: fsspec.AbstractFileSystem, root: str) -> str:
-    """Creates one probe object twice with ``mode="create"``; "" when the second is refused, else why not."""
-    pipe = getattr(fs, "_pipe_file", None) or fs.pipe_file
-    if "mode" not in inspect.signature(pipe).parameters:
-        return (
-            f"this s3fs ({getattr(sys.modules.get('s3fs'), '__version__', '?')}) cannot make conditional "
-            "writes (mode='create' needs s3fs 2024.12 or later): upgrade s3fs"
-        )
-    path = f"{root}/{_PROBE_DIR}/{uuid.uuid4().hex}"
-    try:
-        fs.pipe_file(path, b"1", mode="create")
-        try:
-            fs.pipe_file(path, b"2", mode="create")
-        except FileExistsError:
-            return ""
-        except Exception as exc:
-            if _is_precondition_failed(exc):
-                return ""
-            raise
-        return (
-            "the server overwrote an existing object despite If-None-Match: * (no conditional writes), "
-            "so epoch fencing would not hold; use a server that supports them (AWS S3, SeaweedFS, "
-            "MinIO), or accept the risk with CheckpointPolicy(allow_unsafe_store=True)"
-        )
-    finally:
-        try:
-            fs.rm_file(path)
-        except Exception:
-            logger.debug("could not remove probe %s", path, exc_info=True)
-
-
-def _ls_names(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
-    try:
-        if isinstance(fs, LocalFileSystem):
-            entries = os.listdir(path)
-        else:
-            fs.invalidate_cache(path)  # listings must be fresh: fencing depends on them
-            entries = fs.ls(path, detail=False)
-    except FileNotFoundError:
-        return []
-    return [str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries]
-
-
-@contextmanager
-def _storage_errors(uri: str, op: str) -> Iterator[None]:
-    try:
-        yield
-    except (CheckpointError, StateEncodingError):
-        raise
-    except (
-        FileNotFoundError
-    ) as exc:  # expected ones are handled inside: here a bucket or root is missing
-        raise StorageUnavailableError(
-            f"checkpoint storage {uri} failed during {op}: not found: {exc}"
-        ) from exc
-    except FileExistsError as exc:  # pragma: no cover - conflicts are handled inside
-        raise CheckpointError(f"unexpected write conflict in {uri} during {op}: {exc}") from exc
-    except _unavailable_types() as exc:
-        if _is_precondition_failed(exc):
-            raise FileExistsError(str(exc)) from exc
-        raise StorageUnavailableError(
-            f"checkpoint storage {uri} failed during {op}: {type(exc).__name__}: {exc}"
-        ) from exc
-
-
-#: Algorithm of the checksums this version writes (recorded in the manifest as ``<algorithm>:<hex>``).
-CHECKSUM_ALGORITHM = "xxh3_128"
-_LEGACY_ALGORITHM = "sha256"  # a checksum without an algorithm prefix
-_HASHES: dict[str, Callable[[], Any]] = {"xxh3_128": xxhash.xxh3_128, "sha256": hashlib.sha256}
-
-
-def _split_checksum(checksum: str) -> tuple[str, str]:
-    """``"algo:hex"`` -> ``(algo, hex)``; a bare hex digest (old manifests) is a sha256."""
-    algorithm, sep, digest = checksum.partition(":")
-    return (algorithm, digest) if sep else (_LEGACY_ALGORITHM, checksum)
-
-
-def _checksum_of(data: Any, algorithm: str = CHECKSUM_ALGORITHM) -> str:
-    """The checksum of a bytes-like object, as recorded in manifests."""
-    hasher = _Hasher(algorithm, threaded=False)
-    hasher.update(memoryview(data))
-    return hasher.hexdigest()
-
-
-class _Hasher:
-    """A payload checksum whose large updates run in a helper thread, in order, beside the caller's I/O.
-
-    ``hexdigest`` gives ``<algorithm>:<hex>``, except for sha256 whose bare hex is the legacy format.
-    """
-
-    def __init__(self, algorithm: str = CHECKSUM_ALGORITHM, *, threaded: bool) -> None:
-        try:
-            self._hash = _HASHES[algorithm]()
-        except KeyError:
-            raise CorruptCheckpointError(f"unknown checksum algorithm {algorithm!r}") from None
-        self.algorithm = algorithm
-        self._pool = (
-            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ckpt-hash")
-            if threaded
-            else None
-        )
-        self._pending: list[concurrent.futures.Future[None]] = []
-
-    def update(self, chunk: memoryview) -> None:
-        if self._pool is None:
-            self._hash.update(chunk)
-        else:
-            # Both xxhash and hashlib release the GIL on large buffers: this runs beside the I/O.
-            self._pending.append(self._pool.submit(self._hash.update, chunk))
-
-    def hexdigest(self) -> str:
-        self.close()
-        digest: str = self._hash.hexdigest()
-        return digest if self.algorithm == _LEGACY_ALGORITHM else f"{self.algorithm}:{digest}"
-
-    def close(self) -> None:
-        if self._pool is not None:
-            try:
-                for fut in self._pending:
-                    fut.result()
-            finally:
-                self._pool.shutdown(wait=True)
-                self._pool = None
-
-
-_THREADED_MIN = 4 << 20
-_RANGED_MIN = 64 << 20  # remote payloads at least this big are fetched as concurrent ranges
-_RANGE = 32 << 20
-_RANGE_WORKERS = 4
-
-
-def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
-    """Linux ``sync_file_range(fd, off, n, SYNC_FILE_RANGE_WRITE)``: starts writeback of a range, no wait.
-
-    Used to let the disk write chunk ``i`` while chunk ``i + 1`` is copied into the page cache, so the
-    final ``fsync`` (which still provides the durability) has little left to do.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):  # pragma: no cover - not glibc/musl
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-
-    def start_writeback(fd: int, offset: int, nbytes: int) -> None:
-        fn(fd, offset, nbytes, 2)  # SYNC_FILE_RANGE_WRITE; a failure only loses the overlap
-
-    return start_writeback
-
-
-_START_WRITEBACK = _load_sync_file_range()
-
-
-def _empty_buffer(size: int) -> memoryview:
-    """A writable buffer that costs nothing until written (``bytearray(n)`` would zero every page first).
-
-    A private anonymous mapping, advised to use huge pages (on Linux): the read that fills it takes one
-    page fault per 2 MiB instead of per 4 KiB, which makes reading a large payload into it several times
-    faster than reading it into a fresh ``bytes`` (what a raw ``cat_file`` does).
-    """
-    if size == 0:
-        return memoryview(bytearray())
-    buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
-    if size >= _HUGE_MIN and hasattr(mmap, "MADV_HUGEPAGE"):
-        with contextlib.suppress(OSError):  # a kernel without transparent huge pages
-            buf.madvise(mmap.MADV_HUGEPAGE)
-    return memoryview(buf)
-
-
-_HUGE_MIN = 4 << 20
-
-
-def _hash_views(views: Iterator[memoryview], sink: Callable[[memoryview], None] | None) -> str:
-    """Checksums (and optionally writes) a stream of views, hashing chunk i while chunk i + 1 is written."""
-    all_views = list(views)
-    hasher = _Hasher(
-        threaded=sink is not None and sum(v.nbytes for v in all_views) >= _THREADED_MIN
-    )
-    try:
-        for view in all_views:
-            for start in range(0, view.nbytes, _CHUNK):
-                chunk = view[start : start + _CHUNK]
-                hasher.update(chunk)
-                if sink is not None:
-                    sink(chunk)
-        return hasher.hexdigest()
-    finally:
-        hasher.close()
-
-
-class _Backend:
-    """Write-once object operations on one fsspec filesystem."""
-
-    def __init__(self, store: CheckpointStore) -> None:
-        self.store = store
-        self.fs = store.fs
-        self.local = isinstance(self.fs, LocalFileSystem)
-        self.memory = isinstance(self.fs, MemoryFileSystem)
-
-    def create(self, path: str, data: EncodedState | bytes, *, unique: bool = False) -> str:
-        """Creates ``path`` with ``data`` unless it exists (FileExistsError). Returns the checksum.
-
-        ``unique=True`` promises that nobody else uses this name (a random one): no exclusivity check.
-        """
-        views: Callable[[], Iterator[memoryview]]
-        if isinstance(data, EncodedState):
-            views = data.iter_views
-        else:
-            blob = data
-
-            def views() -> Iterator[memoryview]:
-                return iter([memoryview(blob)])
-
-        if self.local:
-            return self._create_local(path, views(), unique=unique)
-        body = data.to_bytes() if isinstance(data, EncodedState) else data
-        hasher = _Hasher(threaded=len(body) >= _THREADED_MIN)  # hashes while the upload runs
-        try:
-            hasher.update(memoryview(body))
-            if self.memory:
-                with _MEMORY_LOCK:
-                    if self.fs.exists(path):
-                        raise FileExistsError(path)
-                    self.fs.pipe_file(path, body)
-                return hasher.hexdigest()
-            try:
-                if unique:  # a multipart upload (> 100 MB) cannot be conditional on every S3 server
-                    self.fs.pipe_file(path, body)
-                else:
-                    self.fs.pipe_file(path, body, mode="create")
-            except FileExistsError:
-                raise
-            except Exception as exc:
-                if _is_precondition_failed(exc):
-                    raise FileExistsError(path) from exc
-                raise
-            return hasher.hexdigest()
-        finally:
-            hasher.close()
-
-    def _create_local(self, path: str, views: Iterator[memoryview], *, unique: bool = False) -> str:
-        directory = os.path.dirname(path)
-        if not os.path.isdir(directory):
-            os.makedirs(directory, exist_ok=True)
-            _fsync_dir(os.path.dirname(directory))
-        tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            try:
-                offset = 0
-
-                def write(chunk: memoryview) -> None:
-                    nonlocal offset
-                    start, view = offset, chunk
-                    while view.nbytes:
-                        view = view[os.write(fd, view) :]
-                    offset = start + chunk.nbytes
-                    if _START_WRITEBACK is not None and chunk.nbytes >= _CHUNK:
-                        _START_WRITEBACK(fd, start, chunk.nbytes)
-
-                digest = _hash_views(views, write)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if unique:
-                os.rename(tmp, path)
-            else:
-                os.link(tmp, path)  # atomic, refuses an existing name
-        finally:
-            with suppress(FileNotFoundError):
-                os.unlink(tmp)
-        _fsync_dir(directory)
-        return digest
-
-    def read(
-        self, path: str, expected_size: int | None = None, algorithm: str = CHECKSUM_ALGORITHM
-    ) -> tuple[memoryview, str]:
-        """Reads a whole object into a writable buffer; returns it with its checksum (``algorithm``)."""
-        if self.local:
-            with open(path, "rb", buffering=0) as f:
-                size = os.fstat(f.fileno()).st_size
-                view = _empty_buffer(size)
-                hasher = _Hasher(algorithm, threaded=size >= _THREADED_MIN)
-                try:
-                    pos = 0
-                    while pos < size:
-                        n = f.readinto(view[pos : pos + _CHUNK])
-                        if not n:
-                            break
-                        hasher.update(view[pos : pos + n])
-                        pos += n
-                    digest = hasher.hexdigest()
-                finally:
-                    hasher.close()
-                return view[:pos], digest
-        if expected_size is not None and expected_size >= _RANGED_MIN and not self.memory:
-            try:
-                return self._read_ranged(path, expected_size, algorithm)
-            except FileNotFoundError:
-                raise
-            except Exception:
-                logger.debug("ranged read of %s failed, reading it whole", path, exc_info=True)
-        buf = bytearray(self.fs.cat_file(path))
-        return memoryview(buf), _checksum_of(buf, algorithm)
-
-    def _read_ranged(self, path: str, size: int, algorithm: str) -> tuple[memoryview, str]:
-        """Large remote objects: concurrent ranged GETs into one buffer, hashed in order as they land."""
-        view = _empty_buffer(size)
-        starts = list(range(0, size, _RANGE))
-        hasher = _Hasher(algorithm, threaded=True)
-        pos = 0
-        try:
-            with concurrent.futures.ThreadPoolExecutor(
-                _RANGE_WORKERS, thread_name_prefix="ckpt-get"
-            ) as pool:
-                futures = [
-                    pool.submit(self.fs.cat_file, path, start=start, end=min(start + _RANGE, size))
-                    for start in starts
-                ]
-                try:
-                    for start, fut in zip(starts, futures, strict=True):
-                        chunk = fut.result()
-                        view[start : start + len(chunk)] = chunk
-                        hasher.update(view[start : start + len(chunk)])
-                        pos = start + len(chunk)
-                        if len(chunk) < min(_RANGE, size - start):
-                            break  # the object is shorter than its manifest says
-                finally:
-                    for fut in futures:
-                        fut.cancel()
-            digest = hasher.hexdigest()
-        finally:
-            hasher.close()
-        return view[:pos], digest
-
-    def read_small(self, path: str) -> bytes:
-        if self.local:
-            with open(path, "rb") as f:
-                return f.read()
-        return bytes(self.fs.cat_file(path))
-
-    def names(self, path: str) -> list[str]:
-        return _ls_names(self.fs, path)
-
-    def remove(self, path: str) -> None:
-        try:
-            if self.local:
-                os.unlink(path)
-            else:
-                self.fs.rm_file(path)
-        except FileNotFoundError:
-            pass
-
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _payload_compression(encoded: EncodedState) -> str | None:
@@ -771,10 +303,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-_MISSING = -1  # an epoch whose start is not recorded yet
-
-
-class AgentCheckpoints:
+class AgentCheckpoints(Retention):
     """The checkpoints of one agent (synchronous; call from a thread in async code).
 
     Typical activation::
@@ -789,7 +318,7 @@ class AgentCheckpoints:
         self.namespace = namespace
         self.name = name
         self._dir = f"{store.root}/{namespace}/{name}"
-        self._b = _Backend(store)
+        self._b = ObjectBackend(store.fs)
         self._starts: dict[int, int] = {}
         # Manifests seen by retention (write-once, so cacheable; restores always re-read them).
         self._retained: dict[int, CheckpointInfo] = {}
@@ -810,16 +339,16 @@ class AgentCheckpoints:
         return str(self.store.fs.unstrip_protocol(path))
 
     def _guard(self, op: str) -> Any:
-        return _storage_errors(self.store.uri, f"{op} ({self.namespace}/{self.name})")
+        return storage_errors(self.store.uri, f"{op} ({self.namespace}/{self.name})")
 
     def _epochs(self) -> dict[int, int]:
-        """Epoch -> recorded start seq (``_MISSING`` when the activation has not recorded it yet)."""
+        """Epoch -> recorded start seq (``MISSING`` when the activation has not recorded it yet)."""
         names = self._b.names(f"{self._dir}/epochs")
         epochs: dict[int, int] = {}
         starts: dict[int, str] = {}
         for n in names:
             if m := _CLAIM_RE.match(n):
-                epochs.setdefault(int(m.group(1)), _MISSING)
+                epochs.setdefault(int(m.group(1)), MISSING)
             elif m := _START_RE.match(n):
                 starts[int(m.group(1))] = n
         for epoch, start_name in starts.items():
@@ -830,10 +359,10 @@ class AgentCheckpoints:
                 doc = json.loads(self._b.read_small(f"{self._dir}/epochs/{start_name}"))
                 epochs[epoch] = self._starts[epoch] = int(doc["start"])
             except FileNotFoundError:
-                epochs.setdefault(epoch, _MISSING)
+                epochs.setdefault(epoch, MISSING)
             except (ValueError, KeyError, TypeError):
                 logger.warning("unreadable epoch start record %s", start_name)
-                epochs.setdefault(epoch, _MISSING)
+                epochs.setdefault(epoch, MISSING)
         return epochs
 
     def _seqs(self) -> list[int]:
@@ -842,16 +371,6 @@ class AgentCheckpoints:
             for n in self._b.names(f"{self._dir}/checkpoints")
             if (m := _SEQ_RE.match(n))
         )
-
-    @staticmethod
-    def _fenced(seq: int, epoch: int, epochs: Mapping[int, int]) -> bool:
-        """Reader rule: (seq, epoch) is fenced if a newer activation recorded that it restored an older seq."""
-        return any(b > epoch and start != _MISSING and start < seq for b, start in epochs.items())
-
-    @staticmethod
-    def _writer_fenced(seq: int, epoch: int, epochs: Mapping[int, int]) -> bool:
-        """Writer rule (conservative): a newer activation that has not recorded its start also fences."""
-        return any(b > epoch and (start == _MISSING or start < seq) for b, start in epochs.items())
 
     def _manifest(self, seq: int) -> CheckpointInfo:
         try:
@@ -878,7 +397,7 @@ class AgentCheckpoints:
                 info = self._manifest(seq)
             except (CheckpointNotFoundError, CorruptCheckpointError):
                 continue
-            if not self._fenced(seq, info.epoch, epochs):
+            if not is_fenced(seq, info.epoch, epochs):
                 return seq
         return 0
 
@@ -1015,7 +534,7 @@ class AgentCheckpoints:
             payload_path: str | None = None
             if size <= INLINE_MAX:
                 inline = payload.to_bytes() if isinstance(payload, EncodedState) else bytes(payload)
-                checksum = _checksum_of(inline)
+                checksum = checksum_of(inline)
             else:
                 payload_path = f"{self._dir}/payloads/{epoch:012d}-{uuid.uuid4().hex}.arrow"
                 checksum = self._b.create(payload_path, payload, unique=True)
@@ -1036,7 +555,7 @@ class AgentCheckpoints:
                     self._b.remove(payload_path)
                 raise
             epochs = self._epochs()
-            if self._writer_fenced(info.seq, epoch, epochs):
+            if writer_is_fenced(info.seq, epoch, epochs):
                 # The manifest stays (write-once; a newer activation may even have restored it), but
                 # readers ignore it unless that activation did.
                 raise StaleEpochError(
@@ -1106,90 +625,28 @@ class AgentCheckpoints:
             f"could not allocate a checkpoint seq for {self.namespace}/{self.name}"
         )
 
-    def _retain(self, epochs: Mapping[int, int], writer_epoch: int) -> None:
-        keep_last = self.store.keep_last
-        if keep_last is None:
-            return
-        seqs = sorted(set(self._seqs_seen))  # the listing made by this save (newer ones: next time)
-        if len(seqs) <= keep_last:
-            return
-        valid: list[int] = []
-        manifests: dict[int, CheckpointInfo | None] = {}
-        for seq in reversed(seqs):
-            try:
-                info = self._retained.get(seq) or self._manifest(seq)
-            except (CheckpointNotFoundError, CorruptCheckpointError):
-                manifests[seq] = None
-                continue
-            manifests[seq] = self._retained[seq] = info
-            if not self._fenced(seq, info.epoch, epochs):
-                valid.append(seq)
-                if len(valid) >= keep_last:
-                    break
-        if len(valid) < keep_last:
-            return
-        oldest_kept = valid[-1]
-        removed = False
-        for seq in seqs:
-            if seq >= oldest_kept:
-                break
-            old: CheckpointInfo | None
-            try:
-                old = manifests.get(seq) or self._manifest(seq)
-            except CorruptCheckpointError:
-                old = None
-            except CheckpointNotFoundError:
-                continue
-            # Manifest first: a listed manifest never points to a payload already deleted by us.
-            self._b.remove(self._manifest_path(seq))
-            self._retained.pop(seq, None)
-            removed = True
-            if old is not None and not old.inline:
-                self._b.remove(self._payload_path(old))
-        if removed:
-            self._removals += 1
-        if removed and self._removals % 16 == 1:  # orphans are rare (crashes): look now and then
-            referenced = {
-                self._payload_path(info).rsplit("/", 1)[-1]
-                for info in manifests.values()
-                if info is not None and not info.inline
-            }
-            self._collect_orphans(referenced, writer_epoch)
-
-    def _collect_orphans(self, referenced: set[str], writer_epoch: int) -> None:
-        """Deletes payloads no manifest references, left by crashes between payload and manifest.
-
-        Only payloads of epochs older than the (live) writer's are touched: a newer activation's or a
-        concurrent save's in-flight payload is never deleted, and a stale writer whose payload goes can
-        only produce a checkpoint that is fenced anyway (the writer's epoch recorded its start earlier).
-        """
-        for name in self._b.names(f"{self._dir}/payloads"):
-            m = _PAYLOAD_RE.match(name)
-            if m and int(m.group(1)) < writer_epoch and name not in referenced:
-                self._b.remove(f"{self._dir}/payloads/{name}")
-
     def _payload_path(self, info: CheckpointInfo) -> str:
         return f"{self._dir}/payloads/{info.path.rstrip('/').rsplit('/', 1)[-1]}"
 
     # ------------------------------------------------------------------ reading
     def _read_payload(self, info: CheckpointInfo) -> memoryview:
         """The verified payload, in a writable buffer (restored arrays are views on it)."""
-        algorithm, expected = _split_checksum(info.checksum)
-        if algorithm not in _HASHES:
+        algorithm, expected = split_checksum(info.checksum)
+        if algorithm not in HASHES:
             raise CorruptCheckpointError(
                 f"checkpoint {info.seq} payload {info.path} has a checksum of unknown algorithm "
                 f"{algorithm!r}"
             )
         if info.inline:
             data = memoryview(bytearray(info._inline_payload or b""))
-            digest = _checksum_of(data, algorithm)
+            digest = checksum_of(data, algorithm)
         else:
             data, digest = self._read_payload_object(info, algorithm)
         if data.nbytes != info.size:
             raise CorruptCheckpointError(
                 f"checkpoint {info.seq} payload {info.path} has {data.nbytes} bytes, expected {info.size}"
             )
-        if _split_checksum(digest)[1] != expected.lower():
+        if split_checksum(digest)[1] != expected.lower():
             raise CorruptCheckpointError(
                 f"checkpoint {info.seq} payload {info.path} fails its {algorithm} checksum"
             )
@@ -1228,7 +685,7 @@ class AgentCheckpoints:
         """The manifest of checkpoint ``seq`` (``fenced`` set)."""
         with self._guard(f"read manifest {seq}"):
             info = self._manifest(seq)
-            info.fenced = self._fenced(seq, info.epoch, self._epochs())
+            info.fenced = is_fenced(seq, info.epoch, self._epochs())
             return info
 
     def load_latest(self, *, strict: bool = False) -> tuple[CheckpointInfo, dict[str, Any]] | None:
@@ -1253,7 +710,7 @@ class AgentCheckpoints:
             for seq in reversed(self._seqs()):
                 try:
                     info = self._manifest(seq)
-                    if self._fenced(seq, info.epoch, epochs):
+                    if is_fenced(seq, info.epoch, epochs):
                         logger.info(
                             "skipping fenced checkpoint %d (epoch %d) of %s/%s",
                             seq,
@@ -1296,7 +753,7 @@ class AgentCheckpoints:
                 except CorruptCheckpointError as exc:
                     logger.warning("%s", exc)
                     continue
-                info.fenced = self._fenced(seq, info.epoch, epochs)
+                info.fenced = is_fenced(seq, info.epoch, epochs)
                 out.append(info)
             return out
 

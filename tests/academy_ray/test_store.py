@@ -324,7 +324,7 @@ def test_large_payload_round_trips_through_chunked_write_and_read(
     agent: AgentCheckpoints, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Several chunks per segment (writeback started per chunk), restored writable and bit-identical."""
-    import academy_ray.store as store_module
+    import academy_ray.objects as store_module
 
     monkeypatch.setattr(store_module, "_CHUNK", 1 << 20)
     arr = np.random.default_rng(3).random((5 << 20) // 8 + 3)
@@ -583,7 +583,7 @@ def test_unwritable_local_storage_is_a_typed_error(tmp_path: Path) -> None:
 def test_large_payload_ranged_reads_and_truncation(
     agent: AgentCheckpoints, monkeypatch: pytest.MonkeyPatch, keep: float
 ) -> None:
-    import academy_ray.store as store_module
+    import academy_ray.objects as store_module
 
     # Smaller thresholds so that a 2 MB payload takes the concurrent ranged-read path on s3.
     monkeypatch.setattr(store_module, "_RANGED_MIN", 1 << 20)
