@@ -51,7 +51,7 @@ __all__ = [
 
 
 def build_app(*args, **kwargs):  # type: ignore[no-untyped-def]
-    """See :func:`serving.app.build_app` (imported lazily: it pulls in Ray Serve)."""
-    from serving.app import build_app as _build
+    """See :func:`serving.builder.build_app` (imported lazily: it pulls in Ray Serve)."""
+    from serving.builder import build_app as _build
 
     return _build(*args, **kwargs)

@@ -18,37 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from typing import Any
-
-from pydantic import BaseModel, Field
 
 from placement.decision import Decision
 from placement.demand import Demand
 from placement.errors import InfeasibleDemandError, PlacementTimeoutError
+from serving.builder import build_app
+from serving.config import ReplicaPlacement
 
 logger = logging.getLogger(__name__)
 
 PLACER_PREFIX = "serving-placer:"
-
-
-class ReplicaPlacement(BaseModel):
-    """How a serving app's replicas are placed by ``placement``.
-
-    Attributes:
-        namespace: Ray namespace of the placement controller (the agents' namespace, so that
-            agents and model replicas share one view of the cluster).
-        spread: put each replica on a different node while enough nodes fit (then share nodes).
-        timeout_s: longest wait for a replica slot to fit.
-        spread_wait_s: how long a slot waits for a *different* node before it may share one.
-    """
-
-    namespace: str = Field(
-        default_factory=lambda: os.environ.get("ACADEMY_RAY_NAMESPACE", "academy")
-    )
-    spread: bool = True
-    timeout_s: float = Field(default=120.0, gt=0)
-    spread_wait_s: float = Field(default=5.0, gt=0)
 
 
 def slot_name(app_name: str, index: int) -> str:
@@ -163,7 +143,7 @@ class ReplicaPlacer:
 
         Args:
             specs: the :class:`~serving.spec.ModelSpec` list served.
-            config: the app's :class:`~serving.app.ServingConfig`.
+            config: the app's :class:`~serving.config.ServingConfig`.
 
         Returns:
             One decision per replica slot.
@@ -218,8 +198,6 @@ class ReplicaPlacer:
 
     async def _run(self) -> None:
         from ray import serve
-
-        from serving.app import build_app
 
         await self._sync_slots()
         nodes = [d.node_id for d in self.decisions()]

@@ -1,0 +1,72 @@
+"""Builds the Serve application: the OpenAI ingress in front of the multiplexing model replicas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from ray.serve.config import BackpressureConfig
+
+from placement.table import NODE_ID_LABEL
+from serving.config import ServingConfig
+from serving.deployment import ModelServer, ReplicaConfig
+from serving.ingress import OpenAIIngress
+from serving.spec import ModelSpec
+
+
+def build_app(
+    specs: list[ModelSpec],
+    config: ServingConfig | None = None,
+    replica_nodes: list[str] | None = None,
+) -> Any:
+    """The Serve application: an OpenAI ingress in front of multiplexing model replicas.
+
+    Args:
+        specs: the models served.
+        config: deployment settings.
+        replica_nodes: one node id per model replica, as chosen by ``placement`` (see
+            :mod:`serving.placer`): the replicas are then constrained to those nodes (a
+            ``ray.io/node-id`` label selector) and their count is the list's length. ``None``:
+            Serve places ``config.replicas`` replicas itself.
+    """
+    config = config or ServingConfig()
+    actor_options: dict[str, Any] = {"num_cpus": config.replica_cpus}
+    if config.replica_gpus:
+        actor_options["num_gpus"] = config.replica_gpus
+    if config.runtime_env:
+        actor_options["runtime_env"] = config.runtime_env
+    placed: dict[str, Any] = {"num_replicas": config.replicas}
+    if replica_nodes:
+        nodes = sorted(set(replica_nodes))  # sorted: the same set must give the same Serve version
+        actor_options["label_selector"] = {NODE_ID_LABEL: f"in({','.join(nodes)})"}
+        per_node = max(replica_nodes.count(node) for node in nodes)
+        placed = {"num_replicas": len(replica_nodes), "max_replicas_per_node": per_node}
+    replica = ReplicaConfig(
+        max_models=config.max_models_per_replica,
+        max_parked=config.max_parked_engines,
+        cache=config.cache,
+        max_prompt_bytes=config.max_prompt_bytes,
+        history=config.switch_history,
+    )
+    backpressure = BackpressureConfig(status_code=503, retry_after_s=config.retry_after_seconds)
+    server = (
+        serve.deployment(ModelServer)  # type: ignore[attr-defined]
+        .options(
+            name="ModelServer",
+            max_ongoing_requests=config.max_ongoing_requests,
+            max_queued_requests=config.max_queued_requests,
+            backpressure_config=backpressure,
+            ray_actor_options=actor_options,
+            **placed,
+        )
+        .bind(list(specs), replica)
+    )
+    # Serve lets a few more requests into the ingress than its own bound, so that those beyond it
+    # get the ingress's OpenAI-shaped 503 (and /health still gets in) rather than a queue.
+    ingress_slots = config.ingress_max_requests + max(8, config.ingress_max_requests // 4)
+    return OpenAIIngress.options(  # type: ignore[attr-defined]
+        ray_actor_options={"num_cpus": config.ingress_cpus},
+        max_ongoing_requests=ingress_slots,
+        max_queued_requests=config.ingress_max_queued_requests,
+        backpressure_config=backpressure,
+    ).bind(server, list(specs), config)

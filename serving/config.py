@@ -1,0 +1,110 @@
+"""How the serving application is deployed: `ServingConfig` and the placement of its replicas."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from serving.cache import CacheConfig
+
+logger = logging.getLogger(__name__)
+
+
+class ReplicaPlacement(BaseModel):
+    """How a serving app's replicas are placed by ``placement``.
+
+    Attributes:
+        namespace: Ray namespace of the placement controller (the agents' namespace, so that
+            agents and model replicas share one view of the cluster).
+        spread: put each replica on a different node while enough nodes fit (then share nodes).
+        timeout_s: longest wait for a replica slot to fit.
+        spread_wait_s: how long a slot waits for a *different* node before it may share one.
+    """
+
+    namespace: str = Field(
+        default_factory=lambda: os.environ.get("ACADEMY_RAY_NAMESPACE", "academy")
+    )
+    spread: bool = True
+    timeout_s: float = Field(default=120.0, gt=0)
+    spread_wait_s: float = Field(default=5.0, gt=0)
+
+
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+"""Hosts that only this machine reaches: listening there without an API key is not warned about."""
+
+
+class ServingConfig(BaseModel):
+    """How the serving application is deployed.
+
+    Attributes:
+        app_name: Serve application name.
+        route_prefix: HTTP route prefix of the ingress.
+        replicas: model replicas.
+        max_models_per_replica: models each replica keeps loaded (LRU beyond).
+        max_parked_engines: sleeping engines kept per replica (vLLM on CUDA).
+        replica_cpus: logical CPUs each model replica reserves (fractions are fine).
+        replica_gpus: GPUs each model replica reserves.
+        ingress_cpus: logical CPUs the HTTP ingress reserves.
+        max_ongoing_requests: requests each model replica runs at once (Serve's
+            ``max_ongoing_requests``).
+        max_queued_requests: requests the ingress queues for the model replicas beyond those
+            (Serve's ``max_queued_requests``, per ingress replica); more get ``503`` with a
+            ``Retry-After`` header.
+        ingress_max_requests: requests inside each ingress replica (waiting for a model replica or
+            streaming); more get an immediate ``503`` with ``Retry-After`` (``/health`` is not
+            counted).
+        ingress_max_queued_requests: requests Serve's HTTP proxies queue for the ingress when it is
+            saturated; more get Serve's ``503`` with ``Retry-After``.
+        retry_after_seconds: the ``Retry-After`` of overload answers.
+        api_key: when set, requests need ``Authorization: Bearer <api_key>`` (every route but
+            ``/health``, the API docs and ``/openapi.json`` included).
+        max_body_bytes: largest request body accepted; larger ones get 413 before they are parsed.
+        max_prompt_bytes: largest prompt in UTF-8 bytes (a chat's message contents together);
+            larger ones get 413 before they are tokenised.
+        switch_history: model switches each replica keeps in its stats (older ones are counted).
+        runtime_env: Ray runtime env of the model replicas (e.g. the vLLM CPU venv's Python).
+        cache: the node model cache settings.
+        placement: how ``placement`` chooses each replica's node (where the node caches already
+            hold the weights, with free GPUs) and re-places replicas of lost nodes; see
+            :mod:`serving.placer`. ``None``: Serve spreads the replicas itself.
+    """
+
+    app_name: str = "academy-serving"
+    route_prefix: str = "/"
+    replicas: int = Field(default=1, ge=1)
+    max_models_per_replica: int = Field(default=2, ge=1)
+    max_parked_engines: int = Field(default=0, ge=0)
+    replica_cpus: float = Field(default=0.5, ge=0)
+    replica_gpus: float = Field(default=0.0, ge=0)
+    ingress_cpus: float = Field(default=0.1, ge=0)
+    max_ongoing_requests: int = Field(default=32, ge=1)
+    max_queued_requests: int = Field(default=64, ge=1)
+    ingress_max_requests: int = Field(default=256, ge=1)
+    ingress_max_queued_requests: int = Field(default=128, ge=1)
+    retry_after_seconds: int = Field(default=1, ge=1)
+    api_key: str | None = Field(default=None, repr=False)
+    max_body_bytes: int = Field(default=4 << 20, ge=1)
+    max_prompt_bytes: int = Field(default=1 << 20, ge=1)
+    switch_history: int = Field(default=256, ge=1)
+    runtime_env: dict[str, Any] | None = None
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    placement: ReplicaPlacement | None = Field(default_factory=ReplicaPlacement)
+
+
+def warn_if_exposed(host: str, api_key: str | None) -> bool:
+    """Logs a warning when the API listens beyond localhost without an API key.
+
+    Returns:
+        Whether it warned.
+    """
+    if api_key or host in LOCAL_HOSTS:
+        return False
+    logger.warning(
+        "the serving API listens on %s without an API key: anyone who reaches this address can "
+        "use every model; set ServingConfig.api_key or listen on 127.0.0.1",
+        host,
+    )
+    return True

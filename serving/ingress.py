@@ -1,0 +1,501 @@
+"""The OpenAI-compatible HTTP ingress: authentication, bounds, validation, routing to the model replicas.
+
+No ``from __future__ import annotations`` here on purpose: ``@serve.ingress`` rewrites the route
+methods' signatures and FastAPI then cannot resolve string annotations (``request: Request``
+became a required query parameter, answered with 422).
+"""
+
+import hmac
+import json
+import logging
+import time
+import uuid
+import weakref
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+from ray import serve
+from ray.exceptions import RayActorError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serving.config import ServingConfig
+from serving.deployment import ReplicaStats, as_serving_error
+from serving.errors import (
+    AuthenticationError,
+    EngineError,
+    InvalidRequestError,
+    OverloadedError,
+    PayloadTooLargeError,
+    ReplicaLostError,
+    ServingError,
+    WeightsError,
+)
+from serving.metrics import get_metrics, model_label
+from serving.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    error_body,
+    parse_request,
+)
+from serving.spec import ModelRegistry, ModelSpec
+
+logger = logging.getLogger(__name__)
+
+
+def _find(exc: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The first exception of ``types`` in ``exc``'s chain (Ray's ``cause``, then ``__cause__``)."""
+    current: BaseException | None = exc
+    for _ in range(8):
+        if current is None:
+            return None
+        if isinstance(current, types):
+            return current
+        cause = getattr(current, "cause", None)
+        current = cause if isinstance(cause, BaseException) else current.__cause__
+    return None
+
+
+def _backpressure_types() -> tuple[type[BaseException], ...]:
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+    return (BackPressureError, DeploymentUnavailableError)
+
+
+def serving_error_of(exc: BaseException, request_id: str) -> ServingError:
+    """The :class:`ServingError` a failure is answered with (unexpected ones are logged).
+
+    Serve's backpressure (the replicas' queue is full) becomes :class:`OverloadedError`, a lost
+    replica :class:`ReplicaLostError`, a stray validation error a ``400``, anything else a ``500``.
+    """
+    err = as_serving_error(exc)
+    if err is not None:
+        return err
+    if _find(exc, _backpressure_types()) is not None:
+        return OverloadedError("the model replicas are saturated; retry later")
+    if _find(exc, (RayActorError,)) is not None:
+        logger.warning("request %s: its model replica was lost", request_id, exc_info=exc)
+        return ReplicaLostError("the model replica failed during the request; retry the request")
+    if isinstance(exc, ValidationError):
+        return InvalidRequestError(f"invalid request: {exc.errors()[0]['msg']}"[:200])
+    logger.error("request %s failed", request_id, exc_info=exc)
+    return ServingError("internal error")
+
+
+def public_error(error: ServingError, request_id: str) -> ServingError:
+    """What a client is told about ``error``.
+
+    Client errors (4xx), overload and lost-replica answers are told as they are: their messages
+    are the server's own. Any other 5xx gets a generic reason and the request id, never the internal
+    message (bucket paths, URIs, storage errors); that goes to the log under the request id.
+    """
+    if error.status < 500 or isinstance(error, (OverloadedError, ReplicaLostError)):
+        return error
+    logger.error(
+        "request %s: %s (%s): %s", request_id, error.code, type(error).__name__, error.message
+    )
+    if isinstance(error, WeightsError):
+        reason = "the model's weights are unavailable in storage"
+    elif error.status == 507:
+        reason = "the model does not fit this server's model cache"
+    elif isinstance(error, EngineError):
+        reason = "the inference engine failed"
+    else:
+        reason = "internal server error"
+    public = ServingError(f"{reason} (request id {request_id}; details in the server log)")
+    public.status, public.code, public.type = error.status, error.code, error.type
+    return public
+
+
+async def _ending_cleanly(events: AsyncIterator[bytes], request_id: str) -> AsyncIterator[bytes]:
+    """Ends a stream that fails midway (e.g. its replica died) with an OpenAI error event, not a cut."""
+    try:
+        async for event in events:
+            yield event
+    except Exception as exc:  # reported to the client in the stream itself
+        err = as_serving_error(exc)
+        if err is None:
+            logger.warning("request %s: the stream stopped midway", request_id, exc_info=exc)
+            err = ReplicaLostError("the generation stopped midway; retry the request")
+        yield _sse(error_body(public_error(err, request_id)))
+
+
+def _sse(data: dict[str, Any] | str) -> bytes:
+    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return f"data: {payload}\n\n".encode()
+
+
+async def _collect(stream: Any) -> tuple[str, int, str | None]:
+    parts: list[str] = []
+    tokens, finish = 0, None
+    async for item in stream:
+        parts.append(item.get("text", ""))
+        tokens += item.get("tokens", 0)
+        finish = item.get("finish_reason") or finish
+    return "".join(parts), tokens, finish
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+api = FastAPI(
+    title="academy-ray serving (OpenAI-compatible)",
+    docs_url=None,  # served by the ingress itself, behind the API key
+    redoc_url=None,
+    openapi_url=None,
+)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Unknown routes and methods get an OpenAI-shaped error body too."""
+    error = InvalidRequestError(
+        "no such route" if exc.status_code == 404 else f"HTTP {exc.status_code}"
+    )
+    error.status = exc.status_code
+    error.code = "not_found" if exc.status_code == 404 else "invalid_request"
+    headers = getattr(exc, "headers", None)
+    return JSONResponse(error_body(error), status_code=exc.status_code, headers=headers)
+
+
+def _request_id(incoming: str | None) -> str:
+    """The request's id: Serve's ``x-request-id`` (the client's or the proxy's), else a new one."""
+    if incoming and len(incoming) <= 128 and incoming.isprintable():
+        return incoming
+    return f"req-{uuid.uuid4().hex}"
+
+
+class _Call:
+    """One API request's id, and the model it named (filled in by its handler, for metrics)."""
+
+    __slots__ = ("model", "request_id")
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self.model: Any = None
+
+
+Handler = Callable[[_Call], Awaitable[Any]]
+
+
+class _Slot:
+    """A streaming request's place in the ingress's in-flight count, given back once."""
+
+    __slots__ = ("_held", "_ingress")
+
+    def __init__(self, ingress: Any) -> None:
+        self._ingress = ingress
+        self._held = True
+
+    def release(self) -> None:
+        """Gives the place back (only the first call counts)."""
+        if self._held:
+            self._held = False
+            self._ingress._in_flight -= 1
+
+
+async def _releasing(events: AsyncIterable[Any], slot: _Slot) -> AsyncIterator[Any]:
+    """Passes a stream on; its slot is given back when it ends, fails or is cancelled."""
+    try:
+        async for event in events:
+            yield event
+    finally:
+        slot.release()
+
+
+@serve.deployment
+@serve.ingress(api)
+class OpenAIIngress:
+    """``/v1/models``, ``/v1/completions``, ``/v1/chat/completions`` over the model replicas."""
+
+    def __init__(self, server: Any, specs: list[ModelSpec], config: ServingConfig) -> None:
+        self._server = server
+        self._registry = ModelRegistry(specs)
+        self._key = config.api_key.encode() if config.api_key else None
+        self._max_body = config.max_body_bytes
+        self._max_prompt = config.max_prompt_bytes
+        self._max_in_flight = config.ingress_max_requests
+        self._retry_after = config.retry_after_seconds
+        self._in_flight = 0
+        self._created = int(time.time())
+
+    # ------------------------------------------------------------------ helpers
+    def _authorize(self, request: Request) -> None:
+        if self._key is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self._key):
+            raise AuthenticationError("Incorrect or missing API key")
+
+    def _check_prompt(self, req: Any, field: str) -> None:
+        """Refuses a prompt over ``max_prompt_bytes`` (413) before it reaches a replica."""
+        size = req.prompt_bytes()
+        if size > self._max_prompt:
+            raise PayloadTooLargeError(
+                f"the prompt has {size} bytes; this server accepts at most {self._max_prompt}",
+                param=field,
+            )
+
+    async def _start(self, model: str, payload: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """Starts a generation; returns the stream and its first item (errors surface here)."""
+        self._registry.get(model)
+        stream = self._server.options(multiplexed_model_id=model, stream=True).generate.remote(
+            payload
+        )
+        try:
+            first = await stream.__anext__()
+        except Exception as exc:
+            err = as_serving_error(exc)
+            if err is None:
+                raise
+            raise err from None
+        return stream, first
+
+    def _error(self, error: ServingError, request_id: str) -> JSONResponse:
+        """An OpenAI error response (5xx: generic, see :func:`public_error`)."""
+        headers = {}
+        if isinstance(error, OverloadedError):
+            headers["Retry-After"] = str(self._retry_after)
+        public = public_error(error, request_id)
+        return JSONResponse(error_body(public), status_code=public.status, headers=headers)
+
+    async def _guard(self, request: Request, route: str, handler: Handler) -> Response:
+        """Answers one API request: overload bound, API key, errors, request id and metrics.
+
+        Args:
+            request: the HTTP request.
+            route: its route template (the ``route`` label of the metrics, never the raw path).
+            handler: produces the answer; it records the model it was asked for in its
+                :class:`_Call`.
+        """
+        incoming = request.headers.get("x-request-id")  # Serve's proxy sets one (and answers it)
+        request_id = _request_id(incoming)
+        call = _Call(request_id)
+        if self._in_flight >= self._max_in_flight:
+            message = f"more than {self._max_in_flight} requests in flight; retry later"
+            response: Response = self._error(OverloadedError(message), request_id)
+        else:
+            self._in_flight += 1
+            try:
+                response = await self._answer(request, handler, call, request_id)
+            except BaseException:
+                self._in_flight -= 1
+                raise
+            if isinstance(response, StreamingResponse):
+                slot = _Slot(self)
+                response.body_iterator = _releasing(response.body_iterator, slot)
+                weakref.finalize(response, slot.release)  # a stream that never started
+            else:
+                self._in_flight -= 1
+        if incoming is None:
+            response.headers["x-request-id"] = request_id
+        model = model_label(call.model, self._registry)
+        get_metrics().request(route, response.status_code, model)
+        return response
+
+    async def _answer(
+        self, request: Request, handler: Handler, call: _Call, request_id: str
+    ) -> Response:
+        try:
+            self._authorize(request)
+            result = await handler(call)
+        except Exception as exc:  # noqa: BLE001 - every failure is an OpenAI error answer
+            return self._error(serving_error_of(exc, request_id), request_id)
+        return result if isinstance(result, Response) else JSONResponse(result)
+
+    async def _body(self, request: Request) -> bytes:
+        """The request body, refused with 413 once it grows past the configured limit."""
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self._max_body:
+            raise PayloadTooLargeError(
+                f"request body of {declared} bytes exceeds {self._max_body} bytes"
+            )
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self._max_body:
+                raise PayloadTooLargeError(f"request body exceeds {self._max_body} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # ------------------------------------------------------------------ routes
+    @api.get("/health")
+    async def health(self) -> Any:
+        """Liveness probe; the only route that needs no API key."""
+        return {"status": "ok"}
+
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi(self, request: Request) -> Any:
+        """The OpenAPI schema (behind the API key when one is set)."""
+
+        async def handler(call: _Call) -> Any:
+            return api.openapi()
+
+        return await self._guard(request, "/openapi.json", handler)
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs(self, request: Request) -> Any:
+        """Swagger UI (behind the API key when one is set)."""
+
+        async def handler(call: _Call) -> Any:
+            schema = request.scope.get("root_path", "") + "/openapi.json"
+            return get_swagger_ui_html(openapi_url=schema, title=f"{api.title} - docs")
+
+        return await self._guard(request, "/docs", handler)
+
+    @api.get("/redoc", include_in_schema=False)
+    async def redoc(self, request: Request) -> Any:
+        """ReDoc (behind the API key when one is set)."""
+
+        async def handler(call: _Call) -> Any:
+            schema = request.scope.get("root_path", "") + "/openapi.json"
+            return get_redoc_html(openapi_url=schema, title=f"{api.title} - ReDoc")
+
+        return await self._guard(request, "/redoc", handler)
+
+    @api.get("/v1/models")
+    async def list_models(self, request: Request) -> Any:
+        """OpenAI's model list."""
+
+        async def handler(call: _Call) -> Any:
+            return {"object": "list", "data": [self._model_card(s) for s in self._registry]}
+
+        return await self._guard(request, "/v1/models", handler)
+
+    @api.get("/v1/models/{model_id:path}")
+    async def get_model(self, model_id: str, request: Request) -> Any:
+        """One model card (404 if unknown)."""
+
+        async def handler(call: _Call) -> Any:
+            call.model = model_id
+            return self._model_card(self._registry.get(model_id))
+
+        return await self._guard(request, "/v1/models/{model_id}", handler)
+
+    def _model_card(self, spec: ModelSpec) -> dict[str, Any]:
+        return {
+            "id": spec.id,
+            "object": "model",
+            "created": self._created,
+            "owned_by": spec.owned_by,
+            "engine": spec.engine,
+            "max_context": spec.max_context,
+        }
+
+    @api.post("/v1/completions")
+    async def completions(self, request: Request) -> Any:
+        """OpenAI text completions (``stream`` supported)."""
+
+        async def handler(call: _Call) -> Any:
+            req: CompletionRequest = parse_request(CompletionRequest, await self._body(request))
+            call.model = req.model
+            self._check_prompt(req, "prompt")
+            payload = {
+                "prompt": req.prompt_text(),
+                "params": req.params(req.max_tokens or 16).model_dump(),
+                "max_tokens_given": req.max_tokens is not None,
+            }
+            stream, first = await self._start(req.model, payload)
+            ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+
+            def chunk(text: str, finish: str | None) -> dict[str, Any]:
+                return {
+                    "id": ident,
+                    "object": "text_completion",
+                    "created": created,
+                    "model": req.model,
+                    "choices": [
+                        {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+                    ],
+                }
+
+            if req.stream:
+
+                async def events() -> AsyncIterator[bytes]:
+                    async for item in stream:
+                        if item.get("text") or item.get("finish_reason"):
+                            yield _sse(chunk(item.get("text", ""), item.get("finish_reason")))
+                    yield _sse("[DONE]")
+
+                return StreamingResponse(
+                    _ending_cleanly(events(), call.request_id), media_type="text/event-stream"
+                )
+            text, tokens, finish = await _collect(stream)
+            body = chunk(text, finish)
+            body["usage"] = _usage(first["prompt_tokens"], tokens)
+            return body
+
+        return await self._guard(request, "/v1/completions", handler)
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request) -> Any:
+        """OpenAI chat completions (``stream`` supported)."""
+
+        async def handler(call: _Call) -> Any:
+            req: ChatCompletionRequest = parse_request(
+                ChatCompletionRequest, await self._body(request)
+            )
+            call.model = req.model
+            self._check_prompt(req, "messages")
+            limit = req.max_completion_tokens or req.max_tokens
+            payload = {
+                "messages": [m.model_dump() for m in req.messages],
+                "params": req.params(limit or 16).model_dump(),
+                "max_tokens_given": limit is not None,
+            }
+            stream, first = await self._start(req.model, payload)
+            ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+            if req.stream:
+
+                def delta(content: dict[str, Any], finish: str | None) -> dict[str, Any]:
+                    return {
+                        "id": ident,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": req.model,
+                        "choices": [{"index": 0, "delta": content, "finish_reason": finish}],
+                    }
+
+                async def events() -> AsyncIterator[bytes]:
+                    yield _sse(delta({"role": "assistant", "content": ""}, None))
+                    async for item in stream:
+                        if item.get("text"):
+                            yield _sse(delta({"content": item["text"]}, None))
+                        if item.get("finish_reason"):
+                            yield _sse(delta({}, item["finish_reason"]))
+                    yield _sse("[DONE]")
+
+                return StreamingResponse(
+                    _ending_cleanly(events(), call.request_id), media_type="text/event-stream"
+                )
+            text, tokens, finish = await _collect(stream)
+            return {
+                "id": ident,
+                "object": "chat.completion",
+                "created": created,
+                "model": req.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": finish,
+                    }
+                ],
+                "usage": _usage(first["prompt_tokens"], tokens),
+            }
+
+        return await self._guard(request, "/v1/chat/completions", handler)
+
+    async def replica_stats(self) -> ReplicaStats:
+        """Stats of one model replica (for tests and benchmarks; not an HTTP route)."""
+        return await self._server.stats.remote()
