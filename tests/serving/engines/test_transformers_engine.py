@@ -94,3 +94,17 @@ async def test_no_sleep_on_the_cpu_and_bad_device(tiny_model_dirs: list[Path]) -
         eng.unload()
     with pytest.raises(EngineError, match="device must be"):
         TransformersEngine(device="tpu")
+
+
+async def test_concurrent_generations_on_one_model_interleave_safely(
+    engine: TransformersEngine,
+) -> None:
+    import asyncio
+
+    prompt = "Many agents ask at once"
+    alone = {n: (await _text(engine, prompt, max_tokens=n, temperature=0))[0] for n in (2, 5, 16)}
+    # Short streams end while longer ones are mid-way: each step must run in inference mode anyway.
+    together = await asyncio.gather(
+        *(_text(engine, prompt, max_tokens=n, temperature=0) for n in (16, 2, 5, 16))
+    )
+    assert [text for text, _ in together] == [alone[16], alone[2], alone[5], alone[16]]
