@@ -23,6 +23,7 @@ __all__ = [
     "SimCluster",
     "free_port",
     "free_port_pair",
+    "restart_placement_controller",
     "wait_alive",
 ]
 
@@ -202,4 +203,24 @@ def wait_alive(expected: int, timeout: float = 60.0) -> None:
     while sum(1 for n in ray.nodes() if n["Alive"]) < expected:
         if time.monotonic() > deadline:
             raise TimeoutError(f"fewer than {expected} live nodes after {timeout} s")
+        time.sleep(0.2)
+
+
+def restart_placement_controller(client: Any) -> dict[str, Any]:
+    """Kills a `placement.PlacementClient`'s controller process (as an OOM kill would) and waits until
+    Ray has restarted it; returns the new incarnation's ``info()``."""
+    import ray
+
+    before = ray.get(client.actor.info.remote())
+    ray.kill(client.actor, no_restart=False)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            info: dict[str, Any] = ray.get(client.actor.info.remote(), timeout=5)
+            if info["pid"] != before["pid"]:
+                return info
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("the placement controller did not come back within 60 s")
         time.sleep(0.2)

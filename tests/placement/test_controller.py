@@ -18,6 +18,7 @@ from placement import (
     PlacementClient,
     PlacementTimeoutError,
 )
+from tests.harness import restart_placement_controller
 
 # Launchers travel to the controller by value (the test module is not importable on the workers).
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -244,22 +245,6 @@ def test_unreserved_demand_is_chosen_booked_and_recorded_without_a_group(
     assert client.explain_sync("replica-0") is None
 
 
-def _restart_controller(client: PlacementClient) -> dict:
-    """Kills the controller's process (as an OOM kill would) and waits for Ray to restart it."""
-    before = ray.get(client.actor.info.remote())
-    ray.kill(client.actor, no_restart=False)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            info = ray.get(client.actor.info.remote(), timeout=5)
-            if info["pid"] != before["pid"]:
-                return info
-        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-            pass
-        assert time.monotonic() < deadline, "controller did not come back"
-        time.sleep(0.2)
-
-
 def test_controller_restart_keeps_actors_and_still_repairs_node_loss(sim_cluster, client) -> None:
     from ray.experimental import internal_kv
     from ray.util.placement_group import placement_group, placement_group_table
@@ -284,7 +269,7 @@ def test_controller_restart_keeps_actors_and_still_repairs_node_loss(sim_cluster
         f"{journal.key.encode().hex()}.d.broken", b"not a pickle", namespace=KV_NAMESPACE
     )
 
-    info = _restart_controller(client)
+    info = restart_placement_controller(client)
     assert info["restored"] == 1 and info["watching"]
     # Locality survives the restart: the inventory reports were kept.
     held = {(i["key"], i["nbytes"]) for i in ray.get(client.actor.inventory.remote(doomed))}

@@ -20,6 +20,7 @@ import ray.cloudpickle
 from pydantic import BaseModel, SecretStr
 
 from placement import CONTROLLER_NAME, Decision, Demand, PlacementClient, PlacementController
+from tests.harness import restart_placement_controller
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -46,22 +47,6 @@ def _assert_no_secret(secrets: list[str]) -> int:
             assert secret.encode() not in key, f"secret in journal key {key!r}"
             assert secret.encode() not in value, f"secret {secret!r} in journal entry {key!r}"
     return len(kv)
-
-
-def _restart_controller(client: PlacementClient) -> dict:
-    """Kills the controller's process (as an OOM kill would) and waits for Ray to restart it."""
-    before = ray.get(client.actor.info.remote())
-    ray.kill(client.actor, no_restart=False)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            info = ray.get(client.actor.info.remote(), timeout=5)
-            if info["pid"] != before["pid"]:
-                return info
-        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-            pass
-        assert time.monotonic() < deadline, "controller did not come back"
-        time.sleep(0.2)
 
 
 # ---------------------------------------------------------------------------- sealing, no cluster
@@ -187,7 +172,7 @@ async def test_journal_holds_no_secret_and_an_adopted_agent_relaunches_with_its_
         assert lost == sim_cluster.nodes["vault-a"]
         assert _assert_no_secret([key, secret]) > 0
 
-        info = _restart_controller(rt.placement)
+        info = restart_placement_controller(rt.placement)
         assert info["restored"] == 1
         # The adopted launcher resolves its credentials from the namespace's holder.
         journal = Journal(f"{namespace}/{CONTROLLER_NAME}")
@@ -242,7 +227,7 @@ def test_relaunch_without_its_secrets_fails_with_a_typed_error(sim_cluster, name
         _assert_no_secret(list(options.values()))
         # The holder dies with the controller (as a head-node restart would take both).
         ray.kill(ray.get_actor(f"{CONTROLLER_NAME}.secrets", namespace=namespace))
-        assert _restart_controller(client)["restored"] == 1
+        assert restart_placement_controller(client)["restored"] == 1
         sim_cluster.add("vault-doomed-2", num_cpus=2, resources={"doomed": 1})
         sim_cluster.kill("vault-doomed")
         deadline = time.monotonic() + 60
@@ -274,7 +259,7 @@ def test_each_namespace_adopts_only_its_own_journal(sim_cluster) -> None:
                 client.place_sync(
                     Demand(name=name, cpus=0.01, reserve=False), _Noop(client.namespace)
                 )
-        info = _restart_controller(a)
+        info = restart_placement_controller(a)
         assert info["restored"] == 2
         assert sorted(d.name for d in a.decisions_sync()) == ["only-a", "shared"]
         assert sorted(d.name for d in b.decisions_sync()) == ["only-b", "shared"]
