@@ -4,12 +4,13 @@ fit, impossible demands, and re-placement with state intact when a node dies."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from academy_ray import AgentResources, AgentUnavailableError, Runtime
+from academy_ray import AgentResources, AgentStartupError, AgentUnavailableError, Runtime
 from placement import InfeasibleDemandError
 from tests.academy_ray.agents import Counter, Journal
 from tests.harness import SimCluster
@@ -109,3 +110,20 @@ async def test_agents_outlive_a_placement_controller_crash(rt: Runtime) -> None:
     assert await agent.add(1) == 6
     decision = await rt.explain("steady")
     assert decision is not None and decision.node_id == before.node_id
+
+
+async def test_agent_placed_on_a_node_that_cannot_see_its_file_store_fails_clearly(
+    rt: Runtime, sim_cluster: SimCluster, tmp_path: Path
+) -> None:
+    """A file:// folder is per node: the agent's next node (here: the GPU node) sees the same path, but
+    not the first node's checkpoints; it must say so instead of starting empty."""
+    first = await rt.launch(Journal, name="nodebound", resources={"custom": {"ssd": 1}})
+    assert (await first.info()).node_id == sim_cluster.nodes["cpu-b"]
+    await first.append(1)
+    await rt.stop("nodebound")
+    folder = tmp_path / "ckpt"
+    shutil.move(folder, tmp_path / "on-cpu-b-only")  # what the GPU node's own disk holds: nothing
+    folder.mkdir()
+    with pytest.raises(AgentStartupError, match="not the storage"):
+        await rt.launch(Journal, name="nodebound", resources=AgentResources(num_cpus=1, num_gpus=1))
+    assert not list(folder.glob("*/nodebound/checkpoints/*"))  # nothing written over the evidence
