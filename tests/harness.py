@@ -20,6 +20,7 @@ __all__ = [
     "FAST_HEALTH_CHECKS",
     "MAX_VOLUMES",
     "S3Server",
+    "Served",
     "SimCluster",
     "free_port",
     "free_port_pair",
@@ -224,3 +225,25 @@ def restart_placement_controller(client: Any) -> dict[str, Any]:
         if time.monotonic() > deadline:
             raise TimeoutError("the placement controller did not come back within 60 s")
         time.sleep(0.2)
+
+
+class Served:
+    """A running serving app: its URL, key, config and handles to its parts."""
+
+    def __init__(self, url: str, api_key: str, config: Any) -> None:
+        self.url = url
+        self.api_key = api_key
+        self.config = config
+
+    def replica_stats(self) -> Any:
+        from ray import serve
+
+        handle = serve.get_deployment_handle("ModelServer", app_name=self.config.app_name)
+        return handle.stats.remote().result()
+
+    def cache_stats(self) -> Any:
+        import ray
+
+        from serving.cache import node_cache
+
+        return ray.get(node_cache(self.config.cache).stats.remote())

@@ -12,6 +12,7 @@ import pytest
 from serving.spec import ModelSpec
 from serving.storage import publish_model
 from serving.tiny import make_tiny_llama
+from tests.harness import Served, free_port
 
 N_MODELS = 4
 
@@ -66,36 +67,6 @@ def cache_root(tmp_path: Path) -> str:
     return os.fspath(root)
 
 
-class Served:
-    """A running serving app: its URL, key, config and handles to its parts."""
-
-    def __init__(self, url: str, api_key: str, config) -> None:
-        self.url = url
-        self.api_key = api_key
-        self.config = config
-
-    def replica_stats(self):
-        from ray import serve
-
-        handle = serve.get_deployment_handle("ModelServer", app_name=self.config.app_name)
-        return handle.stats.remote().result()
-
-    def cache_stats(self):
-        import ray
-
-        from serving.cache import node_cache
-
-        return ray.get(node_cache(self.config.cache).stats.remote())
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def served(ray_local, s3_specs, bad_specs, tmp_path_factory) -> Iterator[Served]:
     """The four tiny models plus two broken ones on ONE replica that holds at most two."""
@@ -121,7 +92,7 @@ def served(ray_local, s3_specs, bad_specs, tmp_path_factory) -> Iterator[Served]
             namespace=f"serving-test-{uuid.uuid4().hex[:8]}",
         ),
     )
-    url = serve_models([*s3_specs, *bad_specs], config, port=_free_port())
+    url = serve_models([*s3_specs, *bad_specs], config, port=free_port())
     yield Served(url, key, config)
     stop_models(config)
     serve.shutdown()

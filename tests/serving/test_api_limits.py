@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from serving.spec import ModelSpec
-from tests.serving.conftest import Served, _free_port
+from tests.harness import Served, free_port
 
 BIG_PROMPT_BYTES = 4 << 20
 
@@ -54,7 +54,7 @@ def limited(ray_local, s3_specs: list[ModelSpec], tmp_path_factory) -> Iterator[
             namespace=f"limits-{uuid.uuid4().hex[:8]}",
         ),
     )
-    url = serve_models(s3_specs[:2], config, port=_free_port())
+    url = serve_models(s3_specs[:2], config, port=free_port())
     yield Served(url, "", config)
     stop_models(config)
     serve.shutdown()

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.serving.conftest import Served
+from tests.harness import Served
 
 
 def _complete(client: openai.OpenAI, model: str, prompt: str = "The agent asked the model") -> Any:

@@ -10,7 +10,7 @@ import psutil
 import pytest
 import ray
 
-from tests.serving.conftest import Served
+from tests.harness import Served
 
 pytestmark = pytest.mark.chaos
 

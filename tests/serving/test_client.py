@@ -11,7 +11,7 @@ from serving.errors import (
     ModelNotFoundError,
     PayloadTooLargeError,
 )
-from tests.serving.conftest import Served
+from tests.harness import Served
 
 
 async def test_async_client_completes_chats_and_streams(served: Served) -> None:

@@ -7,7 +7,6 @@ Weights come from a ``file://`` store (no S3 server needed on a GPU machine).
 from __future__ import annotations
 
 import json
-import socket
 import urllib.request
 import uuid
 from pathlib import Path
@@ -15,14 +14,10 @@ from typing import Any
 
 import pytest
 
+from tests.harness import free_port
+
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _complete(url: str, model: str) -> str:
@@ -65,7 +60,7 @@ def test_evicted_model_sleeps_and_wakes_without_reload(
         cache=CacheConfig(root=str(tmp_path / "cache"), namespace=namespace),
         placement=ReplicaPlacement(namespace=namespace),
     )
-    url = serve_models(specs, config, port=_free_port())
+    url = serve_models(specs, config, port=free_port())
     try:
         first = _complete(url, "gpu-0")
         _complete(url, "gpu-1")  # evicts gpu-0: it goes to sleep

@@ -3,7 +3,6 @@ length, tokens/s and requests by status."""
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.request
 import uuid
@@ -15,12 +14,7 @@ import pytest
 import ray
 
 from serving.spec import ModelSpec
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.harness import free_port
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +28,7 @@ def metrics_served(
     from serving.cache import CacheConfig, kill_node_caches
 
     ray.shutdown()  # the shared embedded Ray is started again on demand by the other tests' fixtures
-    metrics_port = _free_port()
+    metrics_port = free_port()
     ray.init(
         address="local",
         num_cpus=4,
@@ -51,7 +45,7 @@ def metrics_served(
         cache=CacheConfig(root=str(cache_root), namespace=f"metrics-{uuid.uuid4().hex[:6]}"),
     )
     try:
-        url = serve_models([s3_specs[0]], config, port=_free_port())
+        url = serve_models([s3_specs[0]], config, port=free_port())
         yield url, metrics_port
     finally:
         stop_models(config)

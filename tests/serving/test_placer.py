@@ -17,19 +17,12 @@ from serving.app import ServingConfig, serve_models, stop_models
 from serving.cache import CacheConfig, kill_node_caches, node_cache
 from serving.placer import ReplicaPlacement, placer_name, slot_name
 from serving.spec import ModelSpec
+from tests.harness import free_port
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-PORT = _free_port()  # Serve keeps the HTTP options of its first start: one port per module
+PORT = free_port()  # Serve keeps the HTTP options of its first start: one port per module
 
 
 def _complete(url: str, model: str) -> dict[str, Any]:

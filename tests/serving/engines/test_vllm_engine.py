@@ -7,7 +7,6 @@ Locally the test skips when that venv is missing; under CI (``CI=true``) a missi
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 
 from serving.engines.vllm_cpu import vllm_venv
 from serving.spec import ModelSpec
+from tests.harness import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -27,12 +27,6 @@ def _venv_or_skip() -> Path:
             pytest.fail(f"no vLLM CPU venv at {venv}: CI must run scripts/vllm-cpu-venv.sh first")
         pytest.skip(f"no vLLM CPU venv at {venv} (run scripts/vllm-cpu-venv.sh)")
     return venv
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_vllm_cpu_serves_switches_and_streams(
@@ -64,7 +58,7 @@ def test_vllm_cpu_serves_switches_and_streams(
             namespace=f"vllm-test-{uuid.uuid4().hex[:8]}",
         ),
     )
-    url = serve_models(specs, config, port=_free_port())
+    url = serve_models(specs, config, port=free_port())
     try:
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=300)
         prompt = "The agent asked the model to rank candidate linkers"  # 5+ tokens (vLLM CPU)
