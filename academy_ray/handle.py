@@ -39,6 +39,10 @@ RESTART_WAIT_S = 60.0
 restarts is held back by Ray, unsent, and sent again once the agent is back; only a call that was in flight
 when the process died gets `AgentUnavailableError`)."""
 
+NAME_SETTLE_S = 5.0
+"""After the controller has finished placing an agent again, how long a lookup keeps looking for the new
+copy's name (Ray registers a new actor's name a moment after its creation was requested)."""
+
 REPLACEMENT_WAIT_S = 60.0
 """How long a lookup waits for an agent that its placement controller is placing again after node loss
 (its name is free between the old copy's removal and the new one's creation)."""
@@ -83,6 +87,7 @@ def lookup_actor_waiting(name: str, namespace: str, wait_s: float = REPLACEMENT_
         AgentUnavailableError: Still being placed again after ``wait_s`` seconds.
     """
     deadline = time.monotonic() + wait_s
+    replaced_at: float | None = None  # when the controller last said it was placing the agent again
     while True:
         try:
             return lookup_actor(name, namespace)
@@ -94,7 +99,9 @@ def lookup_actor_waiting(name: str, namespace: str, wait_s: float = REPLACEMENT_
                 )
             except ray.exceptions.RayError:
                 replacing = False
-            if not replacing:
+            if replacing:
+                replaced_at = time.monotonic()
+            elif replaced_at is None or time.monotonic() - replaced_at > NAME_SETTLE_S:
                 raise
         if time.monotonic() > deadline:
             raise AgentUnavailableError(name, f"still being placed again after {wait_s} s: retry")
@@ -106,6 +113,7 @@ async def lookup_actor_waiting_async(
 ) -> Any:
     """`lookup_actor_waiting` without blocking the event loop."""
     deadline = time.monotonic() + wait_s
+    replaced_at: float | None = None
     while True:
         try:
             return await lookup_actor_async(name, namespace)
@@ -117,7 +125,9 @@ async def lookup_actor_waiting_async(
                 )
             except (ray.exceptions.RayError, TimeoutError):
                 replacing = False
-            if not replacing:
+            if replacing:
+                replaced_at = time.monotonic()
+            elif replaced_at is None or time.monotonic() - replaced_at > NAME_SETTLE_S:
                 raise
         if time.monotonic() > deadline:
             raise AgentUnavailableError(name, f"still being placed again after {wait_s} s: retry")

@@ -68,7 +68,7 @@ from examples.mof.pipeline import (
     stop_all,
 )
 from examples.mof.records import FINAL, FUNNEL
-from tests.harness import FAST_HEALTH_CHECKS, S3Server
+from tests.harness import S3Server, fast_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -149,19 +149,10 @@ class Fault(BaseModel):
 
 def start_cluster() -> Any:
     """Head (1 CPU) + two workers (2 CPUs each), fast health checks; Ray connected to it."""
-    from ray.cluster_utils import Cluster
-
     # Workers import `examples.mof`: they inherit this environment from the node processes.
     paths = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 1,
-            "include_dashboard": False,
-            "_system_config": FAST_HEALTH_CHECKS,
-        },
-    )
+    cluster = fast_cluster()
     for _ in range(2):
         cluster.add_node(num_cpus=WORKER_CPUS)
     cluster.wait_for_nodes()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import FAST_HEALTH_CHECKS, S3Server, SimCluster, wait_alive
+from tests.harness import S3Server, SimCluster, fast_cluster, wait_alive
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
@@ -108,17 +108,9 @@ def sim_cluster() -> Iterator[SimCluster]:
     the shared ``local_ray`` fixture) and the cluster is shut down at the end of the module.
     """
     import ray
-    from ray.cluster_utils import Cluster
 
     ray.shutdown()
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 1,
-            "include_dashboard": False,
-            "_system_config": FAST_HEALTH_CHECKS,
-        },
-    )
+    cluster = fast_cluster()
     sim = SimCluster(cluster)
     sim.nodes["head"] = cluster.head_node.node_id
     try:

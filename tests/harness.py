@@ -22,6 +22,7 @@ __all__ = [
     "S3Server",
     "Served",
     "SimCluster",
+    "fast_cluster",
     "free_port",
     "free_port_pair",
     "restart_placement_controller",
@@ -247,3 +248,18 @@ class Served:
         from serving.cache import node_cache
 
         return ray.get(node_cache(self.config.cache).stats.remote())
+
+
+def fast_cluster() -> Any:
+    """A ``ray.cluster_utils.Cluster`` with its head node only (1 CPU, no dashboard) and
+    `FAST_HEALTH_CHECKS`; add worker nodes with ``cluster.add_node(...)``."""
+    from ray.cluster_utils import Cluster
+
+    return Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "include_dashboard": False,
+            "_system_config": FAST_HEALTH_CHECKS,
+        },
+    )
