@@ -26,6 +26,11 @@ class ModelSpec(BaseModel):
         max_context: context length in tokens; ``None`` reads ``max_position_embeddings`` from config.
         storage_options: fsspec keyword arguments for ``weights_uri`` (credentials, endpoint).
         owned_by: OpenAI's ``owned_by`` field in ``/v1/models``.
+        versioned: ``weights_uri`` holds versions (``versions/<name>/`` and ``current.json``,
+            see :mod:`serving.versions`) rather than one model folder.
+        version: a versioned spec pinned to this version (``None``: follow the current one); on
+            a concrete spec (:func:`serving.versions.resolve_version`), the version it is.
+        version_poll_seconds: how often replicas look for a new current version.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -38,6 +43,9 @@ class ModelSpec(BaseModel):
     max_context: int | None = Field(default=None, gt=0)
     storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
     owned_by: str = "academy-ray"
+    versioned: bool = False
+    version: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    version_poll_seconds: float = Field(default=2.0, gt=0)
 
     @field_validator("weights_uri")
     @classmethod
