@@ -1,0 +1,167 @@
+"""Tier-aware routing: which replica serves a request, and what it evicts to make room.
+
+Order of preference (ties broken by the replica's queue, then by what must be evicted):
+
+1. a replica where the model is **resident** (least loaded first); while every copy is saturated
+   (``spill_factor * concurrency`` requests queued on each) and the model may have more copies, a
+   new copy is started instead, by the tiers below;
+2. a replica already **loading** it (join that load rather than start a second one);
+3. a replica where it is **parked** (asleep in host memory: waking is a copy, not a restart);
+4. a replica whose node's **disk** cache holds the weights;
+5. any replica (**remote**: the weights come from object storage).
+
+A model is evicted from a replica only if the rules of :func:`evictable` allow it: never the last
+loaded copy of a model that had traffic within the demand window, never below its
+``min_replicas``, never while it has requests on that replica. When no replica can take the model
+without breaking them, :meth:`Router.route` answers ``None`` and the caller waits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from pydantic import BaseModel, Field
+
+from serving.policy.demand import ModelDemand
+from serving.policy.view import ClusterView, ModelTargets, ReplicaView, Tier
+
+_NO_DEMAND = ModelDemand(
+    model_id="", rate=0.0, in_flight=0, latency_s=0.0, last_request_s=None, active=False
+)
+
+
+class Route(BaseModel):
+    """Where one request goes.
+
+    Attributes:
+        replica_id: the replica chosen.
+        model_id: the model asked for.
+        tier: where that replica gets the model from.
+        evict: models the replica evicts (parks or unloads) first, to make room.
+    """
+
+    replica_id: str
+    model_id: str
+    tier: Tier
+    evict: list[str] = Field(default_factory=list)
+
+
+def evictable(
+    model_id: str,
+    replica: ReplicaView,
+    cluster: ClusterView,
+    demand: Mapping[str, ModelDemand],
+    targets: Mapping[str, ModelTargets],
+) -> bool:
+    """Whether ``replica`` may evict ``model_id`` now (see the module docstring for the rules)."""
+    if model_id not in replica.resident or replica.model_queue.get(model_id, 0) > 0:
+        return False
+    copies = sum(1 for r in cluster.replicas if model_id in r.resident)
+    target = targets.get(model_id)
+    if target is not None and copies <= target.min_replicas:
+        return False
+    return not (demand.get(model_id, _NO_DEMAND).active and copies <= 1)
+
+
+def victims(
+    replica: ReplicaView,
+    room: float,
+    cluster: ClusterView,
+    demand: Mapping[str, ModelDemand],
+    targets: Mapping[str, ModelTargets],
+) -> list[str] | None:
+    """The models ``replica`` evicts to free ``room``: ``[]`` if it has room, ``None`` if it cannot.
+
+    Idle models go first, then those with more copies elsewhere, then the least requested, then the
+    least recently used here.
+    """
+    missing = room - replica.free
+    if missing <= 1e-9:
+        return []
+
+    def order(model_id: str) -> tuple[bool, int, float, float]:
+        d = demand.get(model_id, _NO_DEMAND)
+        copies = sum(1 for r in cluster.replicas if model_id in r.resident)
+        return (d.active, -copies, d.rate, replica.last_used.get(model_id, -math.inf))
+
+    chosen: list[str] = []
+    for model_id in sorted(replica.resident, key=order):
+        if not evictable(model_id, replica, cluster, demand, targets):
+            continue
+        chosen.append(model_id)
+        missing -= replica.resident[model_id]
+        if missing <= 1e-9:
+            return chosen
+    return None
+
+
+def new_copy(
+    model_id: str,
+    cluster: ClusterView,
+    demand: Mapping[str, ModelDemand],
+    targets: Mapping[str, ModelTargets],
+) -> Route | None:
+    """The best replica to start a new copy of ``model_id`` on (parked > disk > remote), or None."""
+    target = targets.get(model_id) or ModelTargets(model_id=model_id)
+    best: tuple[tuple[int, int, int, float], Route] | None = None
+    for replica in cluster.replicas:
+        if not replica.accepting or replica.holds(model_id) or replica.capacity < target.size:
+            continue
+        evict = victims(replica, target.size, cluster, demand, targets)
+        if evict is None:
+            continue
+        tier = replica.tier(model_id, cluster.disk_of(replica))
+        key = (int(tier), replica.queue, len(evict), -replica.free)
+        if best is None or key < best[0]:
+            best = (
+                key,
+                Route(replica_id=replica.replica_id, model_id=model_id, tier=tier, evict=evict),
+            )
+    return None if best is None else best[1]
+
+
+class Router:
+    """Chooses a replica for each request (see the module docstring).
+
+    Args:
+        spill_factor: a resident copy counts as saturated once the model has ``spill_factor *
+            concurrency`` requests on it; when every copy is, a new copy is started (if the
+            model's ``max_replicas`` allows and some replica can take it).
+    """
+
+    def __init__(self, spill_factor: float = 2.0) -> None:
+        if spill_factor <= 0:
+            raise ValueError(f"spill_factor must be > 0, got {spill_factor}")
+        self.spill_factor = spill_factor
+
+    def route(
+        self,
+        model_id: str,
+        cluster: ClusterView,
+        demand: Mapping[str, ModelDemand],
+        targets: Mapping[str, ModelTargets],
+    ) -> Route | None:
+        """The replica for one request of ``model_id``; ``None`` when none can take it now."""
+        target = targets.get(model_id) or ModelTargets(model_id=model_id)
+        live = [r for r in cluster.replicas if r.accepting]
+        resident = [r for r in live if model_id in r.resident]
+        if resident:
+            best = min(resident, key=lambda r: (r.model_queue.get(model_id, 0), r.queue))
+            saturated = best.model_queue.get(model_id, 0) >= self.spill_factor * target.concurrency
+            copies = len(cluster.copies(model_id))
+            may_grow = target.max_replicas is None or copies < target.max_replicas
+            loading = [r for r in live if model_id in r.loading]
+            if saturated and loading:
+                joined = min(loading, key=lambda r: r.queue)
+                return Route(replica_id=joined.replica_id, model_id=model_id, tier=Tier.LOADING)
+            if saturated and may_grow:
+                spill = new_copy(model_id, cluster, demand, targets)
+                if spill is not None:
+                    return spill
+            return Route(replica_id=best.replica_id, model_id=model_id, tier=Tier.RESIDENT)
+        loading = [r for r in live if model_id in r.loading]
+        if loading:
+            joined = min(loading, key=lambda r: r.queue)
+            return Route(replica_id=joined.replica_id, model_id=model_id, tier=Tier.LOADING)
+        return new_copy(model_id, cluster, demand, targets)
