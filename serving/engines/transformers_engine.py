@@ -116,8 +116,10 @@ class TransformersEngine(TokenizerPrompts):
         emitted = ""
         next_input = ids
         finish: str = "length"
-        with torch.inference_mode():
-            for _ in range(params.max_tokens):
+        # Inference mode is entered per step, never across a yield: it is a thread-local stack,
+        # and generations interleaved on the engine thread would otherwise pop each other's mode.
+        for _ in range(params.max_tokens):
+            with torch.inference_mode():
                 kwargs = {self._cache_kw: past} if past is not None else {}
                 out = self._model(input_ids=next_input, use_cache=True, **kwargs)
                 past = getattr(out, self._cache_kw, None)
@@ -134,26 +136,26 @@ class TransformersEngine(TokenizerPrompts):
                         probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
                     # Sampled on the CPU: one seed gives the same tokens on every device.
                     token = int(torch.multinomial(probs.cpu(), 1, generator=generator))
-                if token == eos:
-                    finish = "stop"
-                    break
-                generated.append(token)
-                pending += 1
-                next_input = torch.tensor([[token]], device=self.device)
-                text = self._tokenizer.decode(generated, skip_special_tokens=True)
-                if text.endswith("\ufffd"):
-                    continue  # an incomplete UTF-8 sequence: wait for the next token
-                cut = find_stop(text, params.stop)
-                if cut >= 0:
-                    delta = text[len(emitted) : cut]
-                    yield GenerationChunk(text=delta, tokens=pending)
-                    pending = 0
-                    finish = "stop"
-                    emitted = text[:cut]
-                    break
-                yield GenerationChunk(text=text[len(emitted) :], tokens=pending)
+            if token == eos:
+                finish = "stop"
+                break
+            generated.append(token)
+            pending += 1
+            next_input = torch.tensor([[token]], device=self.device)
+            text = self._tokenizer.decode(generated, skip_special_tokens=True)
+            if text.endswith("\ufffd"):
+                continue  # an incomplete UTF-8 sequence: wait for the next token
+            cut = find_stop(text, params.stop)
+            if cut >= 0:
+                delta = text[len(emitted) : cut]
+                yield GenerationChunk(text=delta, tokens=pending)
                 pending = 0
-                emitted = text
+                finish = "stop"
+                emitted = text[:cut]
+                break
+            yield GenerationChunk(text=text[len(emitted) :], tokens=pending)
+            pending = 0
+            emitted = text
         if pending:
             text = self._tokenizer.decode(generated, skip_special_tokens=True)
             yield GenerationChunk(text=text[len(emitted) :], tokens=pending)
