@@ -25,6 +25,7 @@ from academy_ray.exception import (
     AgentUnavailableError,
 )
 from academy_ray.info import AgentInfo
+from academy_ray.local_calls import LocalRunner, copy_arguments, copy_error, copy_value, hosted
 from academy_ray.names import find_registry
 from academy_ray.payload import DEFAULT_MAX_PAYLOAD_BYTES, check_payload
 from placement import PlacementClient
@@ -233,7 +234,16 @@ class Handle(Generic[AgentT]):
             before anything is sent.
     """
 
-    __slots__ = ("_actor", "_callers", "max_payload_bytes", "name", "namespace", "timeout")
+    __slots__ = (
+        "_actor",
+        "_callers",
+        "calls_in_process",
+        "calls_through_ray",
+        "max_payload_bytes",
+        "name",
+        "namespace",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -249,6 +259,10 @@ class Handle(Generic[AgentT]):
         self.max_payload_bytes = max_payload_bytes
         self._actor: Any = None
         self._callers: dict[str, Callable[..., Coroutine[Any, Any, Any]]] = {}
+        self.calls_in_process = 0
+        """Action calls this handle ran directly in the agent's runner (the agent shares the process)."""
+        self.calls_through_ray = 0
+        """Action calls this handle sent through Ray."""
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_handle, (self.name, self.namespace, self.timeout, self.max_payload_bytes))
@@ -298,7 +312,10 @@ class Handle(Generic[AgentT]):
     async def action(self, action: str, /, *args: Any, **kwargs: Any) -> Any:
         """Calls ``action`` with the arguments and returns its result.
 
-        Cancelling the awaiting task cancels the remote action.
+        Cancelling the awaiting task cancels the remote action. When the agent is hosted in the caller's
+        own process (co-hosted in its pool, or the agent calling itself), the call runs directly on the
+        agent's event loop with the same checks, copies and errors (see `academy_ray.local_calls`); once
+        the agent has left the process, calls go through Ray again.
 
         Raises:
             ActionNotFoundError: The agent has no such action.
@@ -311,9 +328,46 @@ class Handle(Generic[AgentT]):
             Exception: Whatever the action raised, as its own type.
         """
         check_payload(self.name, action, args, kwargs, self.max_payload_bytes)
+        runner = hosted(self.namespace, self.name)
+        if runner is not None:
+            copied = copy_arguments(args, kwargs)
+            if copied is not None:
+                self.calls_in_process += 1
+                return await self._call_in_process(runner, action, *copied)
+        self.calls_through_ray += 1
         if self._actor is None:
             await self._resolve()
-        return await self._call("agent_call", self.name, action, *args, **kwargs)
+            return await self._call("agent_call", self.name, action, *args, **kwargs)
+        try:
+            return await self._call("agent_call", self.name, action, *args, **kwargs)
+        except AgentNotFoundError as error:
+            if (error.name, error.namespace) != (self.name, self.namespace):
+                raise  # raised by the action itself, about another agent
+            # The host this handle knew no longer has the agent (stopped there, now in another pool):
+            # the call did not run; look the agent up again and send it there.
+            self._actor = None
+            await self._resolve()
+            return await self._call("agent_call", self.name, action, *args, **kwargs)
+
+    async def _call_in_process(
+        self, runner: LocalRunner, action: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Runs the call in the runner of an agent on this event loop: the remote path's semantics."""
+        scope = None if self.timeout is None else asyncio.timeout(self.timeout)
+        try:
+            if scope is None:
+                result = await runner.call(action, args, kwargs)
+            else:
+                async with scope:
+                    result = await runner.call(action, args, kwargs)
+        except Exception as error:
+            if scope is not None and scope.expired() and isinstance(error, TimeoutError):
+                raise ActionTimeoutError(
+                    f"call to agent {self.name!r} did not return within {self.timeout} s; it was "
+                    "cancelled"
+                ) from None
+            raise copy_error(error) from None
+        return copy_value(result)
 
     async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Submits a host method and awaits it; while the agent restarts, waits and sends it again.

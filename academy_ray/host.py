@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import warnings
@@ -11,6 +12,7 @@ from typing import Any
 
 import ray
 
+from academy_ray import local_calls
 from academy_ray.exception import AgentError, AgentExistsError, AgentNotFoundError
 from academy_ray.registry import POOL_PREFIX, registry_actor
 from academy_ray.runner import AgentRunner
@@ -67,26 +69,33 @@ class AgentHost:
             raise AgentExistsError(spec.name, spec.namespace)
         runner = AgentRunner(spec)
         self._runners[spec.name] = runner
+        local_calls.register(spec.namespace, spec.name, runner)
         task = asyncio.get_running_loop().create_task(runner.run())
         self._tasks.add(task)
-        task.add_done_callback(self._on_runner_done)
+        task.add_done_callback(functools.partial(self._on_runner_done, runner))
         return runner
 
-    def _on_runner_done(self, task: asyncio.Task[None]) -> None:
+    def _on_runner_done(self, runner: AgentRunner, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if self._pool is not None:
-            self._forget_finished()
+            self._forget(runner)
         if not self._tasks:
             asyncio.get_running_loop().call_later(SELF_EXIT_DELAY_S, self._exit)
 
-    def _forget_finished(self) -> None:
+    def _forget(self, runner: AgentRunner) -> None:
         """In a pool, a finished agent leaves: its name is free for a new agent."""
+        name = runner.spec.name
+        if self._runners.get(name) is not runner:
+            return  # removed already, or a new agent of that name runs meanwhile
+        self._drop(runner)
         registry = registry_actor(self._namespace, create=False)
-        for name, runner in list(self._runners.items()):
-            if runner.done.is_set():
-                del self._runners[name]
-                if registry is not None:
-                    registry.unregister.remote(name)
+        if registry is not None:
+            registry.unregister.remote(name)
+
+    def _drop(self, runner: AgentRunner) -> None:
+        """Removes a runner from this host (and from in-process calls)."""
+        self._runners.pop(runner.spec.name, None)
+        local_calls.unregister(runner.spec.namespace, runner.spec.name, runner)
 
     def _exit(self) -> None:
         if self._tasks:  # an agent was added meanwhile
@@ -139,7 +148,8 @@ class AgentHost:
             await runner.ready.wait()
             runner.request_shutdown()
             await runner.done.wait()
-        self._runners.pop(agent, None)
+        if self._runners.get(agent) is runner:
+            self._drop(runner)
 
     async def agent_ready(self, agent: str) -> AgentInfo:
         """Waits until the agent serves calls; raises `AgentStartupError` if its startup failed."""
@@ -200,4 +210,5 @@ class AgentHost:
             last_checkpoint_at=last.created if last is not None else None,
             checkpoint_pending=persistence.dirty if persistence is not None else False,
             notes=list(persistence.notes) if persistence is not None else [],
+            stats=runner.metrics.snapshot(),
         )
