@@ -2,6 +2,8 @@
 
 * :class:`ModelSpec` / :class:`ModelRegistry`: what models exist and where their weights live.
 * :func:`publish_model`: upload a local model folder with its checksum manifest.
+* :func:`publish_version`: publish a new version of a versioned model; replicas move to it
+  (:mod:`serving.versions`).
 * :class:`ModelCache` / :func:`node_cache`: the per-node model cache (object storage -> local disk).
 * :mod:`serving.engines`: the ``Engine`` protocol, transformers and vLLM engines.
 * :func:`build_app` / :func:`serve_models`: the Serve app (OpenAI-compatible HTTP API).
@@ -24,6 +26,14 @@ from serving.errors import (
 )
 from serving.spec import EngineKind, ModelRegistry, ModelSpec
 from serving.storage import Manifest, fetch_model, publish_model
+from serving.versions import (
+    ModelVersion,
+    VersionExistsError,
+    current_version,
+    publish_version,
+    resolve_version,
+    set_current_version,
+)
 
 __all__ = [
     "AuthenticationError",
@@ -42,11 +52,17 @@ __all__ = [
     "ModelNotFoundError",
     "ModelRegistry",
     "ModelSpec",
+    "ModelVersion",
     "ServingError",
+    "VersionExistsError",
     "WeightsError",
+    "current_version",
     "fetch_model",
     "node_cache",
     "publish_model",
+    "publish_version",
+    "resolve_version",
+    "set_current_version",
 ]
 
 

@@ -198,7 +198,8 @@ class ModelCache:
         self.root = Path(config.root) / f"node-{node_id}" if node_id else Path(config.root)
         _secure_root(self.root)
         self._sink: InventorySink = sink or NullSink()
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()  # key = weights_uri, LRU first
+        # key = weights_uri (a versioned model's versions have a folder each), LRU first
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[_Entry]] = {}
         self._reserved = 0
         self._lock = asyncio.Lock()
@@ -383,7 +384,8 @@ class ModelCache:
     def _drop(self, entry: _Entry) -> None:
         self._entries.pop(entry.key, None)
         shutil.rmtree(entry.path, ignore_errors=True)
-        self._sink.evicted(self.node_id, entry.model_id)
+        if not any(e.model_id == entry.model_id for e in self._entries.values()):
+            self._sink.evicted(self.node_id, entry.model_id)  # no other version of it is held
 
     async def _make_room(self, nbytes: int, model_id: str) -> None:
         budget = self.config.budget_bytes

@@ -47,6 +47,7 @@ class Completion(BaseModel):
     finish_reason: str | None
     prompt_tokens: int
     completion_tokens: int
+    model_version: str | None = None
 
 
 def _raise_for(status: int, body: bytes) -> None:
@@ -117,6 +118,7 @@ class Client:
             model=model,
             text=choice["text"],
             finish_reason=choice["finish_reason"],
+            model_version=body.get("system_fingerprint"),
             prompt_tokens=body["usage"]["prompt_tokens"],
             completion_tokens=body["usage"]["completion_tokens"],
         )
@@ -131,6 +133,7 @@ class Client:
             model=model,
             text=choice["message"]["content"],
             finish_reason=choice["finish_reason"],
+            model_version=body.get("system_fingerprint"),
             prompt_tokens=body["usage"]["prompt_tokens"],
             completion_tokens=body["usage"]["completion_tokens"],
         )

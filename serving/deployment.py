@@ -18,6 +18,7 @@ from serving.engines import Engine, GenerationParams, make_engine
 from serving.errors import ContextLengthError, PayloadTooLargeError, ServingError
 from serving.metrics import get_metrics
 from serving.spec import ModelRegistry, ModelSpec
+from serving.versions import VersionFollower, resolve_version
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class LoadEvent(BaseModel):
     """One model switch on a replica."""
 
     model_id: str
+    version: str | None = Field(default=None, description="the version loaded (versioned models)")
     tier: str = Field(description="'object_storage' (cold), 'disk' (node cache) or 'parked'")
     seconds: float = Field(description="total switch time")
     cache_seconds: float = Field(description="time spent in the node cache (fetch included)")
@@ -62,6 +64,9 @@ class ReplicaStats(BaseModel):
     """Counters of one replica (``loads``/``unloads``: the latest ``ReplicaConfig.history``)."""
 
     resident: list[str] = Field(description="loaded models, least recently used first")
+    versions: dict[str, str] = Field(
+        default_factory=dict, description="versioned models: the version new requests go to"
+    )
     parked: list[str]
     loads: list[LoadEvent] = Field(description="the latest model loads, oldest first")
     unloads: list[str] = Field(description="the latest unloaded models, oldest first")
@@ -77,6 +82,10 @@ class LoadedModel:
 
     Serve calls ``__del__`` on eviction (and Python may call it again at garbage collection):
     :meth:`close` runs once, and waits for requests still generating on this model.
+
+    A new version of the model supersedes it (:meth:`supersede`): new requests go to the
+    successor (:meth:`newest`), this one drains and unloads; Serve keeps holding the first of the
+    chain, and evicting it closes the successors too.
     """
 
     def __init__(self, spec: ModelSpec, engine: Engine, owner: ModelServer) -> None:
@@ -87,6 +96,7 @@ class LoadedModel:
         self._closing = False
         self._closed = False
         self._lock = threading.Lock()
+        self.successor: LoadedModel | None = None
 
     def acquire(self) -> bool:
         """Marks a request in flight; False when the model is already being evicted."""
@@ -106,8 +116,33 @@ class LoadedModel:
         if finish:
             self._owner._finish_unload(self)
 
+    def newest(self) -> LoadedModel:
+        """The latest version loaded in this chain (``self`` unless superseded)."""
+        loaded = self
+        while loaded.successor is not None:
+            loaded = loaded.successor
+        return loaded
+
+    def supersede(self, successor: LoadedModel) -> bool:
+        """Hands new requests to ``successor``; this one unloads once drained.
+
+        Returns:
+            False when this model is being evicted already (the successor is not attached).
+        """
+        with self._lock:
+            if self._closing:
+                return False
+            self.successor = successor
+        self._drain()
+        return True
+
     def close(self) -> None:
-        """Evicts the model once: parks or unloads the engine after in-flight requests end."""
+        """Evicts the model and its successors: parks or unloads once in-flight requests end."""
+        if self.successor is not None:
+            self.successor.close()
+        self._drain()
+
+    def _drain(self) -> None:
         with self._lock:
             if self._closing:
                 return
@@ -153,6 +188,7 @@ class ModelServer:
         self._failures = 0
         self._inflight = 0
         self._metrics = get_metrics()
+        self._follower = VersionFollower(specs, self._loaded_version, self._upgrade)
 
         async def load(model_id: str) -> LoadedModel:
             return await self._load(model_id)
@@ -162,12 +198,40 @@ class ModelServer:
     # ------------------------------------------------------------------ loading
     async def _load(self, model_id: str) -> LoadedModel:
         self._loop = asyncio.get_running_loop()
+        self._follower.start()
         spec = self._registry.get(model_id)
+        if spec.versioned:
+            spec = await asyncio.to_thread(resolve_version, spec)
+        loaded = await self._load_spec(spec)
+        self._resident[model_id] = loaded
+        return loaded
+
+    def _loaded_version(self, model_id: str) -> str | None:
+        loaded = self._resident.get(model_id)
+        return None if loaded is None else loaded.spec.version
+
+    async def _upgrade(self, model_id: str, spec: ModelSpec) -> None:
+        """Loads version ``spec`` of a resident model beside the old one, then switches to it."""
+        current = self._resident.get(model_id)
+        if current is None:
+            return
+        loaded = await self._load_spec(spec)
+        if current.supersede(loaded):
+            self._resident[model_id] = loaded
+        else:  # evicted while the new version loaded
+            loaded.close()
+
+    async def _load_spec(self, spec: ModelSpec) -> LoadedModel:
+        model_id = spec.id
         if self._unreported_hits:
             self._report_hits()
         start = time.perf_counter()
         cache_seconds = 0.0
         engine = self._parked.pop(model_id, None)
+        if engine is not None and spec.version is not None:  # a parked engine may be stale
+            engine.unload()
+            self._cache.engine_unloaded.remote(model_id)
+            engine = None
         try:
             if engine is not None:
                 tier = "parked"
@@ -194,15 +258,14 @@ class ModelServer:
         self._loads.append(
             LoadEvent(
                 model_id=model_id,
+                version=spec.version,
                 tier=tier,
                 seconds=seconds,
                 cache_seconds=cache_seconds,
                 engine_seconds=seconds - cache_seconds,
             )
         )
-        loaded = LoadedModel(spec, engine, self)
-        self._resident[model_id] = loaded
-        return loaded
+        return LoadedModel(spec, engine, self)
 
     def _finish_unload(self, loaded: LoadedModel) -> None:
         """Parks (sleep mode) or unloads an evicted engine; runs once per loaded model."""
@@ -246,14 +309,14 @@ class ModelServer:
         from ray import serve
 
         model_id = serve.get_multiplexed_model_id()
-        spec = self._registry.get(model_id)
+        self._registry.get(model_id)
         self._check_prompt_size(request)
         self._inflight += 1
         self._metrics.queue(self._inflight)
         try:
             while True:
                 hot = model_id in self._resident
-                loaded = await self._get_model(model_id)
+                loaded = (await self._get_model(model_id)).newest()
                 if loaded.acquire():
                     break
             if model_id in self._resident:
@@ -265,7 +328,7 @@ class ModelServer:
                 if self._unreported_hits >= 32:
                     self._report_hits()
             try:
-                async for item in self._run(spec, loaded.engine, request):
+                async for item in self._run(loaded.spec, loaded.engine, request):
                     yield item
             finally:
                 loaded.release()
@@ -316,7 +379,7 @@ class ModelServer:
                 f"{prompt_tokens} tokens and max_tokens asks for {params.max_tokens} more",
                 param="max_tokens",
             )
-        yield {"prompt_tokens": prompt_tokens}
+        yield {"prompt_tokens": prompt_tokens, "model_version": spec.version}
         start, tokens = time.perf_counter(), 0
         async for chunk in engine.generate(prompt, params):
             tokens += chunk.tokens
@@ -335,6 +398,11 @@ class ModelServer:
         await self._report_hits()
         return ReplicaStats(
             resident=list(self._resident),
+            versions={
+                m: loaded.spec.version
+                for m, loaded in self._resident.items()
+                if loaded.spec.version is not None
+            },
             parked=list(self._parked),
             loads=list(self._loads),
             unloads=list(self._unloads),

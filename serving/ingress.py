@@ -138,6 +138,12 @@ async def _collect(stream: Any) -> tuple[str, int, str | None]:
     return "".join(parts), tokens, finish
 
 
+def _fingerprint(first: dict[str, Any]) -> dict[str, str]:
+    """OpenAI's ``system_fingerprint``: the model version that answered (versioned models)."""
+    version = first.get("model_version")
+    return {"system_fingerprint": version} if version else {}
+
+
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     return {
         "prompt_tokens": prompt_tokens,
@@ -413,6 +419,7 @@ class OpenAIIngress:
                     "object": "text_completion",
                     "created": created,
                     "model": req.model,
+                    **_fingerprint(first),
                     "choices": [
                         {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
                     ],
@@ -463,6 +470,7 @@ class OpenAIIngress:
                         "object": "chat.completion.chunk",
                         "created": created,
                         "model": req.model,
+                        **_fingerprint(first),
                         "choices": [{"index": 0, "delta": content, "finish_reason": finish}],
                     }
 
@@ -484,6 +492,7 @@ class OpenAIIngress:
                 "object": "chat.completion",
                 "created": created,
                 "model": req.model,
+                **_fingerprint(first),
                 "choices": [
                     {
                         "index": 0,
