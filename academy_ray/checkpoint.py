@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -71,6 +72,8 @@ class Persistence:
         self._durable_version = 0
         self._retry_task: asyncio.Task[None] | None = None
         self._interval_task: asyncio.Task[None] | None = None
+        self.on_saved: Callable[[float, int], None] | None = None
+        """Called with the seconds and bytes of each checkpoint made durable (the agent's metrics)."""
 
     async def _run_io(self, function: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -127,6 +130,11 @@ class Persistence:
         return self._version
 
     @property
+    def pending_changes(self) -> int:
+        """State changes not yet durable."""
+        return self._version - self._durable_version
+
+    @property
     def dirty(self) -> bool:
         """Whether changes are not yet durable."""
         return self._durable_version < self._version
@@ -149,6 +157,7 @@ class Persistence:
                 )
             # The commit point: the state is captured here, on the event loop, as an immutable snapshot.
             snapshot_version = self._version
+            started = time.perf_counter()
             fields = snapshot()
             encoded = encode_state_segments(fields, compression=self.policy.compression)  # type: ignore[arg-type]
             try:
@@ -165,6 +174,8 @@ class Persistence:
                 raise
             self.last = info
             self._durable_version = max(self._durable_version, snapshot_version)
+            if self.on_saved is not None:
+                self.on_saved(time.perf_counter() - started, info.size)
             return info  # type: ignore[no-any-return]
 
     def _fence(self, reason: str) -> CheckpointFencedError:

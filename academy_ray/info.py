@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from academy_ray.metrics import AgentStats
+
 AgentStatus = Literal["starting", "running", "stopping", "stopped", "failed", "unreachable"]
 """Life-cycle states an agent reports (``unreachable``: its host did not answer, e.g. while restarting)."""
 
@@ -29,3 +31,5 @@ class AgentInfo(BaseModel):
     last_checkpoint_at: datetime | None = None
     checkpoint_pending: bool = False
     notes: list[str] = Field(default_factory=list)
+    stats: AgentStats | None = None
+    """The agent's figures (calls, latency, checkpoints) from its host; see `academy_ray.metrics`."""

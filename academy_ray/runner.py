@@ -18,6 +18,7 @@ from academy_ray.exception import (
     AgentTerminatedError,
     CheckpointFencedError,
 )
+from academy_ray.metrics import AgentMetrics
 from academy_ray.payload import check_payload
 from academy_ray.spec import AgentSpec, AgentStatus
 from academy_ray.store import CheckpointInfo
@@ -100,6 +101,12 @@ class AgentRunner:
         self._gate = ActionGate()
         self._fenced: CheckpointFencedError | None = None
         self.persistence: Persistence | None = None
+        self.metrics = AgentMetrics(
+            spec.namespace,
+            spec.name,
+            self.agent_class.agent_actions(),
+            self.agent_class.agent_loops(),
+        )
         if spec.checkpoint is not None:
             self.persistence = Persistence(
                 spec.checkpoint,
@@ -108,6 +115,7 @@ class AgentRunner:
                 f"{spec.agent_class.__module__}.{spec.agent_class.__qualname__}",
                 on_fenced=self._stop_fenced,
             )
+            self.metrics.track(self.persistence)
         self._validators: dict[str, ActionValidator] = {}
         self._loops: dict[str, asyncio.Task[None]] = {}
 
@@ -154,6 +162,7 @@ class AgentRunner:
             fields = await self.persistence.activate()
             if fields is not None:
                 agent.agent_restore(fields)
+                self.metrics.restored("activation")
         await agent.agent_on_startup()
         if self.persistence is not None:
             self.persistence.start_background(agent.agent_checkpoint)
@@ -212,13 +221,14 @@ class AgentRunner:
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as error:
+                self.metrics.loop_restarted(loop_name)
                 policy = self.agent_class.agent_loop_error_policy
                 logger.exception(
                     "loop %r of agent %r raised (policy: %s)", loop_name, self.spec.name, policy
                 )
                 if policy == "shutdown":
-                    self.error = f"loop {loop_name!r} raised"
+                    self.error = f"loop {loop_name!r} raised {type(error).__name__}: {error}"
                     self._shutdown_event.set()
                     return
                 if policy == "ignore" or self._shutdown_event.is_set():
@@ -250,6 +260,23 @@ class AgentRunner:
 
     async def call(self, action: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Runs one action call and returns its result (or raises its exception with the traceback noted).
+
+        Every call is counted in `metrics` (by action and outcome, with its latency and the calls in flight).
+        """
+        metrics = self.metrics
+        metrics.call_started()
+        started = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            return await self._call(action, args, kwargs)
+        except BaseException as raised:
+            error = raised
+            raise
+        finally:
+            metrics.call_finished(action, time.perf_counter() - started, error)
+
+    async def _call(self, action: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """`call` without the metrics.
 
         The arguments' bounds are checked here, where the call lands, whatever the caller's handle did.
 
@@ -312,6 +339,7 @@ class AgentRunner:
         async def roll_back() -> CheckpointInfo:
             info, fields = await persistence.rollback(seq)
             agent.agent_restore(fields)
+            self.metrics.restored("rollback")
             return info
 
         result: CheckpointInfo = await self._gate.run_exclusive(roll_back)
