@@ -8,10 +8,14 @@
 * :mod:`serving.engines`: the ``Engine`` protocol, transformers and vLLM engines.
 * :func:`build_app` / :func:`serve_models`: the Serve app (OpenAI-compatible HTTP API).
 * :class:`Client`: the Python client agents use.
+* :class:`KeyRing` / :class:`ApiKey` / :func:`hash_key`: API keys per user or project (hashed, in a
+  key file reloaded on change); per-key limits and fair queueing in ``ServingConfig.users``;
+  ``python -m serving usage | new-key | revoke``.
 """
 
 from __future__ import annotations
 
+from serving.auth import ApiKey, KeyFile, KeyLimits, KeyRing, hash_key, load_key_file
 from serving.cache import CacheConfig, CacheStats, LocalModel, ModelCache, node_cache
 from serving.client import Client, Completion
 from serving.errors import (
@@ -20,7 +24,10 @@ from serving.errors import (
     ContextLengthError,
     EngineError,
     InvalidRequestError,
+    KeyFileError,
     ModelNotFoundError,
+    QueueFullError,
+    RateLimitError,
     ServingError,
     WeightsError,
 )
@@ -36,6 +43,7 @@ from serving.versions import (
 )
 
 __all__ = [
+    "ApiKey",
     "AuthenticationError",
     "CacheBudgetError",
     "CacheConfig",
@@ -46,6 +54,10 @@ __all__ = [
     "EngineError",
     "EngineKind",
     "InvalidRequestError",
+    "KeyFile",
+    "KeyFileError",
+    "KeyLimits",
+    "KeyRing",
     "LocalModel",
     "Manifest",
     "ModelCache",
@@ -53,11 +65,15 @@ __all__ = [
     "ModelRegistry",
     "ModelSpec",
     "ModelVersion",
+    "QueueFullError",
+    "RateLimitError",
     "ServingError",
     "VersionExistsError",
     "WeightsError",
     "current_version",
     "fetch_model",
+    "hash_key",
+    "load_key_file",
     "node_cache",
     "publish_model",
     "publish_version",

@@ -12,11 +12,13 @@ import ray
 from ray import serve
 
 from placement.errors import PlacementError
+from serving.auth import load_key_file
 from serving.builder import build_app
 from serving.config import LOCAL_HOSTS, ReplicaPlacement, ServingConfig, warn_if_exposed
 from serving.ingress import OpenAIIngress
 from serving.placer import remove_placer, replica_placer
 from serving.spec import ModelSpec
+from serving.usage import remove_usage_keeper
 
 __all__ = [
     "LOCAL_HOSTS",
@@ -57,9 +59,15 @@ def serve_models(
     nodes on one machine need ``"HeadOnly"``: their proxies would share one port). Ray is joined or
     started explicitly (`ensure_ray`: ``address``, else ``RAY_ADDRESS``, else an embedded local Ray)
     unless this process is connected already.
+
+    Raises:
+        KeyFileError: ``config.users.keys_file`` exists here and is invalid (checked before
+            deploying; the ingress loads it again on its own node).
     """
     config = config or ServingConfig()
-    warn_if_exposed(host, config.api_key)
+    warn_if_exposed(host, config.api_key or config.users.keys_file)
+    if config.users.keys_file and os.path.exists(config.users.keys_file):
+        load_key_file(config.users.keys_file)  # a bad key file fails here, before deploying
     ensure_ray(address)
     serve.start(proxy_location=proxy_location, http_options={"host": host, "port": port})
     if config.placement is not None:
@@ -79,5 +87,6 @@ def serve_models(
 def stop_models(config: ServingConfig) -> None:
     """Deletes the application and, when ``placement`` placed it, releases its replica slots."""
     serve.delete(config.app_name)
+    remove_usage_keeper(config.app_name)
     if config.placement is not None:
         remove_placer(config.app_name, config.placement)

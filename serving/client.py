@@ -17,6 +17,8 @@ from serving.errors import (
     ModelNotFoundError,
     OverloadedError,
     PayloadTooLargeError,
+    QueueFullError,
+    RateLimitError,
     ReplicaLostError,
     ServingError,
     WeightsError,
@@ -35,6 +37,8 @@ _BY_CODE: dict[str, type[ServingError]] = {
         OverloadedError,
         PayloadTooLargeError,
         ReplicaLostError,
+        RateLimitError,
+        QueueFullError,
     )
 }
 
@@ -50,7 +54,7 @@ class Completion(BaseModel):
     model_version: str | None = None
 
 
-def _raise_for(status: int, body: bytes) -> None:
+def _raise_for(status: int, body: bytes, retry_after: str | None = None) -> None:
     try:
         error = json.loads(body)["error"]
         message, code, param = error["message"], error.get("code") or "", error.get("param")
@@ -59,6 +63,8 @@ def _raise_for(status: int, body: bytes) -> None:
     cls = _BY_CODE.get(code, ServingError)
     exc = cls(f"HTTP {status}: {message}", param=param)
     exc.status = status
+    if isinstance(exc, RateLimitError) and retry_after and retry_after.isdigit():
+        exc.retry_after = int(retry_after)
     raise exc
 
 
@@ -100,7 +106,7 @@ class Client:
             async with session.request(method, self.base_url + path, data=data) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
-                    _raise_for(resp.status, raw)
+                    _raise_for(resp.status, raw, resp.headers.get("Retry-After"))
                 return json.loads(raw)
 
     async def amodels(self) -> list[str]:
@@ -149,7 +155,7 @@ class Client:
             session.post(self.base_url + "/completions", data=body) as resp,
         ):
             if resp.status >= 400:
-                _raise_for(resp.status, await resp.read())
+                _raise_for(resp.status, await resp.read(), resp.headers.get("Retry-After"))
             async for line in resp.content:
                 text = line.decode().strip()
                 if not text.startswith("data:"):

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from serving.auth import KeyLimits
 from serving.cache import CacheConfig
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,35 @@ class ReplicaPlacement(BaseModel):
     spread: bool = True
     timeout_s: float = Field(default=120.0, gt=0)
     spread_wait_s: float = Field(default=5.0, gt=0)
+
+
+class UsersConfig(BaseModel):
+    """Many users: API keys, per-key limits and fair queueing (see :mod:`serving.auth`).
+
+    Attributes:
+        keys_file: a key file (JSON, TOML or YAML) of hashed keys with their limits, re-read when it
+            changes; it must be readable on the ingress's node. Default: ``$ACADEMY_SERVING_KEYS_FILE``.
+            ``ServingConfig.api_key``, if set, stays valid beside it (key id ``default``).
+        reload_interval_s: the key file is checked for changes at most this often.
+        default_limits: limits of keys that set none (the shared ``api_key`` included).
+        max_queued_per_key: requests one key may have waiting for the model replicas in each ingress
+            replica; more get ``429`` with ``Retry-After`` at once.
+        engine_slots: requests each ingress replica lets through to the model replicas at once;
+            those beyond wait in per-key queues served round robin. Default: ``replicas x
+            max_ongoing_requests``.
+        shared_limits: keep the token buckets in one actor per app, so that limits hold across
+            several ingress replicas (one actor call per admitted request); otherwise each ingress
+            replica holds its own (exact with one ingress replica, the default).
+    """
+
+    keys_file: str | None = Field(
+        default_factory=lambda: os.environ.get("ACADEMY_SERVING_KEYS_FILE") or None
+    )
+    reload_interval_s: float = Field(default=1.0, gt=0)
+    default_limits: KeyLimits = Field(default_factory=KeyLimits)
+    max_queued_per_key: int = Field(default=32, ge=0)
+    engine_slots: int | None = Field(default=None, ge=1)
+    shared_limits: bool = False
 
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -65,6 +95,7 @@ class ServingConfig(BaseModel):
         max_prompt_bytes: largest prompt in UTF-8 bytes (a chat's message contents together);
             larger ones get 413 before they are tokenised.
         switch_history: model switches each replica keeps in its stats (older ones are counted).
+        users: API keys per user or project, their limits and fair queueing (:class:`UsersConfig`).
         runtime_env: Ray runtime env of the model replicas (e.g. the vLLM CPU venv's Python).
         cache: the node model cache settings.
         placement: how ``placement`` chooses each replica's node (where the node caches already
@@ -89,6 +120,7 @@ class ServingConfig(BaseModel):
     max_body_bytes: int = Field(default=4 << 20, ge=1)
     max_prompt_bytes: int = Field(default=1 << 20, ge=1)
     switch_history: int = Field(default=256, ge=1)
+    users: UsersConfig = Field(default_factory=UsersConfig)
     runtime_env: dict[str, Any] | None = None
     cache: CacheConfig = Field(default_factory=CacheConfig)
     placement: ReplicaPlacement | None = Field(default_factory=ReplicaPlacement)

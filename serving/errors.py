@@ -79,6 +79,40 @@ class AuthenticationError(ServingError):
     type = "authentication_error"
 
 
+class RateLimitError(ServingError):
+    """A key's requests or tokens per minute are used up, or its queue is full.
+
+    Answered ``429`` with a ``Retry-After`` header (the ``openai`` client raises its
+    ``RateLimitError``).
+
+    Attributes:
+        retry_after: whole seconds until a retry can succeed.
+    """
+
+    status = 429
+    code = "rate_limit_exceeded"
+    type = "requests"
+
+    def __init__(self, message: str, param: str | None = None, retry_after: int = 1) -> None:
+        super().__init__(message, param)
+        self.retry_after = retry_after
+
+    def __reduce__(self):
+        return (self.__class__, (self.message, self.param, self.retry_after))
+
+
+class QueueFullError(RateLimitError):
+    """A key has as many requests waiting for the model replicas as it may: retry later."""
+
+    code = "queue_full"
+
+
+class KeyFileError(ServingError):
+    """A key file cannot be read or is invalid (the message names the file and the first problem)."""
+
+    code = "key_file_invalid"
+
+
 class WeightsError(ServingError):
     """A model's weights are missing, incomplete or corrupt (checksum mismatch) in storage."""
 

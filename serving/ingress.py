@@ -5,7 +5,6 @@ methods' signatures and FastAPI then cannot resolve string annotations (``reques
 became a required query parameter, answered with 422).
 """
 
-import hmac
 import json
 import logging
 import time
@@ -22,18 +21,21 @@ from ray import serve
 from ray.exceptions import RayActorError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serving.auth import Caller, KeyRing
 from serving.config import ServingConfig
 from serving.deployment import ReplicaStats, as_serving_error
 from serving.errors import (
-    AuthenticationError,
     EngineError,
     InvalidRequestError,
     OverloadedError,
     PayloadTooLargeError,
+    QueueFullError,
+    RateLimitError,
     ReplicaLostError,
     ServingError,
     WeightsError,
 )
+from serving.fairness import FairGate, Ticket
 from serving.metrics import get_metrics, model_label
 from serving.protocol import (
     ChatCompletionRequest,
@@ -41,7 +43,9 @@ from serving.protocol import (
     error_body,
     parse_request,
 )
+from serving.quota import RateLimiter, Refusal
 from serving.spec import ModelRegistry, ModelSpec
+from serving.usage import usage_keeper
 
 logger = logging.getLogger(__name__)
 
@@ -180,13 +184,34 @@ def _request_id(incoming: str | None) -> str:
 
 
 class _Call:
-    """One API request's id, and the model it named (filled in by its handler, for metrics)."""
+    """One API request: its id and caller, the model it named, and what it used.
 
-    __slots__ = ("model", "request_id")
+    Filled in as it goes (caller: authentication; model: its handler; ``reserved`` and ``ticket``:
+    admission; tokens: the generation) for limits, fair queueing, usage and metrics.
+    """
+
+    __slots__ = (
+        "caller",
+        "completion_tokens",
+        "finished",
+        "model",
+        "prompt_tokens",
+        "request_id",
+        "reserved",
+        "started",
+        "ticket",
+    )
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
         self.model: Any = None
+        self.caller: Caller | None = None
+        self.reserved: int | None = None  # tokens reserved at admission (None: not admitted)
+        self.ticket: Ticket | None = None
+        self.started = False  # the generation began (its prompt was counted)
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.finished = False
 
 
 Handler = Callable[[_Call], Awaitable[Any]]
@@ -195,17 +220,19 @@ Handler = Callable[[_Call], Awaitable[Any]]
 class _Slot:
     """A streaming request's place in the ingress's in-flight count, given back once."""
 
-    __slots__ = ("_held", "_ingress")
+    __slots__ = ("_call", "_held", "_ingress")
 
-    def __init__(self, ingress: Any) -> None:
+    def __init__(self, ingress: Any, call: _Call) -> None:
         self._ingress = ingress
+        self._call = call
         self._held = True
 
     def release(self) -> None:
-        """Gives the place back (only the first call counts)."""
+        """Gives the place back and settles the request (only the first call counts)."""
         if self._held:
             self._held = False
             self._ingress._in_flight -= 1
+            self._ingress._finish(self._call)
 
 
 async def _releasing(events: AsyncIterable[Any], slot: _Slot) -> AsyncIterator[Any]:
@@ -225,7 +252,19 @@ class OpenAIIngress:
     def __init__(self, server: Any, specs: list[ModelSpec], config: ServingConfig) -> None:
         self._server = server
         self._registry = ModelRegistry(specs)
-        self._key = config.api_key.encode() if config.api_key else None
+        users = config.users
+        self._keys = KeyRing(
+            shared_key=config.api_key,
+            path=users.keys_file,
+            defaults=users.default_limits,
+            reload_interval_s=users.reload_interval_s,
+        )
+        self._limiter = RateLimiter()
+        self._shared_limits = users.shared_limits
+        self._app_name = config.app_name
+        self._keeper: Any = None
+        slots = users.engine_slots or config.replicas * config.max_ongoing_requests
+        self._gate = FairGate(slots, users.max_queued_per_key)
         self._max_body = config.max_body_bytes
         self._max_prompt = config.max_prompt_bytes
         self._max_in_flight = config.ingress_max_requests
@@ -234,13 +273,70 @@ class OpenAIIngress:
         self._created = int(time.time())
 
     # ------------------------------------------------------------------ helpers
-    def _authorize(self, request: Request) -> None:
-        if self._key is None:
+    def _authorize(self, request: Request, call: _Call) -> None:
+        """Names the caller by its API key (:class:`~serving.auth.KeyRing`), or raises a ``401``."""
+        call.caller = self._keys.authenticate(request.headers.get("authorization"))
+
+    def _usage_keeper(self) -> Any:
+        """The app's usage keeper actor (looked up or made on first use)."""
+        if self._keeper is None:
+            self._keeper = usage_keeper(self._app_name)
+        return self._keeper
+
+    async def _admit(self, call: _Call, max_tokens: int) -> None:
+        """Per-key limits, then the key's turn in the fair queue.
+
+        Raises:
+            RateLimitError: the key's requests or tokens per minute are used up.
+            QueueFullError: the key's queue is full.
+        """
+        caller = call.caller
+        assert caller is not None
+        refusal: Refusal | None
+        if self._shared_limits:
+            admit = self._usage_keeper().admit
+            refusal = await admit.remote(caller.key_id, caller.limits, max_tokens)
+        else:
+            refusal = self._limiter.admit(caller.key_id, caller.limits, max_tokens)
+        if refusal is not None:
+            get_metrics().limited(caller.key_id, refusal.reason)
+            raise RateLimitError(
+                f"key {caller.key_id!r} is over its {refusal.reason} per minute; retry after "
+                f"{refusal.retry_after} s",
+                retry_after=refusal.retry_after,
+            )
+        call.reserved = max_tokens
+        try:
+            call.ticket = await self._gate.acquire(caller.key_id)
+        except QueueFullError as exc:
+            get_metrics().limited(caller.key_id, "queue")
+            exc.retry_after = self._retry_after
+            raise
+
+    def _finish(self, call: _Call) -> None:
+        """Ends a request once: gives its fair-queue slot back, settles its tokens, counts usage."""
+        if call.finished:
             return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self._key):
-            raise AuthenticationError("Incorrect or missing API key")
+        call.finished = True
+        if call.ticket is not None:
+            call.ticket.release()
+        caller = call.caller
+        if caller is None or call.reserved is None:
+            return
+        used = call.prompt_tokens + call.completion_tokens
+        if self._shared_limits:
+            if caller.limits.tokens_per_minute is not None:
+                self._usage_keeper().settle.remote(
+                    caller.key_id, caller.limits, call.reserved, used
+                )
+        else:
+            self._limiter.settle(caller.key_id, caller.limits, call.reserved, used)
+        if call.started:
+            model = model_label(call.model, self._registry)
+            get_metrics().usage(caller.key_id, model, call.prompt_tokens, call.completion_tokens)
+            self._usage_keeper().record.remote(
+                caller.key_id, model, call.prompt_tokens, call.completion_tokens
+            )
 
     def _check_prompt(self, req: Any, field: str) -> None:
         """Refuses a prompt over ``max_prompt_bytes`` (413) before it reaches a replica."""
@@ -251,8 +347,13 @@ class OpenAIIngress:
                 param=field,
             )
 
-    async def _start(self, model: str, payload: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        """Starts a generation; returns the stream and its first item (errors surface here)."""
+    async def _start(
+        self, model: str, payload: dict[str, Any], call: _Call
+    ) -> tuple[Any, dict[str, Any]]:
+        """Starts a generation; returns the stream and its first item (errors surface here).
+
+        The first item counts the prompt's tokens (``call.prompt_tokens``).
+        """
         self._registry.get(model)
         stream = self._server.options(multiplexed_model_id=model, stream=True).generate.remote(
             payload
@@ -264,6 +365,8 @@ class OpenAIIngress:
             if err is None:
                 raise
             raise err from None
+        call.started = True
+        call.prompt_tokens = int(first.get("prompt_tokens", 0))
         return stream, first
 
     def _error(self, error: ServingError, request_id: str) -> JSONResponse:
@@ -271,6 +374,8 @@ class OpenAIIngress:
         headers = {}
         if isinstance(error, OverloadedError):
             headers["Retry-After"] = str(self._retry_after)
+        elif isinstance(error, RateLimitError):
+            headers["Retry-After"] = str(error.retry_after)
         public = public_error(error, request_id)
         return JSONResponse(error_body(public), status_code=public.status, headers=headers)
 
@@ -295,13 +400,15 @@ class OpenAIIngress:
                 response = await self._answer(request, handler, call, request_id)
             except BaseException:
                 self._in_flight -= 1
+                self._finish(call)
                 raise
             if isinstance(response, StreamingResponse):
-                slot = _Slot(self)
+                slot = _Slot(self, call)
                 response.body_iterator = _releasing(response.body_iterator, slot)
                 weakref.finalize(response, slot.release)  # a stream that never started
             else:
                 self._in_flight -= 1
+                self._finish(call)
         if incoming is None:
             response.headers["x-request-id"] = request_id
         model = model_label(call.model, self._registry)
@@ -312,7 +419,7 @@ class OpenAIIngress:
         self, request: Request, handler: Handler, call: _Call, request_id: str
     ) -> Response:
         try:
-            self._authorize(request)
+            self._authorize(request, call)
             result = await handler(call)
         except Exception as exc:  # noqa: BLE001 - every failure is an OpenAI error answer
             return self._error(serving_error_of(exc, request_id), request_id)
@@ -410,7 +517,8 @@ class OpenAIIngress:
                 "params": req.params(req.max_tokens or 16).model_dump(),
                 "max_tokens_given": req.max_tokens is not None,
             }
-            stream, first = await self._start(req.model, payload)
+            await self._admit(call, req.max_tokens or 16)
+            stream, first = await self._start(req.model, payload, call)
             ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
 
             def chunk(text: str, finish: str | None) -> dict[str, Any]:
@@ -429,6 +537,7 @@ class OpenAIIngress:
 
                 async def events() -> AsyncIterator[bytes]:
                     async for item in stream:
+                        call.completion_tokens += item.get("tokens", 0)
                         if item.get("text") or item.get("finish_reason"):
                             yield _sse(chunk(item.get("text", ""), item.get("finish_reason")))
                     yield _sse("[DONE]")
@@ -437,6 +546,7 @@ class OpenAIIngress:
                     _ending_cleanly(events(), call.request_id), media_type="text/event-stream"
                 )
             text, tokens, finish = await _collect(stream)
+            call.completion_tokens = tokens
             body = chunk(text, finish)
             body["usage"] = _usage(first["prompt_tokens"], tokens)
             return body
@@ -459,7 +569,8 @@ class OpenAIIngress:
                 "params": req.params(limit or 16).model_dump(),
                 "max_tokens_given": limit is not None,
             }
-            stream, first = await self._start(req.model, payload)
+            await self._admit(call, limit or 16)
+            stream, first = await self._start(req.model, payload, call)
             ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
             if req.stream:
@@ -477,6 +588,7 @@ class OpenAIIngress:
                 async def events() -> AsyncIterator[bytes]:
                     yield _sse(delta({"role": "assistant", "content": ""}, None))
                     async for item in stream:
+                        call.completion_tokens += item.get("tokens", 0)
                         if item.get("text"):
                             yield _sse(delta({"content": item["text"]}, None))
                         if item.get("finish_reason"):
@@ -487,6 +599,7 @@ class OpenAIIngress:
                     _ending_cleanly(events(), call.request_id), media_type="text/event-stream"
                 )
             text, tokens, finish = await _collect(stream)
+            call.completion_tokens = tokens
             return {
                 "id": ident,
                 "object": "chat.completion",

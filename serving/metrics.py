@@ -67,6 +67,11 @@ class ServingMetrics:
     * ``serving_tokens_per_second{model}``: generated tokens per second of each request.
     * ``serving_requests_total{route, status, model}``: answered API requests by route template
       (never the raw path), HTTP status and served model (``unknown`` for any other id).
+    * ``serving_usage_requests_total{key, model}``, ``serving_usage_prompt_tokens_total{key, model}``,
+      ``serving_usage_completion_tokens_total{key, model}``: answered generations and their tokens by
+      API key id (never the secret; ids come from the key file) and model.
+    * ``serving_rate_limited_total{key, reason}``: requests refused with ``429`` (``requests``,
+      ``tokens``: a per-minute limit; ``queue``: the key's queue was full).
 
     Every label value comes from a bounded set, so a client cannot grow the number of time
     series (see :func:`route_label`, :func:`status_label` and :func:`model_label`).
@@ -102,6 +107,40 @@ class ServingMetrics:
             description="Answered API requests by route template, HTTP status and model.",
             tag_keys=("route", "status", "model"),
         )
+
+        self.usage_requests = metrics.Counter(
+            "serving_usage_requests_total",
+            description="Answered generations by API key id and model.",
+            tag_keys=("key", "model"),
+        )
+        self.usage_prompt_tokens = metrics.Counter(
+            "serving_usage_prompt_tokens_total",
+            description="Prompt tokens of answered generations by API key id and model.",
+            tag_keys=("key", "model"),
+        )
+        self.usage_completion_tokens = metrics.Counter(
+            "serving_usage_completion_tokens_total",
+            description="Generated tokens by API key id and model.",
+            tag_keys=("key", "model"),
+        )
+        self.rate_limited = metrics.Counter(
+            "serving_rate_limited_total",
+            description="Requests refused with 429 by API key id and reason.",
+            tag_keys=("key", "reason"),
+        )
+
+    def usage(self, key_id: str, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+        """Records one answered generation of ``key_id`` on ``model`` (a served model's id)."""
+        tags = {"key": key_id, "model": model}
+        self.usage_requests.inc(1, tags=tags)
+        if prompt_tokens:
+            self.usage_prompt_tokens.inc(prompt_tokens, tags=tags)
+        if completion_tokens:
+            self.usage_completion_tokens.inc(completion_tokens, tags=tags)
+
+    def limited(self, key_id: str, reason: str) -> None:
+        """Records one request refused with ``429`` (``reason``: requests, tokens or queue)."""
+        self.rate_limited.inc(1, tags={"key": key_id, "reason": reason})
 
     def switch(self, tier: str, engine: str, seconds: float) -> None:
         """Records one model switch."""
