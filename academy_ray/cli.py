@@ -1,4 +1,5 @@
-"""The ``academy-ray`` command: list agents, call an action, stop an agent, manage checkpoints, explain placement.
+"""The ``academy-ray`` command: list agents, call an action, stop an agent, manage checkpoints, explain placement,
+watch agents (``top``) and read their logs (``logs``).
 
 It joins a running Ray cluster (``--address``, default ``$RAY_ADDRESS`` or the local ``ray start`` cluster):
 agents are detached actors, so they are there to be found from any shell.
@@ -15,12 +16,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
 from academy_ray.checkpoint import CheckpointPolicy
 from academy_ray.exception import AgentError
+from academy_ray.handle import lookup_actor
 from academy_ray.runtime import Runtime, default_namespace
 from academy_ray.store import AgentCheckpoints, CheckpointError
+from academy_ray.watch import AgentLog, Sampler, top_table
 
 console = Console()
 Command = Callable[[Runtime, argparse.Namespace], Any]
@@ -158,6 +162,27 @@ async def _explain(rt: Runtime, options: argparse.Namespace) -> None:
     console.print(decision.explain(), markup=False, highlight=False)
 
 
+@_command("top")
+async def _top(rt: Runtime, options: argparse.Namespace) -> None:
+    sampler = Sampler(rt, concurrency=options.concurrency)
+    if options.once:
+        console.print(top_table(rt.namespace, await sampler.sample()))
+        return
+    with Live(console=console, auto_refresh=False, screen=False) as live:
+        while True:
+            live.update(top_table(rt.namespace, await sampler.sample()), refresh=True)
+            await asyncio.sleep(options.interval)
+
+
+@_command("logs")
+async def _logs(rt: Runtime, options: argparse.Namespace) -> None:
+    actor = lookup_actor(options.name, rt.namespace)
+    log = AgentLog(actor, stream=options.stream)
+    # Read here, on the command's only thread: Ctrl-C ends a --follow at once (a worker thread would hold exit).
+    for line in log.lines(tail=options.tail, follow=options.follow):
+        print(line, flush=True)
+
+
 def _summary(value: Any) -> Any:
     shape = getattr(value, "shape", None)
     if shape is not None:
@@ -200,6 +225,22 @@ def build_parser() -> argparse.ArgumentParser:
     explain = sub.add_parser("explain", help="why an agent runs on its node (placement decision)")
     explain.add_argument("name")
     explain.add_argument("--json", action="store_true", help="machine-readable output")
+    top = sub.add_parser("top", help="a live table of the agents: calls, latency, checkpoints")
+    top.add_argument("--once", action="store_true", help="print one frame and exit")
+    top.add_argument("--interval", type=float, default=2.0, help="seconds between frames")
+    top.add_argument(
+        "--concurrency", type=int, default=32, help="hosts asked at once (each within 5 s)"
+    )
+    logs = sub.add_parser("logs", help="print an agent's log lines (its host process's log)")
+    logs.add_argument("name")
+    logs.add_argument("--tail", type=int, default=1000, help="last N lines (-1: all)")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
+    logs.add_argument(
+        "--stream",
+        choices=("err", "out"),
+        default="err",
+        help="err: Python logging (default); out: print() output",
+    )
     checkpoints = sub.add_parser("checkpoints", help="list an agent's checkpoints (running or not)")
     inspect = sub.add_parser("inspect", help="show one checkpoint's manifest and fields")
     rollback = sub.add_parser(
@@ -230,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (AgentError, CheckpointError, json.JSONDecodeError) as error:
         console.print(f"[red]error:[/red] {error}")
         return 1
+    except KeyboardInterrupt:  # the way out of `top` and `logs --follow`
+        return 130
     except Exception as error:  # noqa: BLE001 - an action's own exception: show it, exit non-zero
         console.print(f"[red]{type(error).__name__}:[/red] {error}")
         for note in getattr(error, "__notes__", []):
