@@ -226,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("name")
     explain.add_argument("--json", action="store_true", help="machine-readable output")
     top = sub.add_parser("top", help="a live table of the agents: calls, latency, checkpoints")
-    top.add_argument("--once", action="store_true", help="print one frame and exit")
+    top.add_argument(
+        "--once", action="store_true", help="print one frame and exit (no calls/s: that needs two)"
+    )
     top.add_argument("--interval", type=float, default=2.0, help="seconds between frames")
     top.add_argument(
         "--concurrency", type=int, default=32, help="hosts asked at once (each within 5 s)"
