@@ -45,7 +45,6 @@ import asyncio
 import logging
 import os
 import statistics
-import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from functools import lru_cache
@@ -277,6 +276,8 @@ class AgentMetrics:
     def call_started(self) -> None:
         """A call arrived."""
         self.in_flight += 1
+        if self._ray is not None:
+            _CHANGED.add(self)
 
     def call_finished(self, action: str, seconds: float, error: BaseException | None) -> None:
         """A call ended after ``seconds`` with ``error`` (None: it returned)."""
@@ -285,8 +286,10 @@ class AgentMetrics:
         key = (label, outcome_of(error))
         self.calls[key] = self.calls.get(key, 0) + 1
         self.latencies.append(seconds)
-        if self._ray is not None and len(self._unexported_latencies) < MAX_UNEXPORTED_LATENCIES:
-            self._unexported_latencies.append((label, seconds))
+        if self._ray is not None:
+            _CHANGED.add(self)
+            if len(self._unexported_latencies) < MAX_UNEXPORTED_LATENCIES:
+                self._unexported_latencies.append((label, seconds))
 
     # ---- loops and checkpoints (rare: recorded at once) ------------------------------------------------------
 
@@ -305,6 +308,7 @@ class AgentMetrics:
         if self._ray is not None:
             self._ray.save_seconds.observe(seconds, self._tags)
             self._ray.checkpoint_bytes.inc(size, self._tags)
+            _CHANGED.add(self)  # its pending changes
 
     def restored(self, source: str) -> None:
         """The state was restored from a checkpoint (``source``: ``activation`` or ``rollback``)."""
@@ -371,15 +375,19 @@ class AgentMetrics:
         )
 
 
-_EXPORTED: weakref.WeakSet[AgentMetrics] = weakref.WeakSet()
-"""The agents of this process whose figures the exporter records in Ray (dropped with their runner)."""
+_CHANGED: set[AgentMetrics] = set()
+"""The agents of this process with figures not yet recorded in Ray: the exporter visits only these, so a
+pool of 10,000 mostly idle agents costs it nothing."""
 _exporter: asyncio.Task[None] | None = None
+
+EXPORT_BATCH = 100
+"""Agents the exporter records before it lets the event loop run calls again."""
 
 
 def _exporting(metrics: AgentMetrics) -> None:
-    """Adds ``metrics`` to the process's exporter, started on the running event loop (the host's) if needed."""
+    """Starts the process's exporter on the running event loop (the host's) if needed."""
     global _exporter
-    _EXPORTED.add(metrics)
+    _CHANGED.add(metrics)
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:
@@ -391,9 +399,12 @@ def _exporting(metrics: AgentMetrics) -> None:
 async def _export_forever() -> None:
     while True:
         await asyncio.sleep(EXPORT_INTERVAL_S)
-        for metrics in list(_EXPORTED):
+        changed = list(_CHANGED)
+        _CHANGED.clear()
+        for done, metrics in enumerate(changed, 1):
             try:
                 metrics.export_pending()
             except Exception:  # a metrics failure must never stop the agents
                 logger.exception("exporting agent metrics failed")
-            await asyncio.sleep(0)  # many agents: let calls run between them
+            if done % EXPORT_BATCH == 0:
+                await asyncio.sleep(0)  # many agents: let calls run between batches
