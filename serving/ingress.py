@@ -5,6 +5,7 @@ methods' signatures and FastAPI then cannot resolve string annotations (``reques
 became a required query parameter, answered with 422).
 """
 
+import asyncio
 import json
 import logging
 import time
@@ -45,7 +46,7 @@ from serving.protocol import (
 )
 from serving.quota import RateLimiter, Refusal
 from serving.spec import ModelRegistry, ModelSpec
-from serving.usage import usage_keeper
+from serving.usage import USAGE_REPORT_S, UsageLedger, usage_keeper
 
 logger = logging.getLogger(__name__)
 
@@ -263,6 +264,8 @@ class OpenAIIngress:
         self._shared_limits = users.shared_limits
         self._app_name = config.app_name
         self._keeper: Any = None
+        self._unreported = UsageLedger()  # usage not yet sent to the keeper
+        self._reporter: asyncio.Task[None] | None = None
         slots = users.engine_slots or config.replicas * config.max_ongoing_requests
         self._gate = FairGate(slots, users.max_queued_per_key)
         self._max_body = config.max_body_bytes
@@ -334,9 +337,22 @@ class OpenAIIngress:
         if call.started:
             model = model_label(call.model, self._registry)
             get_metrics().usage(caller.key_id, model, call.prompt_tokens, call.completion_tokens)
-            self._usage_keeper().record.remote(
-                caller.key_id, model, call.prompt_tokens, call.completion_tokens
-            )
+            self._unreported.add(caller.key_id, model, call.prompt_tokens, call.completion_tokens)
+            if self._reporter is None:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:  # a stream's finalizer outside the loop: the next request
+                    return
+                self._reporter = loop.create_task(self._report_usage())
+
+    async def _report_usage(self) -> None:
+        """Sends the usage totals to the app's keeper every ``USAGE_REPORT_S`` (one call each)."""
+        while True:
+            await asyncio.sleep(USAGE_REPORT_S)
+            if self._unreported:
+                rows = [record.model_dump() for record in self._unreported.records()]
+                self._unreported = UsageLedger()
+                self._usage_keeper().record_many.remote(rows)
 
     def _check_prompt(self, req: Any, field: str) -> None:
         """Refuses a prompt over ``max_prompt_bytes`` (413) before it reaches a replica."""

@@ -1,7 +1,8 @@
 """Usage by key and model (requests, prompt and generated tokens), and the app's usage keeper actor.
 
 Each ingress replica exports every answered generation as Ray metrics (``serving_usage_*_total{key,
-model}``, see :mod:`serving.metrics`) for Prometheus, and sends it to the app's
+model}``, see :mod:`serving.metrics`) for Prometheus, and sums them in a :class:`UsageLedger` that it
+sends every :data:`USAGE_REPORT_S` seconds (one actor call, whatever the traffic) to the app's
 :class:`UsageKeeper`, a small named actor on the head node (one per app, made on first use) that
 sums the ingress replicas' reports for the CLI (``python -m serving usage --app <name>``). With
 ``UsersConfig.shared_limits`` the keeper also holds the app's token buckets, so that the limits hold
@@ -20,6 +21,9 @@ from pydantic import BaseModel
 
 from serving.auth import KeyLimits
 from serving.quota import RateLimiter, Refusal
+
+USAGE_REPORT_S = 1.0
+"""How often an ingress replica sends its usage totals to the keeper (when it has some)."""
 
 USAGE_NAMESPACE = "academy-serving"
 """Ray namespace of the usage keepers."""
@@ -63,6 +67,19 @@ class UsageLedger:
         record.prompt_tokens += prompt_tokens
         record.completion_tokens += completion_tokens
 
+    def merge(self, record: UsageRecord) -> None:
+        """Adds another ledger's totals for one (key id, model)."""
+        mine = self._records.get((record.key_id, record.model))
+        if mine is None:
+            self._records[(record.key_id, record.model)] = record.model_copy()
+            return
+        mine.requests += record.requests
+        mine.prompt_tokens += record.prompt_tokens
+        mine.completion_tokens += record.completion_tokens
+
+    def __bool__(self) -> bool:
+        return bool(self._records)
+
     def records(self) -> list[UsageRecord]:
         """The totals, sorted by key id then model."""
         return [self._records[pair].model_copy() for pair in sorted(self._records)]
@@ -78,6 +95,11 @@ class UsageKeeper:
     def record(self, key_id: str, model: str, prompt_tokens: int, completion_tokens: int) -> None:
         """Counts one answered generation."""
         self._ledger.add(key_id, model, prompt_tokens, completion_tokens)
+
+    def record_many(self, rows: list[dict[str, Any]]) -> None:
+        """Adds an ingress replica's totals since its last report (:class:`UsageRecord` dicts)."""
+        for row in rows:
+            self._ledger.merge(UsageRecord.model_validate(row))
 
     def usage(self) -> list[dict[str, Any]]:
         """The totals (as :class:`UsageRecord` dicts)."""

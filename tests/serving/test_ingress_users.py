@@ -2,7 +2,8 @@
 shared key, revocation without a restart, per-key limits (429 + Retry-After), fair queueing, usage.
 
 One app for the module: tiny-0 and tiny-1 on one replica, ONE request let through to it at a time
-(``engine_slots=1``) and three waiting per key, so that a burst fills its key's queue at once.
+(``engine_slots=1``) and three waiting per key, so that a burst fills its key's queue at once; the
+limits are held by the app's keeper actor (``shared_limits``), as several ingress replicas need.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ def users(
             reload_interval_s=0.2,
             engine_slots=1,
             max_queued_per_key=MAX_QUEUED,
+            shared_limits=True,  # the buckets in the app's keeper actor (the local ones: test_quota)
         ),
         cache=CacheConfig(
             root=str(tmp_path_factory.mktemp("users-cache")),

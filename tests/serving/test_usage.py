@@ -25,6 +25,20 @@ def test_ledger_sums_by_key_and_model() -> None:
     assert ledger.records()[0].requests == 2
 
 
+def test_keeper_sums_the_reports_of_several_ingress_replicas() -> None:
+    keeper = UsageKeeper()
+    for replica in range(3):
+        ledger = UsageLedger()
+        ledger.add("alice", "tiny-0", 2, 3)
+        ledger.add(f"key-{replica}", "tiny-1", 1, 1)
+        keeper.record_many([record.model_dump() for record in ledger.records()])
+    rows = {(row["key_id"], row["model"]): row for row in keeper.usage()}
+    assert rows[("alice", "tiny-0")]["requests"] == 3
+    assert rows[("alice", "tiny-0")]["completion_tokens"] == 9
+    assert len(rows) == 4
+    assert not UsageLedger() and ledger
+
+
 def test_keeper_counts_and_limits_for_every_ingress_replica_at_once() -> None:
     keeper = UsageKeeper()
     limits = KeyLimits(requests_per_minute=2)
