@@ -50,6 +50,10 @@ from serving.usage import USAGE_REPORT_S, UsageLedger, usage_keeper
 
 logger = logging.getLogger(__name__)
 
+KEEPER_TIMEOUT_S = 2.0
+"""Longest wait for the app's keeper actor to admit a request (``shared_limits``); then the
+replica's own buckets decide, so that a lost keeper never stops the service."""
+
 
 def _find(exc: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:
     """The first exception of ``types`` in ``exc``'s chain (Ray's ``cause``, then ``__cause__``)."""
@@ -199,6 +203,7 @@ class _Call:
         "prompt_tokens",
         "request_id",
         "reserved",
+        "shared",
         "started",
         "ticket",
     )
@@ -209,6 +214,7 @@ class _Call:
         self.caller: Caller | None = None
         self.reserved: int | None = None  # tokens reserved at admission (None: not admitted)
         self.ticket: Ticket | None = None
+        self.shared = False  # admitted by the app's keeper actor (shared_limits), not locally
         self.started = False  # the generation began (its prompt was counted)
         self.prompt_tokens = 0
         self.completion_tokens = 0
@@ -264,6 +270,7 @@ class OpenAIIngress:
         self._shared_limits = users.shared_limits
         self._app_name = config.app_name
         self._keeper: Any = None
+        self._keeper_warned = -float("inf")
         self._unreported = UsageLedger()  # usage not yet sent to the keeper
         self._reporter: asyncio.Task[None] | None = None
         slots = users.engine_slots or config.replicas * config.max_ongoing_requests
@@ -295,11 +302,23 @@ class OpenAIIngress:
         """
         caller = call.caller
         assert caller is not None
-        refusal: Refusal | None
+        refusal: Refusal | None = None
+        call.shared = False
         if self._shared_limits:
-            admit = self._usage_keeper().admit
-            refusal = await admit.remote(caller.key_id, caller.limits, max_tokens)
-        else:
+            try:
+                admit = self._usage_keeper().admit.remote(caller.key_id, caller.limits, max_tokens)
+                refusal = await asyncio.wait_for(admit, timeout=KEEPER_TIMEOUT_S)
+                call.shared = True
+            except Exception as exc:  # noqa: BLE001 - the keeper is down or slow: limit locally
+                self._keeper = None  # looked up (or made) again by the next request
+                now = time.monotonic()
+                if now - self._keeper_warned > 60:
+                    self._keeper_warned = now
+                    logger.warning(
+                        "the usage keeper did not answer (%s); limiting with this replica's buckets",
+                        type(exc).__name__,
+                    )
+        if not call.shared:
             refusal = self._limiter.admit(caller.key_id, caller.limits, max_tokens)
         if refusal is not None:
             get_metrics().limited(caller.key_id, refusal.reason)
@@ -327,7 +346,7 @@ class OpenAIIngress:
         if caller is None or call.reserved is None:
             return
         used = call.prompt_tokens + call.completion_tokens
-        if self._shared_limits:
+        if call.shared:
             if caller.limits.tokens_per_minute is not None:
                 self._usage_keeper().settle.remote(
                     caller.key_id, caller.limits, call.reserved, used
@@ -352,7 +371,10 @@ class OpenAIIngress:
             if self._unreported:
                 rows = [record.model_dump() for record in self._unreported.records()]
                 self._unreported = UsageLedger()
-                self._usage_keeper().record_many.remote(rows)
+                try:
+                    self._usage_keeper().record_many.remote(rows)
+                except Exception:  # noqa: BLE001 - the CLI's view misses them; metrics have them
+                    logger.warning("usage of %d keys and models not reported", len(rows))
 
     def _check_prompt(self, req: Any, field: str) -> None:
         """Refuses a prompt over ``max_prompt_bytes`` (413) before it reaches a replica."""

@@ -28,7 +28,8 @@ from serving.spec import ModelSpec
 from tests.harness import Served, free_port
 
 SECRETS = {
-    name: f"sk-{name}-{uuid.uuid4().hex}" for name in ("alice", "bob", "carol", "lim", "tally")
+    name: f"sk-{name}-{uuid.uuid4().hex}"
+    for name in ("alice", "bob", "carol", "lim", "tally", "tok")
 }
 SHARED = f"sk-shared-{uuid.uuid4().hex}"
 MAX_QUEUED = 3
@@ -43,6 +44,7 @@ def _write(path: Path, keys: list[dict]) -> None:
 def _entries() -> list[dict]:
     entries = [{"id": name, "sha256": hash_key(secret)} for name, secret in SECRETS.items()]
     entries[3]["requests_per_minute"] = 2  # lim
+    entries[5]["tokens_per_minute"] = 40  # tok
     return entries
 
 
@@ -161,6 +163,19 @@ def test_over_its_limit_a_key_gets_rate_limit_error_with_retry_after_and_others_
     complete(served, SECRETS["bob"], max_tokens=1)  # another key is served meanwhile
 
 
+def test_over_its_tokens_per_minute_a_key_gets_rate_limit_error(users: tuple[Served, Path]) -> None:
+    served, _ = users
+    # 40 tokens a minute: each request reserves 20 and is charged its prompt and 20 generated
+    answered = 0
+    with pytest.raises(openai.RateLimitError) as caught:
+        for _ in range(4):
+            complete(served, SECRETS["tok"], max_tokens=20)
+            answered += 1
+    assert 1 <= answered <= 2, answered
+    assert "tokens per minute" in caught.value.message
+    assert int(caught.value.response.headers["retry-after"]) >= 1
+
+
 def test_a_burst_of_one_key_fills_its_queue_and_does_not_starve_another(
     users: tuple[Served, Path],
 ) -> None:
@@ -268,3 +283,22 @@ def test_huge_authorization_headers_are_refused(users: tuple[Served, Path]) -> N
     except requests.ConnectionError:
         return  # the HTTP server closed the connection on the oversized header
     assert 400 <= answer.status_code < 500, answer.status_code
+
+
+def test_a_lost_keeper_does_not_stop_the_service_and_is_made_again(
+    users: tuple[Served, Path],
+) -> None:
+    import ray
+
+    from serving.usage import USAGE_NAMESPACE, keeper_name, read_usage
+
+    served, _ = users
+    name = keeper_name(served.config.app_name)
+    ray.kill(ray.get_actor(name, namespace=USAGE_NAMESPACE), no_restart=True)
+    complete(served, SECRETS["bob"], max_tokens=1)  # limited by the ingress's own buckets
+
+    def counted_again() -> bool:  # a new keeper is made for the next requests, and counts them
+        complete(served, SECRETS["bob"], max_tokens=1)
+        return any(row.key_id == "bob" for row in read_usage(served.config.app_name))
+
+    eventually(counted_again)
