@@ -166,6 +166,7 @@ class Persistence:
                     encoded,
                     epoch=self.epoch,
                     agent_class=self.agent_class,
+                    retain=False,
                 )
             except StaleEpochError as error:
                 raise self._fence(str(error)) from None
@@ -176,6 +177,9 @@ class Persistence:
             self._durable_version = max(self._durable_version, snapshot_version)
             if self.on_saved is not None:
                 self.on_saved(time.perf_counter() - started, info.size)
+            # Old checkpoints are deleted after the caller is answered (same I/O thread, before the next
+            # save): deleting is not part of what makes this state durable.
+            self._io.submit(self.checkpoints.apply_retention)
             return info  # type: ignore[no-any-return]
 
     def _fence(self, reason: str) -> CheckpointFencedError:

@@ -1,8 +1,9 @@
 """Write-once objects on one fsspec filesystem: exclusive create, checksummed reads, listings.
 
 Nothing here knows about agents or checkpoints. Every object is created once and never overwritten:
-locally a temporary file in the same directory is fsynced then hard-linked to its name (``os.link``
-fails if the name exists) and the directory is fsynced; on S3 a ``PUT`` with ``If-None-Match: *``; on
+locally an unnamed file (``O_TMPFILE``; a named temporary where the filesystem lacks it) is written
+and fsynced, then hard-linked to its name (``linkat`` fails if the name exists) and the directory is
+fsynced; on S3 a ``PUT`` with ``If-None-Match: *``; on
 ``memory://`` a locked check-and-set. Checksums detect corruption (not tampering): ``xxh3_128:<hex>``
 (xxHash XXH3, 128 bits); a bare hex digest is a sha256 (an older format that still verifies).
 """
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 _CHUNK = 8 << 20
 MEMORY_LOCK = threading.Lock()
 _PROBE_DIR = ".academy-probes"
+# Unnamed temporary files (Linux O_TMPFILE + linkat through /proc); turned off at the first refusal.
+_TMPFILE_WORKS = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
 
 
 def is_precondition_failed(exc: BaseException) -> bool:
@@ -288,7 +291,7 @@ class ObjectBackend:
                 return iter([memoryview(blob)])
 
         if self.local:
-            return self._create_local(path, views(), unique=unique)
+            return self._create_local(path, views, unique=unique)
         body = data.to_bytes() if isinstance(data, EncodedState) else data
         hasher = Hasher(threaded=len(body) >= _THREADED_MIN)  # hashes while the upload runs
         try:
@@ -314,28 +317,85 @@ class ObjectBackend:
         finally:
             hasher.close()
 
-    def _create_local(self, path: str, views: Iterator[memoryview], *, unique: bool = False) -> str:
+    def _create_local(
+        self, path: str, views: Callable[[], Iterator[memoryview]], *, unique: bool = False
+    ) -> str:
         directory = os.path.dirname(path)
         if not os.path.isdir(directory):
             os.makedirs(directory, exist_ok=True)
             fsync_dir(os.path.dirname(directory))
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            digest = None
+            if _TMPFILE_WORKS:
+                digest = self._create_anonymous(dir_fd, path, views)
+            if digest is None:
+                digest = self._create_named_temporary(directory, path, views(), unique=unique)
+            with suppress(OSError):
+                os.fsync(dir_fd)
+            return digest
+        finally:
+            os.close(dir_fd)
+
+    @staticmethod
+    def _write_all(fd: int, views: Iterator[memoryview]) -> str:
+        """Writes ``views`` to ``fd``, hashing them; fsyncs; returns the checksum."""
+        offset = 0
+
+        def write(chunk: memoryview) -> None:
+            nonlocal offset
+            start, view = offset, chunk
+            while view.nbytes:
+                view = view[os.write(fd, view) :]
+            offset = start + chunk.nbytes
+            if _START_WRITEBACK is not None and chunk.nbytes >= _CHUNK:
+                _START_WRITEBACK(fd, start, chunk.nbytes)
+
+        digest = _hash_views(views, write)
+        os.fsync(fd)
+        return digest
+
+    def _create_anonymous(
+        self, dir_fd: int, path: str, views: Callable[[], Iterator[memoryview]]
+    ) -> str | None:
+        """Linux: an unnamed file (``O_TMPFILE``) written, fsynced and linked to ``path`` (``linkat``
+        refuses an existing name). No temporary name to remove, so nothing is left behind by a crash.
+        Returns None (nothing written) where the filesystem has no ``O_TMPFILE``."""
+        global _TMPFILE_WORKS
+        try:
+            fd = os.open(os.path.dirname(path), os.O_TMPFILE | os.O_WRONLY, 0o644)
+        except OSError:
+            _TMPFILE_WORKS = (
+                False  # e.g. EOPNOTSUPP on this filesystem: named temporaries from now on
+            )
+            return None
+        try:
+            digest = self._write_all(fd, views())
+            try:
+                # ``src_dir_fd`` makes Python call linkat(.., AT_SYMLINK_FOLLOW): a link to the file itself.
+                os.link(f"/proc/self/fd/{fd}", path, src_dir_fd=dir_fd)
+            except FileExistsError:
+                raise
+            except OSError:
+                logger.info(
+                    "linking unnamed files fails here; using named temporaries", exc_info=True
+                )
+                _TMPFILE_WORKS = False
+                return None
+            return digest
+        finally:
+            os.close(fd)
+
+    def _create_named_temporary(
+        self, directory: str, path: str, views: Iterator[memoryview], *, unique: bool
+    ) -> str:
+        """Portable: a temporary file in the same folder, fsynced, then hard-linked to ``path`` (``link``
+        refuses an existing name; ``unique`` names are renamed instead), the temporary name removed."""
         tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             try:
-                offset = 0
-
-                def write(chunk: memoryview) -> None:
-                    nonlocal offset
-                    start, view = offset, chunk
-                    while view.nbytes:
-                        view = view[os.write(fd, view) :]
-                    offset = start + chunk.nbytes
-                    if _START_WRITEBACK is not None and chunk.nbytes >= _CHUNK:
-                        _START_WRITEBACK(fd, start, chunk.nbytes)
-
-                digest = _hash_views(views, write)
-                os.fsync(fd)
+                digest = self._write_all(fd, views)
             finally:
                 os.close(fd)
             if unique:
@@ -345,7 +405,6 @@ class ObjectBackend:
         finally:
             with suppress(FileNotFoundError):
                 os.unlink(tmp)
-        fsync_dir(directory)
         return digest
 
     def read(

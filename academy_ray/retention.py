@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
+from contextlib import suppress
 from typing import Any
 
 from academy_ray.exception import CheckpointNotFoundError, CorruptCheckpointError
@@ -43,7 +44,9 @@ class Retention:
         keep_last = self.store.keep_last
         if keep_last is None:
             return
-        seqs = sorted(set(self._seqs_seen))  # the listing made by this save (newer ones: next time)
+        seqs = sorted(
+            set(self._seqs_seen)
+        )  # the last listing and our saves since (newer ones: next time)
         if len(seqs) <= keep_last:
             return
         valid: list[int] = []
@@ -68,14 +71,18 @@ class Retention:
                 break
             old: CheckpointInfo | None
             try:
-                old = manifests.get(seq) or self._manifest(seq)
+                old = manifests.get(seq) or self._retained.get(seq) or self._manifest(seq)
             except CorruptCheckpointError:
                 old = None
             except CheckpointNotFoundError:
+                with suppress(ValueError):
+                    self._seqs_seen.remove(seq)  # deleted by someone else
                 continue
             # Manifest first: a listed manifest never points to a payload already deleted by us.
             self._b.remove(self._manifest_path(seq))
             self._retained.pop(seq, None)
+            with suppress(ValueError):
+                self._seqs_seen.remove(seq)
             removed = True
             if old is not None and not old.inline:
                 self._b.remove(self._payload_path(old))

@@ -23,13 +23,14 @@ Format (version 1), all integers little-endian::
     offset 8   8 bytes   uint64 header length H
     offset 16  H bytes   header, UTF-8 JSON:
                          {"format": "academy-ray-state", "version": 1, "compression": null | "lz4",
-                          "fields": [{"name", "kind", "block", ...kind metadata}],
+                          "fields": [{"name", "kind", "block" | "text", ...kind metadata}],
                           "blocks": [{"offset", "length"}]}   (offsets relative to the data area)
     padding to a multiple of 64
     data area  one Arrow IPC stream per block, each starting on a 64-byte boundary
 
-Block 0 (when present) holds all small fields (JSON, bytes, models) as the columns of a one-row record
-batch: JSON and models as UTF-8 JSON text, bytes as ``large_binary``. Every ndarray and every table has a
+JSON fields and models are JSON text in their header entry (``"text"``; payloads written before this
+kept them in block 0 as ``large_string`` columns, and still decode). Block 0 (when present) holds the
+``bytes`` fields as the ``large_binary`` columns of a one-row record batch. Every ndarray and every table has a
 block of its own, so a large array is written straight from its memory and read back as a view: encoding
 and decoding cost about one memcpy (no per-element Python, no compression unless ``compression="lz4"``).
 """
@@ -63,7 +64,6 @@ MAGIC = b"ACRSTAT1"
 FORMAT_VERSION = 1
 _ALIGN = 64
 _PREFIX = struct.Struct("<8sQ")
-_SMALL_KINDS = ("json", "bytes", "model")
 # Arrow column type used to store each numpy dtype kind (bool and complex are stored as views).
 _ARROW_TYPES: dict[str, pa.DataType] = {
     "b1": pa.uint8(),
@@ -313,28 +313,28 @@ def encode_state_segments(
             offset += pad
         return len(blocks) - 1
 
-    small = [name for name, kind in kinds.items() if kind in _SMALL_KINDS]
-    if small:
-        arrays: list[pa.Array] = []
-        schema_fields: list[pa.Field] = []
-        for name in small:
-            value, kind = fields[name], kinds[name]
-            if kind == "bytes":
-                arrays.append(pa.array([bytes(value)], type=pa.large_binary()))
-                schema_fields.append(
-                    pa.field(name, pa.large_binary(), metadata={b"academy.kind": b"bytes"})
-                )
-            else:
-                doc = value.model_dump(mode="json") if kind == "model" else value
-                arrays.append(pa.array([_dumps(doc)], type=pa.large_string()))
-                schema_fields.append(
-                    pa.field(name, pa.large_string(), metadata={b"academy.kind": kind.encode()})
-                )
-            entry: dict[str, Any] = {"name": name, "kind": kind, "block": 0}
+    for name, kind in kinds.items():
+        if kind in ("json", "model"):  # JSON text in the header: no Arrow block to build or read
+            value = fields[name]
+            doc = value.model_dump(mode="json") if kind == "model" else value
+            entry: dict[str, Any] = {"name": name, "kind": kind, "text": _dumps(doc)}
             if kind == "model":
                 entry["model"] = f"{type(value).__module__}.{type(value).__qualname__}"
             header_fields.append(entry)
-        add_block(pa.Table.from_arrays(arrays, schema=pa.schema(schema_fields)))
+    binary = [name for name, kind in kinds.items() if kind == "bytes"]
+    if binary:
+        add_block(
+            pa.Table.from_arrays(
+                [pa.array([bytes(fields[name])], type=pa.large_binary()) for name in binary],
+                schema=pa.schema(
+                    [
+                        pa.field(name, pa.large_binary(), metadata={b"academy.kind": b"bytes"})
+                        for name in binary
+                    ]
+                ),
+            )
+        )
+        header_fields.extend({"name": name, "kind": "bytes", "block": 0} for name in binary)
 
     for name, kind in kinds.items():
         if kind == "ndarray":
@@ -470,7 +470,11 @@ def decode_state(data: bytes | bytearray | memoryview) -> dict[str, Any]:
             tables[index] = ipc.open_stream(buf.slice(start, length)).read_all()
         out: dict[str, Any] = {}
         for entry in header["fields"]:
-            name, kind, table = entry["name"], entry["kind"], tables[int(entry["block"])]
+            name, kind = entry["name"], entry["kind"]
+            if kind in ("json", "model") and "text" in entry:
+                out[name] = json.loads(entry["text"])
+                continue
+            table = tables[int(entry["block"])]
             if kind == "ndarray":
                 out[name] = _decode_ndarray(entry, table, view, base)
             elif kind == "table":

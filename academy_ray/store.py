@@ -322,8 +322,11 @@ class AgentCheckpoints(Retention):
         self._starts: dict[int, int] = {}
         # Manifests seen by retention (write-once, so cacheable; restores always re-read them).
         self._retained: dict[int, CheckpointInfo] = {}
-        self._seqs_seen: list[int] = []
+        self._seqs_seen: list[int] = []  # from the last listing, plus what this object wrote since
+        self._listed = False
         self._removals = 0
+        self._confirmed_epochs: set[int] = set()  # acquired here, or seen current after a save
+        self._retention_due: tuple[dict[int, int], int] | None = None
 
     def __repr__(self) -> str:
         return f"AgentCheckpoints({self.store.uri!r}, {self.namespace!r}, {self.name!r})"
@@ -366,11 +369,13 @@ class AgentCheckpoints(Retention):
         return epochs
 
     def _seqs(self) -> list[int]:
-        return sorted(
+        seqs = sorted(
             int(m.group(1))
             for n in self._b.names(f"{self._dir}/checkpoints")
             if (m := _SEQ_RE.match(n))
         )
+        self._seqs_seen, self._listed = list(seqs), True
+        return seqs
 
     def _manifest(self, seq: int) -> CheckpointInfo:
         try:
@@ -414,6 +419,7 @@ class AgentCheckpoints(Retention):
         with self._guard("acquire epoch"):
             epoch = self._claim_epoch()
             self._record_start(epoch)
+            self._confirmed_epochs.add(epoch)
             return epoch
 
     def _claim_epoch(self) -> int:
@@ -501,11 +507,14 @@ class AgentCheckpoints(Retention):
         epoch: int,
         agent_class: str,
         extra: dict[str, Any] | None = None,
+        retain: bool = True,
     ) -> CheckpointInfo:
         """Like :meth:`save`, for state already encoded with ``encode_state_segments`` (e.g. on the agent's
         event loop, so that the snapshot is consistent, while this write runs in a thread).
 
-        The manifest's ``compression`` is the encoder's (``encoded.compression``).
+        The manifest's ``compression`` is the encoder's (``encoded.compression``). With ``retain=False``
+        old checkpoints are not deleted now but by the next :meth:`apply_retention` (off the path a
+        caller waits on: deleting is not needed for durability).
         """
         compression = _payload_compression(encoded)
         return self._commit(
@@ -515,7 +524,22 @@ class AgentCheckpoints(Retention):
             agent_class=agent_class,
             extra=dict(extra or {}),
             compression=compression,
+            retain=retain,
         )
+
+    def apply_retention(self) -> None:
+        """Deletes what the retention of the last save left for later (see ``save_encoded(retain=False)``).
+
+        Failures are logged, never raised: a checkpoint kept too long is harmless.
+        """
+        due, self._retention_due = self._retention_due, None
+        if due is None:
+            return
+        try:
+            with self._guard("apply retention"):
+                self._retain(*due)
+        except Exception:
+            logger.warning("retention failed for %s/%s", self.namespace, self.name, exc_info=True)
 
     def _commit(
         self,
@@ -526,9 +550,13 @@ class AgentCheckpoints(Retention):
         agent_class: str,
         extra: dict[str, Any],
         compression: str | None,
+        retain: bool = True,
     ) -> CheckpointInfo:
         with self._guard("save"):
-            self._check_epoch(epoch)  # cheap early refusal
+            if epoch not in self._confirmed_epochs:
+                self._check_epoch(
+                    epoch
+                )  # early refusal (the check after the create is what fences)
             size = payload.size if isinstance(payload, EncodedState) else len(payload)
             inline: bytes | None = None
             payload_path: str | None = None
@@ -559,9 +587,13 @@ class AgentCheckpoints(Retention):
                 # The manifest stays (write-once; a newer activation may even have restored it), but
                 # readers ignore it unless that activation did.
                 raise StaleEpochError(
-                    f"agent {self.namespace}/{self.name}: epoch {epoch} was fenced by activation "
+                    f"agent {self.namespace}/{self.name}: epoch {epoch} is stale, fenced by activation "
                     f"{max(epochs)} while writing checkpoint {info.seq}"
                 )
+            self._confirmed_epochs.add(epoch)
+            if not retain:
+                self._retention_due = (epochs, epoch)
+                return info
             try:
                 self._retain(epochs, epoch)
             except StorageUnavailableError:
@@ -585,8 +617,9 @@ class AgentCheckpoints(Retention):
         extra: dict[str, Any],
         compression: str | None,
     ) -> CheckpointInfo:
-        for _ in range(1000):
-            seqs = self._seqs()
+        for attempt in range(1000):
+            # Write-once names: guess the next seq from what this object knows, list only after a clash.
+            seqs = list(self._seqs_seen) if self._listed and attempt == 0 else self._seqs()
             seq = max(seqs, default=0) + 1
             info = CheckpointInfo(
                 namespace=self.namespace,
@@ -618,8 +651,8 @@ class AgentCheckpoints(Retention):
                 newer = max(self._epochs(), default=0)
                 if newer > epoch:
                     raise StaleEpochError(
-                        f"agent {self.namespace}/{self.name}: epoch {epoch} lost checkpoint {seq} to a newer "
-                        f"activation {newer}"
+                        f"agent {self.namespace}/{self.name}: epoch {epoch} is stale, lost checkpoint {seq} to "
+                        f"a newer activation {newer}"
                     ) from None
         raise CheckpointError(
             f"could not allocate a checkpoint seq for {self.namespace}/{self.name}"
@@ -785,3 +818,6 @@ class AgentCheckpoints(Retention):
                 self.store.fs.rm(self._dir, recursive=True)
             self._starts.clear()
             self._retained.clear()
+            self._seqs_seen, self._listed = [], False
+            self._confirmed_epochs.clear()
+            self._retention_due = None

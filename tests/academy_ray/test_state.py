@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import pickle
 
@@ -77,6 +78,43 @@ def test_round_trip_of_every_kind() -> None:
         np.testing.assert_array_equal(out[name], expected)
     assert out["table"].equals(table)
     assert out["table"].schema.metadata == {b"origin": b"test"}
+
+
+# A payload written before JSON fields moved into the header (JSON, model and bytes in Arrow block 0).
+_PAYLOAD_WITH_JSON_IN_BLOCK_0 = (
+    "QUNSU1RBVDERAQAAAAAAAHsiZm9ybWF0IjoiYWNhZGVteS1yYXktc3RhdGUiLCJ2ZXJzaW9uIjoxLCJjb21wcmVzc2lvbiI6"
+    "bnVsbCwiZmllbGRzIjpbeyJuYW1lIjoiY291bnRzIiwia2luZCI6Impzb24iLCJibG9jayI6MH0seyJuYW1lIjoiYmxvYiIs"
+    "ImtpbmQiOiJieXRlcyIsImJsb2NrIjowfSx7Im5hbWUiOiJtb2RlbCIsImtpbmQiOiJtb2RlbCIsImJsb2NrIjowLCJtb2Rl"
+    "bCI6Il9fbWFpbl9fLk0ifV0sImJsb2NrcyI6W3sib2Zmc2V0IjowLCJsZW5ndGgiOjgwMH1dLCJkYXRhX2xlbmd0aCI6ODMy"
+    "fQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAD/////gAEAABAAAAAAAAoADAAGAAUACAAKAAAAAAEEAAwAAAAIAAgA"
+    "AAAEAAgAAAAEAAAAAwAAAOQAAABoAAAABAAAADr///8AAAEUFAAAAFAAAAAIAAAAFAAAAAAAAAAFAAAAbW9kZWwAAAABAAAA"
+    "BAAAACj///8UAAAABAAAAAUAAABtb2RlbAAAAAwAAABhY2FkZW15LmtpbmQAAAAAIP///5r///8AAAETFAAAAFQAAAAIAAAA"
+    "FAAAAAAAAAAEAAAAYmxvYgAAAAABAAAABAAAAIj///8UAAAABAAAAAUAAABieXRlcwAAAAwAAABhY2FkZW15LmtpbmQAAAAA"
+    "BAAGAAQAAAAAABIAGAAIAAYABwAMAAAAEAAUABIAAAAAAAEUFAAAAFwAAAAIAAAAFAAAAAAAAAAGAAAAY291bnRzAAABAAAA"
+    "DAAAAAgADAAEAAgACAAAABQAAAAEAAAABAAAAGpzb24AAAAADAAAAGFjYWRlbXkua2luZAAAAAAEAAQABAAAAP////8YAQAA"
+    "FAAAAAAAAAAMABYABgAFAAgADAAMAAAAAAMEABgAAABwAAAAAAAAAAAACgAYAAwABAAIAAoAAACsAAAAEAAAAAEAAAAAAAAA"
+    "AAAAAAkAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAQAAAAAAAAABAAAAAAAAAAGgAAAAAAAAAwAAAAAAAAAAAAAAAAAAAA"
+    "MAAAAAAAAAAQAAAAAAAAAEAAAAAAAAAABQAAAAAAAABIAAAAAAAAAAAAAAAAAAAASAAAAAAAAAAQAAAAAAAAAFgAAAAAAAAA"
+    "EQAAAAAAAAAAAAAAAwAAAAEAAAAAAAAAAAAAAAAAAAABAAAAAAAAAAAAAAAAAAAAAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+    "GgAAAAAAAAB7ImEiOjEsImIiOlsxLjUsbnVsbCwieiJdfQAAAAAAAAAAAAAAAAAABQAAAAAAAAAAAXJhdwAAAAAAAAAAAAAA"
+    "EQAAAAAAAAB7IngiOjMsInkiOlswLjVdfQAAAAAAAAD/////AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+)
+
+
+def test_json_fields_are_carried_in_the_header_without_an_arrow_block() -> None:
+    fields = {"counts": {"a": 1, "b": [1.5, None, "z"]}, "note": "x"}
+    payload = encode_state(fields)
+    assert b"ARROW" not in payload and b"\xff\xff\xff\xff" not in payload  # no IPC stream at all
+    assert decode_state(payload) == fields
+
+
+def test_payloads_with_json_in_an_arrow_block_still_decode() -> None:
+    decoded = decode_state(base64.b64decode(_PAYLOAD_WITH_JSON_IN_BLOCK_0))
+    assert decoded == {
+        "counts": {"a": 1, "b": [1.5, None, "z"]},
+        "blob": b"\x00\x01raw",
+        "model": {"x": 3, "y": [0.5]},
+    }
 
 
 def test_ndarray_is_decoded_zero_copy_and_writable_from_a_bytearray() -> None:

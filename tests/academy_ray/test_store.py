@@ -12,13 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 import pyarrow as pa
 import pytest
 import xxhash
 from pydantic import BaseModel
 
-from academy_ray.state import encode_state
+from academy_ray import objects
+from academy_ray.state import encode_state, encode_state_segments
 from academy_ray.store import (
     INLINE_MAX,
     AgentCheckpoints,
@@ -413,16 +415,12 @@ def test_write_landing_between_claim_and_start_is_fenced(store_config: dict[str,
     with pytest.raises(StaleEpochError):
         new._check_epoch = lambda epoch: None  # type: ignore[method-assign]
         new.save({"count": 300}, epoch=new_epoch, agent_class=AGENT_CLASS)
-    assert [(i.seq, i.fenced) for i in newer.list()] == [
-        (1, False),
-        (2, False),
-        (3, True),
-        (4, True),
-    ]
+    # ``new`` guessed seq 3 (taken by the stale write) and learnt that it is stale without writing.
+    assert [(i.seq, i.fenced) for i in newer.list()] == [(1, False), (2, False), (3, True)]
     latest = newer.load_latest()
     assert latest is not None and latest[0].seq == 2 and latest[1] == {"count": 100}
     info = newer.save({"count": 101}, epoch=newer_epoch, agent_class=AGENT_CLASS)
-    assert info.seq == 5
+    assert info.seq == 4
     latest = newer.load_latest()
     assert latest is not None and latest[1] == {"count": 101}
 
@@ -627,3 +625,39 @@ def test_save_encoded_takes_a_pre_encoded_state(agent: AgentCheckpoints) -> None
     loaded = agent.load_latest()
     assert loaded is not None and loaded[1]["n"] == 1
     np.testing.assert_array_equal(loaded[1]["a"], np.arange(50_000))
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["o_tmpfile", "named_temporary"])
+def test_local_creates_are_exclusive_and_leave_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unnamed: bool
+) -> None:
+    """Both local create paths (an unnamed O_TMPFILE file linked to its name; a named temporary where the
+    filesystem has no O_TMPFILE) refuse an existing name, keep the first content and leave nothing else."""
+    monkeypatch.setattr(objects, "_TMPFILE_WORKS", unnamed and objects._TMPFILE_WORKS)
+    backend = objects.ObjectBackend(fsspec.filesystem("file"))
+    folder = tmp_path / "objects"
+    path = str(folder / "000000000001.json")
+    digest = backend.create(path, b"first")
+    with pytest.raises(FileExistsError):
+        backend.create(path, b"second")
+    assert Path(path).read_bytes() == b"first" and digest == objects.checksum_of(b"first")
+    assert sorted(p.name for p in folder.iterdir()) == ["000000000001.json"]
+
+
+def test_retention_left_for_later_runs_when_applied(tmp_path: Path) -> None:
+    """``save_encoded(retain=False)`` (what a running agent uses) deletes nothing until
+    ``apply_retention``; then the newest ``keep_last`` remain and the next guesses of seq stay right."""
+    agent = CheckpointStore(f"file://{tmp_path}/ckpt", keep_last=2).for_agent("ns", "later")
+    epoch = agent.acquire_epoch()
+    for count in range(1, 5):
+        encoded = encode_state_segments({"count": count})
+        agent.save_encoded(encoded, epoch=epoch, agent_class=AGENT_CLASS, retain=False)
+    assert [info.seq for info in agent.list()] == [1, 2, 3, 4]
+    agent.apply_retention()
+    assert [info.seq for info in agent.list()] == [3, 4]
+    info = agent.save_encoded(
+        encode_state_segments({"count": 5}), epoch=epoch, agent_class=AGENT_CLASS, retain=False
+    )
+    agent.apply_retention()
+    assert info.seq == 5 and [i.seq for i in agent.list()] == [4, 5]
+    assert agent.load_latest() is not None and agent.load_latest()[1] == {"count": 5}  # type: ignore[index]
