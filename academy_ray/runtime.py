@@ -34,7 +34,7 @@ from academy_ray.policy import CheckpointPolicy
 from academy_ray.registry import POOL_PREFIX, registry_actor
 from academy_ray.spec import AgentInfo, AgentResources, AgentSpec
 from academy_ray.store import AgentCheckpoints, CheckpointInfo
-from placement import Decision, Demand, PlacementClient
+from placement import Decision, Demand, PlacementClient, with_failure_detection
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class Runtime:
             kwargs.update(init_kwargs or {})
             if address is None:
                 address = os.environ.get("RAY_ADDRESS") or "local"
-            ray.init(address=address, **kwargs)
+            ray.init(address=address, **with_failure_detection(kwargs, address))
             self._owns_ray = True
 
     # ---- context management ----------------------------------------------------------------------------------

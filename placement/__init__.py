@@ -21,6 +21,11 @@ from placement.errors import (
     PlacementTimeoutError,
     UnknownPlacementError,
 )
+from placement.failure_detection import (
+    FAILURE_DETECTION,
+    ray_start_environment,
+    with_failure_detection,
+)
 from placement.inventory import Inventory, InventoryItem, ItemKind
 from placement.policy import (
     Candidate,
@@ -37,6 +42,7 @@ from placement.table import NodeTable
 
 __all__ = [
     "CONTROLLER_NAME",
+    "FAILURE_DETECTION",
     "Candidate",
     "ClusterView",
     "Decision",
@@ -62,4 +68,6 @@ __all__ = [
     "SpreadPolicy",
     "UnknownPlacementError",
     "make_policy",
+    "ray_start_environment",
+    "with_failure_detection",
 ]

@@ -12,6 +12,7 @@ import ray
 from ray import serve
 
 from placement.errors import PlacementError
+from placement.failure_detection import with_failure_detection
 from serving.auth import load_key_file
 from serving.builder import build_app
 from serving.config import LOCAL_HOSTS, ReplicaPlacement, ServingConfig, warn_if_exposed
@@ -42,7 +43,8 @@ def ensure_ray(address: str | None = None) -> None:
     """
     if ray.is_initialized():
         return
-    ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local")
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    ray.init(address=address, **with_failure_detection({}, address))
 
 
 def serve_models(

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from placement.failure_detection import FAILURE_DETECTION
+
 __all__ = [
     "FAST_HEALTH_CHECKS",
     "MAX_VOLUMES",
@@ -165,14 +167,10 @@ class S3Server:
 
 
 # Fast node-loss detection (see docs/architecture.md, "Facts about Ray").
-FAST_HEALTH_CHECKS = {
-    # Fast enough that a lost node is noticed in a few seconds, slow enough that a node starved of CPU on a
-    # loaded 2-core machine is not declared dead by mistake (500 ms x 3 misses did that).
-    "health_check_period_ms": 1000,
-    "health_check_failure_threshold": 4,
-    "health_check_timeout_ms": 1000,
-    "health_check_initial_delay_ms": 0,
-}
+FAST_HEALTH_CHECKS = dict(FAILURE_DETECTION)
+"""What the product starts embedded Ray with (`placement.failure_detection`): a node whose processes die
+is declared dead in ~2 s; a starved one has 5 s per check to answer (500 ms deadlines lost a node of a
+loaded 2-core machine by mistake)."""
 
 
 @dataclass
