@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from serving.policy.demand import DemandTracker, ModelDemand
+from serving.policy.demand import DemandTracker, LiveDemand, ModelDemand
 from serving.policy.manager import Eviction, Plan, ReplicaManager, desired_replicas
 from serving.policy.router import Route, Router, evictable, new_copy, victims
 from serving.policy.view import ClusterView, ModelTargets, ReplicaView, Tier
@@ -18,6 +18,7 @@ from serving.policy.view import ClusterView, ModelTargets, ReplicaView, Tier
 __all__ = [
     "ClusterView",
     "DemandTracker",
+    "LiveDemand",
     "Eviction",
     "ModelDemand",
     "ModelTargets",

@@ -8,6 +8,7 @@ when it ends.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
@@ -118,6 +119,27 @@ class DemandTracker:
         """Demand of every model seen, by id."""
         return {model_id: self.demand(model_id, now) for model_id in self._series}
 
+    def live(self, now: float) -> LiveDemand:
+        """A read-only mapping of every model's demand at ``now``, computed on lookup."""
+        return LiveDemand(self, now)
+
     def total_concurrency(self, now: float) -> float:
         """Requests all models keep busy at once (the load the replica count follows)."""
         return sum(d.concurrency() for d in self.snapshot(now).values())
+
+
+class LiveDemand(Mapping[str, ModelDemand]):
+    """Every model's demand at ``now``, computed when looked up (no stale snapshot)."""
+
+    def __init__(self, tracker: DemandTracker, now: float) -> None:
+        self._tracker = tracker
+        self._now = now
+
+    def __getitem__(self, model_id: str) -> ModelDemand:
+        return self._tracker.demand(model_id, self._now)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._tracker._series))
+
+    def __len__(self) -> int:
+        return len(self._tracker._series)

@@ -12,9 +12,18 @@ has and returns the loads and evictions that close the gap, one step per model p
   disk > remote, then the shortest queue), evicting only what :func:`evictable` allows.
 * **scale down** with hysteresis: a copy is removed only when the model would have enough at half
   the target utilisation (``wanted`` computed with ``utilisation / 2``), one per tick, from the
-  copy with the fewest of its requests: a load between the two thresholds changes nothing. A
-  model without traffic is consolidated to ``max(min_replicas, 1)`` copies and is evicted
-  altogether only when its room is needed (by the router or a scale-up).
+  busiest replica among the copies with none of its requests: a load between the two
+  thresholds changes nothing, and a model that gained a copy within ``cooldown_ticks`` loses
+  none. A model without traffic is consolidated to ``max(min_replicas, 1)``
+  copies and is evicted altogether only when its room is needed (by the router or a scale-up).
+* **defragmentation** (consolidation): when a model with requests has no copy and no replica
+  can take it (every replica holds last copies of active models), the models blocking the
+  replica easiest to clear are copied to replicas with room; once they have two copies, the
+  blocked model's load may evict the old ones.
+* **standby** (``standby`` > 0, for engines that can sleep): each model is kept parked on up to
+  ``standby`` replicas besides its loaded copies (loaded where there is room, then put to sleep,
+  a few per tick, never evicting anything), so that a burst wakes a copy (a host-to-GPU copy)
+  instead of starting an engine.
 * **replica count** (:func:`desired_replicas`): the deployment's replicas follow the total load
   (and the room the active models need), between the configured bounds. This is our controller,
   not Serve's autoscaler: Serve scales a deployment by its ongoing requests but cannot know which
@@ -46,10 +55,13 @@ class Plan(BaseModel):
 
     loads: list[Route] = Field(default_factory=list)
     evictions: list[Eviction] = Field(default_factory=list)
+    standby: list[Route] = Field(
+        default_factory=list, description="load, then park at once (a warm copy for bursts)"
+    )
 
     def empty(self) -> bool:
         """Nothing to do."""
-        return not self.loads and not self.evictions
+        return not self.loads and not self.evictions and not self.standby
 
 
 class ReplicaManager:
@@ -58,12 +70,32 @@ class ReplicaManager:
     Args:
         utilisation: share of a copy's ``concurrency`` the scale-up rule aims at (headroom for
             bursts); scale-down waits until the model would fit at half of it.
+        standby: parked copies kept of each model, where replicas have room and park memory.
+        standby_per_tick: most standby copies started per tick.
+        cooldown_ticks: a model that gained a copy (by a plan or by the router) loses none for
+            this many ticks (queues swing faster than copies load).
     """
 
-    def __init__(self, utilisation: float = 0.7) -> None:
+    def __init__(
+        self,
+        utilisation: float = 0.7,
+        standby: int = 0,
+        standby_per_tick: int = 2,
+        cooldown_ticks: int = 30,
+    ) -> None:
         if not 0 < utilisation <= 1:
             raise ValueError(f"utilisation must be in (0, 1], got {utilisation}")
+        if standby < 0 or standby_per_tick < 0:
+            raise ValueError("standby and standby_per_tick must be >= 0")
         self.utilisation = utilisation
+        self.standby = standby
+        self.standby_per_tick = standby_per_tick
+        self.cooldown_ticks = cooldown_ticks
+        self._tick = 0
+        self._copies: dict[str, int] = {}
+        self._grew: dict[str, int] = {}
+        self.keep: dict[str, int] = {}
+        """Copies each model wanted at the last plan: no other model's load evicts them."""
 
     def wanted(
         self,
@@ -98,20 +130,36 @@ class ReplicaManager:
     ) -> Plan:
         """This tick's loads and evictions. ``cluster`` is updated as if they were done."""
         plan = Plan()
+        self._tick += 1
         replicas = sum(1 for r in cluster.replicas if r.accepting)
         models = sorted(
             set(targets) | set(demand),
-            key=lambda m: -demand.get(m, _NO_DEMAND).rate,
+            key=lambda m: (-demand.get(m, _NO_DEMAND).rate, m),
         )
+        self.keep = {
+            m: self.wanted(
+                demand.get(m, _NO_DEMAND),
+                targets.get(m) or ModelTargets(model_id=m),
+                replicas,
+                utilisation=self.utilisation / 2,
+            )
+            for m in models
+        }
+        defragmented = False
         for model_id in models:
             target = targets.get(model_id) or ModelTargets(model_id=model_id)
             d = demand.get(model_id, _NO_DEMAND)
             copies = cluster.copies(model_id)
             have = len(copies)
+            if have > self._copies.get(model_id, 0):
+                self._grew[model_id] = self._tick
+            self._copies[model_id] = have
             want = self.wanted(d, target, replicas, copies=have)
             if have < want:
-                route = new_copy(model_id, cluster, demand, targets)
+                route = new_copy(model_id, cluster, demand, targets, keep=self.keep)
                 if route is None:
+                    if have == 0 and not defragmented:
+                        defragmented = self._defragment(plan, cluster, model_id, targets)
                     continue
                 plan.loads.append(route)
                 replica = cluster.replica(route.replica_id)
@@ -120,19 +168,122 @@ class ReplicaManager:
                     plan.evictions.append(Eviction(replica_id=replica.replica_id, model_id=victim))
                 replica.parked.discard(model_id)
                 replica.loading[model_id] = target.size
+                self._grew[model_id] = self._tick
+                self._copies[model_id] = have + 1
+                continue
+            if self._tick - self._grew.get(model_id, -self.cooldown_ticks) < self.cooldown_ticks:
                 continue
             keep = self.wanted(d, target, replicas, utilisation=self.utilisation / 2, copies=have)
             keep = max(keep, target.min_replicas, 1 if d.active or have else 0)
-            if have > keep:
-                idle = [r for r in copies if model_id in r.resident]
+            loaded = sum(1 for r in copies if model_id in r.resident)
+            if have > keep and loaded > keep:  # copies still loading do not count yet
+                idle = [
+                    r for r in copies if model_id in r.resident and not r.model_queue.get(model_id)
+                ]
                 if not idle:
-                    continue
-                replica = min(idle, key=lambda r: (r.model_queue.get(model_id, 0), -r.queue))
-                if replica.model_queue.get(model_id, 0) > 0 and not d.active:
-                    continue
+                    continue  # every copy has requests: try again next tick
+                replica = max(idle, key=lambda r: r.queue)
                 replica.resident.pop(model_id)
+                self._copies[model_id] = have - 1
                 plan.evictions.append(Eviction(replica_id=replica.replica_id, model_id=model_id))
+        if self.standby:
+            self._plan_standby(plan, cluster, models, targets)
         return plan
+
+    def _defragment(
+        self,
+        plan: Plan,
+        cluster: ClusterView,
+        model_id: str,
+        targets: Mapping[str, ModelTargets],
+    ) -> bool:
+        """Makes room for a model no replica can take: copies the models that block the replica
+        easiest to clear to replicas with room, so that the next ticks may evict them there.
+
+        Returns whether anything was planned (one defragmentation per tick).
+        """
+        size = (targets.get(model_id) or ModelTargets(model_id=model_id)).size
+
+        def size_of(m: str) -> float:
+            return (targets.get(m) or ModelTargets(model_id=m)).size
+
+        best: tuple[float, list[tuple[str, str]]] | None = None
+        for replica in cluster.replicas:
+            if not replica.accepting or replica.capacity < size:
+                continue
+            moves: list[tuple[str, str]] = []
+            room = {r.replica_id: r.free for r in cluster.replicas}
+            missing = size - replica.free
+            for blocker in sorted(replica.resident, key=size_of):
+                if missing <= 1e-9:
+                    break
+                need = size_of(blocker)
+                dest = next(
+                    (
+                        r
+                        for r in sorted(cluster.replicas, key=lambda r: room[r.replica_id])
+                        if r is not replica
+                        and r.accepting
+                        and not r.holds(blocker)
+                        and room[r.replica_id] >= need
+                    ),
+                    None,
+                )
+                if dest is None:
+                    break
+                room[dest.replica_id] -= need
+                moves.append((blocker, dest.replica_id))
+                missing -= need
+            if missing <= 1e-9 and moves:
+                moved = sum(size_of(m) for m, _ in moves)
+                if best is None or moved < best[0]:
+                    best = (moved, moves)
+        if best is None:
+            return False
+        for blocker, dest_id in best[1]:
+            dest = cluster.replica(dest_id)
+            tier = dest.tier(blocker, cluster.disk_of(dest))
+            dest.loading[blocker] = size_of(blocker)
+            self._grew[blocker] = self._tick
+            plan.loads.append(Route(replica_id=dest_id, model_id=blocker, tier=tier))
+        return True
+
+    def _plan_standby(
+        self,
+        plan: Plan,
+        cluster: ClusterView,
+        models: list[str],
+        targets: Mapping[str, ModelTargets],
+    ) -> None:
+        busy = {route.replica_id for route in plan.loads}
+        for model_id in models:
+            if len(plan.standby) >= self.standby_per_tick:
+                return
+            parked = [r for r in cluster.replicas if model_id in r.parked and not r.holds(model_id)]
+            if len(parked) >= self.standby:
+                continue
+            size = (targets.get(model_id) or ModelTargets(model_id=model_id)).size
+            hosts = [
+                r
+                for r in cluster.replicas
+                if r.accepting
+                and r.replica_id not in busy
+                and not r.holds(model_id)
+                and model_id not in r.parked
+                and r.free >= size
+                and r.park_room >= size
+            ]
+            if not hosts:
+                continue
+            host = min(
+                hosts,
+                key=lambda r: (r.tier(model_id, cluster.disk_of(r)), r.queue, -r.park_room),
+            )
+            tier = host.tier(model_id, cluster.disk_of(host))
+            busy.add(host.replica_id)
+            host.park_room -= size
+            host.parked.add(model_id)
+            plan.standby.append(Route(replica_id=host.replica_id, model_id=model_id, tier=tier))
 
 
 def desired_replicas(

@@ -4,7 +4,10 @@ Order of preference (ties broken by the replica's queue, then by what must be ev
 
 1. a replica where the model is **resident** (least loaded first); while every copy is saturated
    (``spill_factor * concurrency`` requests queued on each) and the model may have more copies, a
-   new copy is started instead, by the tiers below;
+   copy parked on another replica with room to spare is woken for the request (a wake is a copy,
+   cheaper than the queue; it evicts nothing, or spills would chase each other); slower new
+   copies (disk, object storage) are the replica manager's to start, in the background, while
+   requests stay with the resident copies;
 2. a replica already **loading** it (join that load rather than start a second one);
 3. a replica where it is **parked** (asleep in host memory: waking is a copy, not a restart);
 4. a replica whose node's **disk** cache holds the weights;
@@ -13,7 +16,8 @@ Order of preference (ties broken by the replica's queue, then by what must be ev
 A model is evicted from a replica only if the rules of :func:`evictable` allow it: never the last
 loaded copy of a model that had traffic within the demand window, never below its
 ``min_replicas``, never while it has requests on that replica. When no replica can take the model
-without breaking them, :meth:`Router.route` answers ``None`` and the caller waits.
+without breaking them, or every copy is full (``slots`` requests on it), :meth:`Router.route`
+answers ``None`` and the caller waits (and asks again when a slot frees or a load ends).
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from pydantic import BaseModel, Field
 
 from serving.policy.demand import ModelDemand
 from serving.policy.view import ClusterView, ModelTargets, ReplicaView, Tier
+
+QUEUE_BUCKET = 8
+"""Queues shorter than this count as equal when a new copy's replica is chosen."""
 
 _NO_DEMAND = ModelDemand(
     model_id="", rate=0.0, in_flight=0, latency_s=0.0, last_request_s=None, active=False
@@ -53,13 +60,17 @@ def evictable(
     cluster: ClusterView,
     demand: Mapping[str, ModelDemand],
     targets: Mapping[str, ModelTargets],
+    keep: Mapping[str, int] | None = None,
 ) -> bool:
-    """Whether ``replica`` may evict ``model_id`` now (see the module docstring for the rules)."""
+    """Whether ``replica`` may evict ``model_id`` now (see the module docstring for the rules;
+    ``keep``: copies each model keeps, e.g. the replica manager's wanted copies)."""
     if model_id not in replica.resident or replica.model_queue.get(model_id, 0) > 0:
         return False
     copies = sum(1 for r in cluster.replicas if model_id in r.resident)
     target = targets.get(model_id)
     if target is not None and copies <= target.min_replicas:
+        return False
+    if keep is not None and copies <= keep.get(model_id, 0):
         return False
     return not (demand.get(model_id, _NO_DEMAND).active and copies <= 1)
 
@@ -70,6 +81,7 @@ def victims(
     cluster: ClusterView,
     demand: Mapping[str, ModelDemand],
     targets: Mapping[str, ModelTargets],
+    keep: Mapping[str, int] | None = None,
 ) -> list[str] | None:
     """The models ``replica`` evicts to free ``room``: ``[]`` if it has room, ``None`` if it cannot.
 
@@ -87,7 +99,7 @@ def victims(
 
     chosen: list[str] = []
     for model_id in sorted(replica.resident, key=order):
-        if not evictable(model_id, replica, cluster, demand, targets):
+        if not evictable(model_id, replica, cluster, demand, targets, keep):
             continue
         chosen.append(model_id)
         missing -= replica.resident[model_id]
@@ -101,18 +113,29 @@ def new_copy(
     cluster: ClusterView,
     demand: Mapping[str, ModelDemand],
     targets: Mapping[str, ModelTargets],
+    slowest: Tier = Tier.REMOTE,
+    evicting: bool = True,
+    keep: Mapping[str, int] | None = None,
 ) -> Route | None:
-    """The best replica to start a new copy of ``model_id`` on (parked > disk > remote), or None."""
+    """The best replica to start a new copy of ``model_id`` on, or None.
+
+    Parked > disk > remote (none slower than ``slowest``; only where there is room without
+    evictions unless ``evicting``), then the shortest queue (in steps of
+    ``QUEUE_BUCKET`` requests: lightly loaded replicas count as equal), the fewest evictions, and
+    the tightest fit (so that whole replicas stay free for large models and bursts).
+    """
     target = targets.get(model_id) or ModelTargets(model_id=model_id)
     best: tuple[tuple[int, int, int, float], Route] | None = None
     for replica in cluster.replicas:
         if not replica.accepting or replica.holds(model_id) or replica.capacity < target.size:
             continue
-        evict = victims(replica, target.size, cluster, demand, targets)
-        if evict is None:
-            continue
         tier = replica.tier(model_id, cluster.disk_of(replica))
-        key = (int(tier), replica.queue, len(evict), -replica.free)
+        if tier > slowest:
+            continue
+        evict = victims(replica, target.size, cluster, demand, targets, keep)
+        if evict is None or (evict and not evicting):
+            continue
+        key = (int(tier), replica.queue // QUEUE_BUCKET, len(evict), replica.free)
         if best is None or key < best[0]:
             best = (
                 key,
@@ -141,27 +164,37 @@ class Router:
         cluster: ClusterView,
         demand: Mapping[str, ModelDemand],
         targets: Mapping[str, ModelTargets],
+        keep: Mapping[str, int] | None = None,
     ) -> Route | None:
-        """The replica for one request of ``model_id``; ``None`` when none can take it now."""
+        """The replica for one request of ``model_id``; ``None`` when none can take it now.
+
+        ``keep``: copies each model keeps (:attr:`ReplicaManager.keep`); their copies are not
+        evicted for this request.
+        """
         target = targets.get(model_id) or ModelTargets(model_id=model_id)
         live = [r for r in cluster.replicas if r.accepting]
         resident = [r for r in live if model_id in r.resident]
         if resident:
-            best = min(resident, key=lambda r: (r.model_queue.get(model_id, 0), r.queue))
-            saturated = best.model_queue.get(model_id, 0) >= self.spill_factor * target.concurrency
+            best = min(resident, key=lambda r: (r.full, r.model_queue.get(model_id, 0), r.queue))
+            saturated = (
+                best.full
+                or best.model_queue.get(model_id, 0) >= self.spill_factor * target.concurrency
+            )
             copies = len(cluster.copies(model_id))
             may_grow = target.max_replicas is None or copies < target.max_replicas
-            loading = [r for r in live if model_id in r.loading]
-            if saturated and loading:
-                joined = min(loading, key=lambda r: r.queue)
-                return Route(replica_id=joined.replica_id, model_id=model_id, tier=Tier.LOADING)
             if saturated and may_grow:
-                spill = new_copy(model_id, cluster, demand, targets)
+                spill = new_copy(
+                    model_id, cluster, demand, targets, slowest=Tier.PARKED, evicting=False
+                )
                 if spill is not None:
                     return spill
+            if best.full:
+                return None  # wait for a slot on any copy
             return Route(replica_id=best.replica_id, model_id=model_id, tier=Tier.RESIDENT)
         loading = [r for r in live if model_id in r.loading]
         if loading:
             joined = min(loading, key=lambda r: r.queue)
+            if joined.full:
+                return None
             return Route(replica_id=joined.replica_id, model_id=model_id, tier=Tier.LOADING)
-        return new_copy(model_id, cluster, demand, targets)
+        return new_copy(model_id, cluster, demand, targets, keep=keep)

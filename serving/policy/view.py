@@ -64,6 +64,11 @@ class ReplicaView:
         model_queue: those requests by model.
         last_used: model -> time of its latest request here (eviction order among equals).
         accepting: False while the replica drains or is being removed: nothing new goes there.
+        park_room: host memory left for parking (same unit as the sizes; ``0``: the replica's
+            engines cannot sleep).
+        slots: requests the replica runs at once (Serve's ``max_ongoing_requests``; 0: no
+            bound). A full replica gets no more requests: they wait at the router, and go to
+            whichever copy frees a slot first (a copy loaded meanwhile included).
     """
 
     replica_id: str
@@ -76,6 +81,8 @@ class ReplicaView:
     model_queue: dict[str, int] = field(default_factory=dict)
     last_used: dict[str, float] = field(default_factory=dict)
     accepting: bool = True
+    park_room: float = 0.0
+    slots: int = 0
 
     @property
     def used(self) -> float:
@@ -86,6 +93,11 @@ class ReplicaView:
     def free(self) -> float:
         """Room left."""
         return self.capacity - self.used
+
+    @property
+    def full(self) -> bool:
+        """Whether every slot is taken."""
+        return 0 < self.slots <= self.queue
 
     def holds(self, model_id: str) -> bool:
         """Whether the model is resident or being loaded here."""

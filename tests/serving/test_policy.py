@@ -113,6 +113,10 @@ def test_a_saturated_model_spills_to_a_new_copy_on_the_best_tier() -> None:
     )
     route = Router(spill_factor=2).route("hot", cluster, {}, targets)
     assert route is not None and (route.replica_id, route.tier) == ("c", Tier.PARKED)
+    cluster.replicas[2].parked.clear()  # a load from disk or storage: the queue is faster
+    route = Router(spill_factor=2).route("hot", cluster, {}, targets)
+    assert route is not None and (route.replica_id, route.tier) == ("a", Tier.RESIDENT)
+    cluster.replicas[2].parked.add("hot")
     capped = {"hot": ModelTargets(model_id="hot", concurrency=2, max_replicas=1)}
     route = Router(spill_factor=2).route("hot", cluster, {}, capped)
     assert route is not None and (route.replica_id, route.tier) == ("a", Tier.RESIDENT)
@@ -156,7 +160,7 @@ def _cluster(n: int, capacity: float = 2) -> ClusterView:
 
 
 def test_a_hot_model_gets_more_copies_one_per_tick_and_back() -> None:
-    manager = ReplicaManager(utilisation=0.5)
+    manager = ReplicaManager(utilisation=0.5, cooldown_ticks=3)
     targets = {"hot": ModelTargets(model_id="hot", concurrency=4)}
     cluster = _cluster(4)
     cluster.replicas[0].resident = {"hot": 1}
@@ -170,13 +174,14 @@ def test_a_hot_model_gets_more_copies_one_per_tick_and_back() -> None:
         copies.append(len(cluster.copies("hot")))
     assert copies == [2, 3, 4, 4]
     calm = {"hot": _demand("hot", rate=0.5, latency=1.0)}
+    assert manager.plan(cluster, calm, targets).empty()  # cooling down: it just grew
     for _ in range(5):
         manager.plan(cluster, calm, targets)
     assert len(cluster.copies("hot")) == 1  # consolidated, never below one while active
 
 
 def test_scale_down_has_hysteresis() -> None:
-    manager = ReplicaManager(utilisation=0.5)
+    manager = ReplicaManager(utilisation=0.5, cooldown_ticks=0)
     targets = {"m": ModelTargets(model_id="m", concurrency=4)}
     cluster = _cluster(2)
     cluster.replicas[0].resident = {"m": 1}
@@ -189,7 +194,7 @@ def test_scale_down_has_hysteresis() -> None:
 
 
 def test_an_idle_model_is_consolidated_to_one_copy_and_min_replicas_are_kept() -> None:
-    manager = ReplicaManager()
+    manager = ReplicaManager(cooldown_ticks=0)
     targets = {
         "idle": ModelTargets(model_id="idle"),
         "pinned": ModelTargets(model_id="pinned", min_replicas=2),
@@ -245,3 +250,22 @@ def test_the_replica_count_follows_total_load_and_room_within_bounds() -> None:
     assert desired_replicas(spread, targets, capacity=2, concurrency=8, bounds=(1, 10)) == 3
     with pytest.raises(ValueError, match="bounds"):
         desired_replicas(busy, targets, capacity=2, concurrency=8, bounds=(0, 4))
+
+
+def test_a_model_no_replica_can_take_gets_room_by_moving_the_blockers() -> None:
+    manager = ReplicaManager(cooldown_ticks=0)
+    sizes = {"big": 3, "a": 1, "b": 2, "c": 2, "d": 2}
+    targets = {m: ModelTargets(model_id=m, size=size) for m, size in sizes.items()}
+    cluster = ClusterView(
+        replicas=[
+            _replica("r0", capacity=4, resident={"a": 1, "b": 2}),
+            _replica("r1", capacity=4, resident={"c": 2}),
+            _replica("r2", capacity=4, resident={"d": 2}),
+        ]
+    )
+    demand = {m: _demand(m, rate=1) for m in sizes}  # every copy is a last copy with traffic
+    plan = manager.plan(cluster, demand, targets)
+    assert [(r.model_id, r.replica_id) for r in plan.loads] == [("c", "r2")]  # least to move
+    cluster.replica("r2").resident["c"] = cluster.replica("r2").loading.pop("c")
+    plan = manager.plan(cluster, demand, targets)
+    assert [(r.model_id, r.replica_id, r.evict) for r in plan.loads] == [("big", "r1", ["c"])]
