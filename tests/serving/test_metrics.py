@@ -102,6 +102,7 @@ def test_serving_metrics_are_exported(metrics_served: tuple[str, int]) -> None:
             "serving_queue_length",
             "serving_tokens_per_second_count",
             "serving_requests_total",
+            "serving_usage_completion_tokens_total",
         ),
         ready=lambda found: (
             'result="hit"' in found["serving_cache_requests_total"]
@@ -112,6 +113,8 @@ def test_serving_metrics_are_exported(metrics_served: tuple[str, int]) -> None:
     assert 'tier="object_storage"' in switches
     lookups = " ".join(found["serving_cache_requests_total"])
     assert 'result="hit"' in lookups and 'result="miss"' in lookups
+    usage = " ".join(found["serving_usage_completion_tokens_total"])
+    assert 'key="anonymous"' in usage and 'model="tiny-0"' in usage  # no API key: one caller
     requests = " ".join(found["serving_requests_total"])
     assert (
         'route="/v1/completions"' in requests
