@@ -31,6 +31,10 @@ class ModelSpec(BaseModel):
         version: a versioned spec pinned to this version (``None``: follow the current one); on
             a concrete spec (:func:`serving.versions.resolve_version`), the version it is.
         version_poll_seconds: how often replicas look for a new current version.
+        min_replicas: replicas that keep the model loaded even without traffic (policy routing).
+        max_replicas: most replicas that load it at once (``None``: no bound).
+        latency_target_s: while the model's recent latency is above this and its requests queue,
+            the replica manager loads it on one more replica (``None``: load-based only).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -46,6 +50,9 @@ class ModelSpec(BaseModel):
     versioned: bool = False
     version: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     version_poll_seconds: float = Field(default=2.0, gt=0)
+    min_replicas: int = Field(default=0, ge=0)
+    max_replicas: int | None = Field(default=None, ge=1)
+    latency_target_s: float | None = Field(default=None, gt=0)
 
     @field_validator("weights_uri")
     @classmethod
