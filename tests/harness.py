@@ -169,7 +169,7 @@ class S3Server:
 # Fast node-loss detection (see docs/architecture.md, "Facts about Ray").
 FAST_HEALTH_CHECKS = dict(FAILURE_DETECTION)
 """What the product starts embedded Ray with (`placement.failure_detection`): a node whose processes die
-is declared dead in ~2 s; a starved one has 5 s per check to answer (500 ms deadlines lost a node of a
+is declared dead in ~1.2 s; a starved one has 5 s per check to answer (500 ms deadlines lost a node of a
 loaded 2-core machine by mistake)."""
 
 

@@ -23,7 +23,7 @@ def test_a_dead_node_is_noticed_in_seconds_and_a_slow_one_has_time_to_answer() -
         FAILURE_DETECTION["health_check_period_ms"],
         FAILURE_DETECTION["health_check_failure_threshold"],
     )
-    assert period * threshold <= 2000  # processes gone: every check fails at once
+    assert period * threshold <= 1500  # processes gone: every check fails at once
     assert (
         FAILURE_DETECTION["health_check_timeout_ms"] >= 5 * period
     )  # starved: each check may wait
