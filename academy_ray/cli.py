@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -178,9 +180,31 @@ async def _top(rt: Runtime, options: argparse.Namespace) -> None:
 async def _logs(rt: Runtime, options: argparse.Namespace) -> None:
     actor = lookup_actor(options.name, rt.namespace)
     log = AgentLog(actor, stream=options.stream)
-    # Read here, on the command's only thread: Ctrl-C ends a --follow at once (a worker thread would hold exit).
-    for line in log.lines(tail=options.tail, follow=options.follow):
-        print(line, flush=True)
+    running = asyncio.get_running_loop()
+    finished: asyncio.Future[None] = running.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if not finished.done():
+            if error is None:
+                finished.set_result(None)
+            else:
+                finished.set_exception(error)
+
+    def show() -> None:
+        error: BaseException | None = None
+        try:
+            for line in log.lines(tail=options.tail, follow=options.follow):
+                print(line, flush=True)
+        except BaseException as raised:  # noqa: BLE001 - handed to the command
+            error = raised
+        with contextlib.suppress(
+            RuntimeError
+        ):  # the command has ended (Ctrl-C): its loop is closed
+            running.call_soon_threadsafe(settle, error)
+
+    # A daemon thread reads (it blocks): Ctrl-C ends the command at once, and the thread with the process.
+    threading.Thread(target=show, name="academy-ray-logs", daemon=True).start()
+    await finished
 
 
 def _summary(value: Any) -> Any:

@@ -91,7 +91,10 @@ class Sampler:
 
 
 def _ms(seconds: float | None) -> str:
-    return "" if seconds is None else f"{seconds * 1e3:.1f}"
+    if seconds is None:
+        return ""
+    ms = seconds * 1e3
+    return f"{ms:.2f}" if ms < 10 else f"{ms:.1f}"
 
 
 def _bytes(count: int) -> str:
