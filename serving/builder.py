@@ -11,6 +11,8 @@ from placement.table import NODE_ID_LABEL
 from serving.config import ServingConfig
 from serving.deployment import ModelServer, ReplicaConfig
 from serving.ingress import OpenAIIngress
+from serving.managed_replica import ManagedModelServer
+from serving.policy_router import PolicyRouter
 from serving.spec import ModelSpec
 
 
@@ -49,18 +51,24 @@ def build_app(
         history=config.switch_history,
     )
     backpressure = BackpressureConfig(status_code=503, retry_after_s=config.retry_after_seconds)
-    server = (
-        serve.deployment(ModelServer)  # type: ignore[attr-defined]
-        .options(
-            name="ModelServer",
-            max_ongoing_requests=config.max_ongoing_requests,
-            max_queued_requests=config.max_queued_requests,
-            backpressure_config=backpressure,
-            ray_actor_options=actor_options,
-            **placed,
+    server: Any
+    if config.routing == "policy":
+        server = _policy_replicas(
+            specs, config, replica, actor_options, backpressure, replica_nodes
         )
-        .bind(list(specs), replica)
-    )
+    else:
+        server = (
+            serve.deployment(ModelServer)  # type: ignore[attr-defined]
+            .options(
+                name="ModelServer",
+                max_ongoing_requests=config.max_ongoing_requests,
+                max_queued_requests=config.max_queued_requests,
+                backpressure_config=backpressure,
+                ray_actor_options=actor_options,
+                **placed,
+            )
+            .bind(list(specs), replica)
+        )
     # Serve lets a few more requests into the ingress than its own bound, so that those beyond it
     # get the ingress's OpenAI-shaped 503 (and /health still gets in) rather than a queue.
     ingress_slots = config.ingress_max_requests + max(8, config.ingress_max_requests // 4)
@@ -70,3 +78,42 @@ def build_app(
         max_queued_requests=config.ingress_max_queued_requests,
         backpressure_config=backpressure,
     ).bind(server, list(specs), config)
+
+
+def _policy_replicas(
+    specs: list[ModelSpec],
+    config: ServingConfig,
+    replica: ReplicaConfig,
+    actor_options: dict[str, Any],
+    backpressure: BackpressureConfig,
+    replica_nodes: list[str] | None,
+) -> PolicyRouter:
+    """``routing="policy"``: one single-replica deployment per replica (``ModelServer-<i>``, on
+    its chosen node when placed), behind a :class:`PolicyRouter` that the ingress calls."""
+    count = len(replica_nodes) if replica_nodes else config.replicas
+    deployments = []
+    for index in range(count):
+        options = dict(actor_options)
+        if replica_nodes:
+            options["label_selector"] = {NODE_ID_LABEL: f"in({replica_nodes[index]})"}
+        deployments.append(
+            serve.deployment(ManagedModelServer)  # type: ignore[attr-defined]
+            .options(
+                name=f"ModelServer-{index}",
+                num_replicas=1,
+                max_ongoing_requests=config.max_ongoing_requests,
+                max_queued_requests=config.max_queued_requests,
+                backpressure_config=backpressure,
+                ray_actor_options=options,
+            )
+            .bind(list(specs), replica)
+        )
+    return PolicyRouter(
+        deployments,
+        list(specs),
+        slots=config.max_ongoing_requests,
+        max_models=config.max_models_per_replica,
+        concurrency=config.copy_concurrency,
+        window_s=config.demand_window_s,
+        tick_s=config.policy_tick_s,
+    )

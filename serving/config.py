@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -98,6 +98,13 @@ class ServingConfig(BaseModel):
         users: API keys per user or project, their limits and fair queueing (:class:`UsersConfig`).
         runtime_env: Ray runtime env of the model replicas (e.g. the vLLM CPU venv's Python).
         cache: the node model cache settings.
+        routing: ``"serve"``: Serve's multiplexing routes (one deployment, LRU per replica);
+            ``"policy"``: :mod:`serving.policy` decides (one single-replica deployment per replica,
+            tier-aware routing, copies per model by demand; see :mod:`serving.policy_router`).
+        copy_concurrency: policy routing: requests one copy of a model runs before more copies
+            are wanted.
+        demand_window_s: policy routing: the window of "recent traffic".
+        policy_tick_s: policy routing: how often the replica manager runs.
         placement: how ``placement`` chooses each replica's node (where the node caches already
             hold the weights, with free GPUs) and re-places replicas of lost nodes; see
             :mod:`serving.placer`. ``None``: Serve spreads the replicas itself.
@@ -123,6 +130,10 @@ class ServingConfig(BaseModel):
     users: UsersConfig = Field(default_factory=UsersConfig)
     runtime_env: dict[str, Any] | None = None
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    routing: Literal["serve", "policy"] = "serve"
+    copy_concurrency: float = Field(default=8.0, gt=0)
+    demand_window_s: float = Field(default=60.0, gt=0)
+    policy_tick_s: float = Field(default=1.0, gt=0)
     placement: ReplicaPlacement | None = Field(default_factory=ReplicaPlacement)
 
 

@@ -1,0 +1,246 @@
+"""Routing by :mod:`serving.policy` in the ingress (``ServingConfig.routing = "policy"``).
+
+The ingress is handed a :class:`PolicyRouter` where it would hold the model deployment's handle:
+it answers the same calls (``options(multiplexed_model_id=..., stream=True).generate.remote(...)``
+and ``stats.remote()``), but sends each request to the replica the Ray-free
+:class:`~serving.policy.Router` chooses, among single-replica deployments (one per replica, so
+that a request can be sent to one replica). Every ``policy_tick_s`` it reads each replica's state
+(:class:`~serving.managed_replica.ReplicaState`) and runs the
+:class:`~serving.policy.ReplicaManager`, whose loads and evictions it sends to the replicas.
+A request no replica can take now (every copy full, or no room without evicting a model that
+still has traffic) waits here and is routed again as soon as something changes, up to
+``wait_s``; then it is answered ``503`` with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+from serving.errors import OverloadedError
+from serving.policy import (
+    ClusterView,
+    DemandTracker,
+    ModelTargets,
+    ReplicaManager,
+    ReplicaView,
+    Route,
+    Router,
+    Tier,
+)
+from serving.spec import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+
+def targets_of(specs: list[ModelSpec], concurrency: float) -> dict[str, ModelTargets]:
+    """The policy's targets of each model: one unit of room, bounds from its spec."""
+    return {
+        spec.id: ModelTargets(
+            model_id=spec.id,
+            min_replicas=spec.min_replicas,
+            max_replicas=spec.max_replicas,
+            latency_target_s=spec.latency_target_s,
+            concurrency=concurrency,
+        )
+        for spec in specs
+    }
+
+
+class _Method:
+    def __init__(self, call: Any) -> None:
+        self.remote = call
+
+
+class _Bound:
+    """What ``router.options(...)`` returns: ``.generate.remote(payload)``."""
+
+    def __init__(self, router: PolicyRouter, model_id: str) -> None:
+        self.generate = _Method(lambda payload: router.generate(model_id, payload))
+
+
+class PolicyRouter:
+    """The ingress's side of policy routing (see the module docstring).
+
+    Args:
+        replicas: the replica deployments (handles once Serve has built the app).
+        specs: the models.
+        slots: requests each replica runs at once (its ``max_ongoing_requests``).
+        max_models: models each replica holds.
+        concurrency: requests one copy of a model runs before more copies are wanted.
+        window_s: demand window.
+        tick_s: period of the replica manager.
+        wait_s: longest wait of a request no replica can take.
+    """
+
+    def __init__(
+        self,
+        replicas: list[Any],
+        specs: list[ModelSpec],
+        slots: int,
+        max_models: int,
+        concurrency: float = 8.0,
+        window_s: float = 60.0,
+        tick_s: float = 1.0,
+        wait_s: float = 30.0,
+    ) -> None:
+        self.replicas = replicas
+        self.specs = specs
+        self.slots = slots
+        self.max_models = max_models
+        self.concurrency = concurrency
+        self.window_s = window_s
+        self.tick_s = tick_s
+        self.wait_s = wait_s
+        self._started = False
+
+    # ------------------------------------------------------------------ state
+    def _start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self.targets = targets_of(self.specs, self.concurrency)
+        self.tracker = DemandTracker(window_s=self.window_s)
+        self.router = Router()
+        self.manager = ReplicaManager(cooldown_ticks=max(1, int(round(3.0 / self.tick_s))))
+        self.cluster = ClusterView(
+            replicas=[
+                ReplicaView(replica_id=str(i), capacity=float(self.max_models), slots=self.slots)
+                for i in range(len(self.replicas))
+            ]
+        )
+        self.routed: Counter[str] = Counter()
+        self.changed = asyncio.Event()
+        self._pending_ops: set[asyncio.Task[Any]] = set()
+        self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+
+    def options(self, multiplexed_model_id: str = "", **_: Any) -> _Bound:
+        """Mirrors ``DeploymentHandle.options``: the model id is what matters here."""
+        return _Bound(self, multiplexed_model_id)
+
+    @property
+    def stats(self) -> _Method:
+        """``stats.remote()``: the first replica's :class:`~serving.deployment.ReplicaStats`."""
+        return _Method(lambda: self.replicas[0].stats.remote())
+
+    async def router_stats(self) -> dict[str, Any]:
+        """Requests routed by tier, each replica's models, and copies per model."""
+        self._start()
+        await self._refresh()
+        return {
+            "routed": dict(self.routed),
+            "replicas": [
+                {
+                    "resident": sorted(r.resident),
+                    "loading": sorted(r.loading),
+                    "parked": sorted(r.parked),
+                    "node_id": r.node_id,
+                    "queue": r.queue,
+                }
+                for r in self.cluster.replicas
+            ],
+            "copies": {s.id: len(self.cluster.copies(s.id)) for s in self.specs},
+        }
+
+    async def _refresh(self) -> None:
+        """Reads every replica's state into the views (queues stay the router's own counts)."""
+        states = await asyncio.gather(
+            *(r.state.remote() for r in self.replicas), return_exceptions=True
+        )
+        for view, state in zip(self.cluster.replicas, states, strict=True):
+            if isinstance(state, BaseException):
+                logger.info("replica %s did not report its state: %r", view.replica_id, state)
+                continue
+            view.node_id = state.node_id
+            view.resident = {m: 1.0 for m in state.resident}
+            view.loading = {m: 1.0 for m in state.loading if m not in view.resident}
+            view.parked = set(state.parked)
+            self.cluster.disk[state.node_id] = set(state.disk)
+        self.changed.set()
+
+    async def _tick_forever(self) -> None:
+        while True:
+            try:
+                await self._refresh()
+                plan = self.manager.plan(
+                    self.cluster, self.tracker.live(time.monotonic()), self.targets
+                )
+                for eviction in plan.evictions:
+                    self._send(
+                        self.replicas[int(eviction.replica_id)].evict.remote(eviction.model_id)
+                    )
+                for load in plan.loads:
+                    self._send(self.replicas[int(load.replica_id)].ensure.remote(load.model_id))
+            except Exception:  # noqa: BLE001 - the next tick tries again
+                logger.exception("policy tick failed")
+            await asyncio.sleep(self.tick_s)
+
+    def _send(self, response: Any) -> None:
+        async def wait() -> None:
+            try:
+                await response
+            except Exception as exc:  # noqa: BLE001 - logged; the next tick sees the state
+                logger.warning("replica operation failed: %r", exc)
+            self.changed.set()
+
+        task = asyncio.get_running_loop().create_task(wait())
+        self._pending_ops.add(task)
+        task.add_done_callback(self._pending_ops.discard)
+
+    # ------------------------------------------------------------------ requests
+    async def _route(self, model_id: str) -> Route:
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            now = time.monotonic()
+            route = self.router.route(
+                model_id, self.cluster, self.tracker.live(now), self.targets, self.manager.keep
+            )
+            if route is not None:
+                return route
+            if now >= deadline:
+                raise OverloadedError(
+                    f"no model replica can take a request for {model_id!r} now; retry later"
+                )
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), timeout=min(0.5, deadline - now))
+
+    async def generate(self, model_id: str, payload: dict[str, Any]) -> AsyncIterator[Any]:
+        """Routes one request and streams its items."""
+        self._start()
+        start = time.monotonic()
+        self.tracker.arrived(model_id, start)
+        latency: float | None = None
+        try:
+            route = await self._route(model_id)
+            view = self.cluster.replica(route.replica_id)
+            replica = self.replicas[int(route.replica_id)]
+            for victim in route.evict:
+                view.resident.pop(victim, None)
+                await replica.evict.remote(victim)
+            if route.tier >= Tier.PARKED:
+                view.loading[model_id] = 1.0
+            self.routed[route.tier.label] += 1
+            view.queue += 1
+            view.model_queue[model_id] = view.model_queue.get(model_id, 0) + 1
+            view.last_used[model_id] = start
+            try:
+                stream = replica.options(stream=True).generate.remote(payload, model_id)
+                async for item in stream:
+                    yield item
+                latency = time.monotonic() - start
+            finally:
+                view.queue -= 1
+                view.model_queue[model_id] -= 1
+                if not view.model_queue[model_id]:
+                    del view.model_queue[model_id]
+                if route.tier >= Tier.PARKED and model_id in view.loading:
+                    view.resident[model_id] = view.loading.pop(model_id)
+                self.changed.set()
+        finally:
+            self.tracker.finished(model_id, latency)
