@@ -9,7 +9,8 @@ Measured inside an async Ray actor (as the ingress is), per request, median and 
   the fair queue's turn and release, the settlement, and the usage counted for the next report to
   the keeper (one call per second per ingress replica, not per request: left out here);
 - ``shared``: the same with ``UsersConfig(shared_limits=True)``: the admission is a call to the app's
-  keeper actor (so that limits hold across ingress replicas), the settlement a fire-and-forget one;
+  keeper actor (so that limits hold across ingress replicas), which also carries the settlements of
+  the requests that ended since the last call;
 - ``actor_round_trip``: the baseline, a no-op call to the same actor: the floor of any design that
   keeps the buckets in one place.
 
@@ -34,7 +35,7 @@ from rich.table import Table
 
 from serving.auth import KeyLimits, KeyRing, hash_key
 from serving.fairness import FairGate
-from serving.quota import RateLimiter
+from serving.quota import RateLimiter, Settlement
 from serving.usage import UsageKeeper, UsageLedger
 
 KEYS = 1000
@@ -50,6 +51,7 @@ class Probe:
         self.gate = FairGate(slots=64, max_queued_per_key=32)
         self.keeper = keeper
         self.unreported = UsageLedger()
+        self.unsettled: list[Settlement] = []
 
     async def local(self, count: int) -> list[float]:
         samples = []
@@ -69,10 +71,11 @@ class Probe:
         for i in range(count):
             start = time.perf_counter()
             caller = self.ring.authenticate(f"Bearer sk-{i % KEYS}")
-            assert await self.keeper.admit.remote(caller.key_id, LIMITS, 16) is None
+            settled, self.unsettled = self.unsettled, []
+            assert await self.keeper.admit.remote(caller.key_id, LIMITS, 16, settled) is None
             ticket = await self.gate.acquire(caller.key_id)
             ticket.release()
-            self.keeper.settle.remote(caller.key_id, LIMITS, 16, 20)
+            self.unsettled.append(Settlement(caller.key_id, LIMITS, 16, 20))
             self.unreported.add(caller.key_id, "m", 4, 16)
             samples.append(time.perf_counter() - start)
         return samples

@@ -44,7 +44,7 @@ from serving.protocol import (
     error_body,
     parse_request,
 )
-from serving.quota import RateLimiter, Refusal
+from serving.quota import RateLimiter, Refusal, Settlement
 from serving.spec import ModelRegistry, ModelSpec
 from serving.usage import USAGE_REPORT_S, UsageLedger, usage_keeper
 
@@ -273,6 +273,7 @@ class OpenAIIngress:
         self._keeper_warned = -float("inf")
         self._unreported = UsageLedger()  # usage not yet sent to the keeper
         self._reporter: asyncio.Task[None] | None = None
+        self._unsettled: list[Settlement] = []  # shared_limits: ended requests' tokens to charge
         slots = users.engine_slots or config.replicas * config.max_ongoing_requests
         self._gate = FairGate(slots, users.max_queued_per_key)
         self._max_body = config.max_body_bytes
@@ -306,7 +307,10 @@ class OpenAIIngress:
         call.shared = False
         if self._shared_limits:
             try:
-                admit = self._usage_keeper().admit.remote(caller.key_id, caller.limits, max_tokens)
+                settled, self._unsettled = self._unsettled, []
+                admit = self._usage_keeper().admit.remote(
+                    caller.key_id, caller.limits, max_tokens, settled
+                )
                 refusal = await asyncio.wait_for(admit, timeout=KEEPER_TIMEOUT_S)
                 call.shared = True
             except Exception as exc:  # noqa: BLE001 - the keeper is down or slow: limit locally
@@ -347,32 +351,38 @@ class OpenAIIngress:
             return
         used = call.prompt_tokens + call.completion_tokens
         if call.shared:
-            if caller.limits.tokens_per_minute is not None:
-                self._usage_keeper().settle.remote(
-                    caller.key_id, caller.limits, call.reserved, used
+            if caller.limits.tokens_per_minute is not None:  # sent with the next keeper call
+                self._unsettled.append(
+                    Settlement(caller.key_id, caller.limits, call.reserved, used)
                 )
+                self._start_reporter()
         else:
             self._limiter.settle(caller.key_id, caller.limits, call.reserved, used)
         if call.started:
             model = model_label(call.model, self._registry)
             get_metrics().usage(caller.key_id, model, call.prompt_tokens, call.completion_tokens)
             self._unreported.add(caller.key_id, model, call.prompt_tokens, call.completion_tokens)
-            if self._reporter is None:
-                try:
-                    loop = asyncio.get_running_loop()
-                except RuntimeError:  # a stream's finalizer outside the loop: the next request
-                    return
-                self._reporter = loop.create_task(self._report_usage())
+            self._start_reporter()
+
+    def _start_reporter(self) -> None:
+        if self._reporter is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # a stream's finalizer outside the loop: the next request will
+                return
+            self._reporter = loop.create_task(self._report_usage())
 
     async def _report_usage(self) -> None:
-        """Sends the usage totals to the app's keeper every ``USAGE_REPORT_S`` (one call each)."""
+        """Sends usage totals and settlements to the app's keeper every ``USAGE_REPORT_S`` (one
+        call each time, whatever the traffic)."""
         while True:
             await asyncio.sleep(USAGE_REPORT_S)
-            if self._unreported:
+            if self._unreported or self._unsettled:
                 rows = [record.model_dump() for record in self._unreported.records()]
+                settled, self._unsettled = self._unsettled, []
                 self._unreported = UsageLedger()
                 try:
-                    self._usage_keeper().record_many.remote(rows)
+                    self._usage_keeper().record_many.remote(rows, settled)
                 except Exception:  # noqa: BLE001 - the CLI's view misses them; metrics have them
                     logger.warning("usage of %d keys and models not reported", len(rows))
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from serving.auth import KeyLimits
@@ -77,6 +77,16 @@ def _bucket(bucket: TokenBucket | None, limit: int | None, now: float) -> TokenB
     if bucket.capacity != limit:
         bucket.resize(limit, now)
     return bucket
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """An admitted request's tokens, to be charged in place of its reservation (see ``settle``)."""
+
+    key_id: str
+    limits: KeyLimits
+    reserved: int
+    used: int
 
 
 @dataclass(frozen=True)
@@ -149,6 +159,11 @@ class RateLimiter:
         bucket.refill(now)
         bucket.level += min(float(reserved), bucket.capacity) - float(used)
         bucket.level = min(bucket.level, bucket.capacity)
+
+    def settle_many(self, settlements: Sequence[Settlement]) -> None:
+        """:meth:`settle` for each of ``settlements``."""
+        for item in settlements:
+            self.settle(item.key_id, item.limits, item.reserved, item.used)
 
     def forget(self, key_ids: set[str]) -> None:
         """Drops the buckets of keys no longer in force (e.g. removed from the key file)."""

@@ -6,8 +6,8 @@ sends every :data:`USAGE_REPORT_S` seconds (one actor call, whatever the traffic
 :class:`UsageKeeper`, a small named actor on the head node (one per app, made on first use) that
 sums the ingress replicas' reports for the CLI (``python -m serving usage --app <name>``). With
 ``UsersConfig.shared_limits`` the keeper also holds the app's token buckets, so that the limits hold
-across ingress replicas (one actor call per admitted request; ``python -m benchmarks.serving_quota``
-measures it).
+across ingress replicas: one actor call per admitted request, which also carries the settlements of
+the requests that ended since (``python -m benchmarks.serving_quota`` measures it).
 
 The keeper's totals start when it does (it is restarted empty if its process dies); Prometheus keeps
 the long-term record. Key ids, never secrets, are counted.
@@ -15,12 +15,13 @@ the long-term record. Key ids, never secrets, are counted.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel
 
 from serving.auth import KeyLimits
-from serving.quota import RateLimiter, Refusal
+from serving.quota import RateLimiter, Refusal, Settlement
 
 USAGE_REPORT_S = 1.0
 """How often an ingress replica sends its usage totals to the keeper (when it has some)."""
@@ -96,8 +97,10 @@ class UsageKeeper:
         """Counts one answered generation."""
         self._ledger.add(key_id, model, prompt_tokens, completion_tokens)
 
-    def record_many(self, rows: list[dict[str, Any]]) -> None:
-        """Adds an ingress replica's totals since its last report (:class:`UsageRecord` dicts)."""
+    def record_many(self, rows: list[dict[str, Any]], settled: Sequence[Settlement] = ()) -> None:
+        """Adds an ingress replica's totals since its last report (:class:`UsageRecord` dicts), and
+        charges the requests it has settled since its last call."""
+        self._limiter.settle_many(settled)
         for row in rows:
             self._ledger.merge(UsageRecord.model_validate(row))
 
@@ -105,13 +108,13 @@ class UsageKeeper:
         """The totals (as :class:`UsageRecord` dicts)."""
         return [record.model_dump() for record in self._ledger.records()]
 
-    def admit(self, key_id: str, limits: KeyLimits, reserve: int) -> Refusal | None:
-        """:meth:`serving.quota.RateLimiter.admit` on the shared buckets."""
+    def admit(
+        self, key_id: str, limits: KeyLimits, reserve: int, settled: Sequence[Settlement] = ()
+    ) -> Refusal | None:
+        """:meth:`serving.quota.RateLimiter.admit` on the shared buckets, after charging the
+        requests the calling ingress replica settled since its last call (one call, not two)."""
+        self._limiter.settle_many(settled)
         return self._limiter.admit(key_id, limits, reserve)
-
-    def settle(self, key_id: str, limits: KeyLimits, reserved: int, used: int) -> None:
-        """:meth:`serving.quota.RateLimiter.settle` on the shared buckets."""
-        self._limiter.settle(key_id, limits, reserved, used)
 
     def ping(self) -> None:
         """Does nothing (the benchmark's baseline call)."""

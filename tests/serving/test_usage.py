@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from serving.auth import KeyLimits
+from serving.quota import Settlement
 from serving.usage import UsageKeeper, UsageLedger, UsageRecord
 
 
@@ -48,7 +49,7 @@ def test_keeper_counts_and_limits_for_every_ingress_replica_at_once() -> None:
     refusal = keeper.admit("alice", limits, 16)
     assert refusal is not None and refusal.reason == "requests"
     keeper.record("alice", "tiny-0", 3, 4)
-    keeper.settle("alice", limits, 16, 7)
+    keeper.record_many([], [Settlement("alice", limits, 16, 7)])
     assert keeper.usage() == [
         {
             "key_id": "alice",
