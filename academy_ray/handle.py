@@ -28,6 +28,7 @@ from academy_ray.info import AgentInfo
 from academy_ray.local_calls import LocalRunner, copy_arguments, copy_error, copy_value, hosted
 from academy_ray.names import find_registry
 from academy_ray.payload import DEFAULT_MAX_PAYLOAD_BYTES, check_payload
+from academy_ray.wire import pack_call
 from placement import PlacementClient
 
 AgentT = TypeVar("AgentT")
@@ -219,6 +220,17 @@ def _placement_holds(name: str, namespace: str) -> bool:
     return any(demand.name == name for demand in pending)
 
 
+def host_call(
+    name: str, action: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+    """The host method and its arguments for one action call: packed in one bytes object when it is small
+    plain data (``agent_packed``, see `academy_ray.wire`), else spread out (``agent_call``)."""
+    packed = pack_call(name, action, args, kwargs)
+    if packed is not None:
+        return "agent_packed", (packed,), {}
+    return "agent_call", (name, action, *args), kwargs
+
+
 class Handle(Generic[AgentT]):
     """Calls a running agent's actions: ``await handle.some_action(x)``.
 
@@ -335,11 +347,12 @@ class Handle(Generic[AgentT]):
                 self.calls_in_process += 1
                 return await self._call_in_process(runner, action, *copied)
         self.calls_through_ray += 1
+        method, method_args, method_kwargs = host_call(self.name, action, args, kwargs)
         if self._actor is None:
             await self._resolve()
-            return await self._call("agent_call", self.name, action, *args, **kwargs)
+            return await self._call(method, *method_args, **method_kwargs)
         try:
-            return await self._call("agent_call", self.name, action, *args, **kwargs)
+            return await self._call(method, *method_args, **method_kwargs)
         except AgentNotFoundError as error:
             if (error.name, error.namespace) != (self.name, self.namespace):
                 raise  # raised by the action itself, about another agent
@@ -347,7 +360,7 @@ class Handle(Generic[AgentT]):
             # the call did not run; look the agent up again and send it there.
             self._actor = None
             await self._resolve()
-            return await self._call("agent_call", self.name, action, *args, **kwargs)
+            return await self._call(method, *method_args, **method_kwargs)
 
     async def _call_in_process(
         self, runner: LocalRunner, action: str, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -490,7 +503,8 @@ class BlockingHandle:
         key = (handle.namespace, handle.name)
         while True:
             submitted_at = time.monotonic()
-            ref = handle._submit("agent_call", handle.name, action, *args, **kwargs)
+            method, method_args, method_kwargs = host_call(handle.name, action, args, kwargs)
+            ref = handle._submit(method, *method_args, **method_kwargs)
             remaining = None if handle.timeout is None else max(deadline - time.monotonic(), 0.001)
             try:
                 result = ray.get(ref, timeout=remaining)

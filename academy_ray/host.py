@@ -18,6 +18,7 @@ from academy_ray.registry import POOL_PREFIX, registry_actor
 from academy_ray.runner import AgentRunner
 from academy_ray.spec import AgentInfo, AgentSpec
 from academy_ray.store import CheckpointInfo
+from academy_ray.wire import unpack_call
 from placement import PlacementClient
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,13 @@ class AgentHost:
 
     async def agent_call(self, agent: str, action: str, /, *args: Any, **kwargs: Any) -> Any:
         """Runs ``action`` of the hosted agent ``agent`` with the given arguments."""
+        runner = self._runners.get(agent) or self._runner(agent)
+        return await runner.call(action, args, kwargs)
+
+    async def agent_packed(self, call: bytes, /) -> Any:
+        """`agent_call` packed in one bytes object by `academy_ray.wire.pack_call` (what `Handle` sends for
+        small calls of plain data: Ray passes one bytes argument without serializing it again)."""
+        agent, action, args, kwargs = unpack_call(call)
         runner = self._runners.get(agent) or self._runner(agent)
         return await runner.call(action, args, kwargs)
 

@@ -55,10 +55,20 @@ class ActionValidator:
         except Exception:  # noqa: BLE001 - unresolvable forward references: validate arity only
             hints = {}
         self.adapters: dict[str, tuple[inspect._ParameterKind, _Adapter]] = {}
-        for parameter in list(self.signature.parameters.values())[1:]:
+        parameters = list(self.signature.parameters.values())[1:]
+        for parameter in parameters:
             adapter = _adapter_for(hints.get(parameter.name, inspect.Parameter.empty))
             if adapter is not None:
                 self.adapters[parameter.name] = (parameter.kind, adapter)
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        self._arity = len(parameters) if all(p.kind in positional for p in parameters) else None
+        """Number of parameters when all are plain positional ones: a call passing exactly that many
+        positional arguments binds trivially, so `__call__` skips `inspect.Signature.bind` for it."""
+        self._by_position = [
+            (index, p.name, self.adapters[p.name][1])
+            for index, p in enumerate(parameters)
+            if p.name in self.adapters
+        ]
 
     def __call__(
         self, owner: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -68,6 +78,8 @@ class ActionValidator:
         Raises:
             ActionArgumentError: Naming the parameter at fault.
         """
+        if not kwargs and len(args) == self._arity:
+            return self._validate_positional(args), kwargs
         try:
             bound = self.signature.bind(owner, *args, **kwargs)
         except TypeError as error:
@@ -92,6 +104,20 @@ class ActionValidator:
                     self.agent, self.action, name, _first_problem(error)
                 ) from None
         return bound.args[1:], bound.kwargs
+
+    def _validate_positional(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Validates a call that passes every parameter by position (the common case), without binding."""
+        if not self._by_position:
+            return args
+        validated = list(args)
+        for index, name, adapter in self._by_position:
+            try:
+                validated[index] = adapter.validate_python(args[index])
+            except pydantic.ValidationError as error:
+                raise ActionArgumentError(
+                    self.agent, self.action, name, _first_problem(error)
+                ) from None
+        return tuple(validated)
 
 
 def _parameter_named_in(message: str) -> str | None:
