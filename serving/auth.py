@@ -233,7 +233,7 @@ class KeyRing:
         """Whether requests need a key."""
         return self._shared is not None or self._path is not None
 
-    def keys(self) -> list[ApiKey]:
+    def entries(self) -> list[ApiKey]:
         """The key file's keys now in force (revoked ones included)."""
         return list(self._by_digest.values())
 

@@ -22,7 +22,7 @@ from ray import serve
 from ray.exceptions import RayActorError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serving.auth import Caller, KeyRing
+from serving.auth import ANONYMOUS_KEY_ID, SHARED_KEY_ID, Caller, KeyRing
 from serving.config import ServingConfig
 from serving.deployment import ReplicaStats, as_serving_error
 from serving.errors import (
@@ -267,6 +267,7 @@ class OpenAIIngress:
             reload_interval_s=users.reload_interval_s,
         )
         self._limiter = RateLimiter()
+        self._key_generation = self._keys.reloads
         self._shared_limits = users.shared_limits
         self._app_name = config.app_name
         self._keeper: Any = None
@@ -287,6 +288,10 @@ class OpenAIIngress:
     def _authorize(self, request: Request, call: _Call) -> None:
         """Names the caller by its API key (:class:`~serving.auth.KeyRing`), or raises a ``401``."""
         call.caller = self._keys.authenticate(request.headers.get("authorization"))
+        if self._keys.reloads != self._key_generation:  # keys removed: their buckets go too
+            self._key_generation = self._keys.reloads
+            kept = {key.id for key in self._keys.entries()} | {SHARED_KEY_ID, ANONYMOUS_KEY_ID}
+            self._limiter.forget(kept)
 
     def _usage_keeper(self) -> Any:
         """The app's usage keeper actor (looked up or made on first use)."""
