@@ -17,7 +17,14 @@ per minute spent switching (loads, wakes, parks).
 
 Goal: >= 850 req/min sustained by ours and >= 1.5x the sustained rate of Serve's multiplexing.
 
+``--real``: the same comparison measured for real, ours (``routing="policy"``) against Serve's
+multiplexing (``routing="serve"``), on a simulated Ray cluster of 4 one-replica nodes with 8 tiny
+CPU models in a real S3 server (one model per replica), replaying one bursty Zipf trace; then the
+simulator replays the same trace with costs calibrated from that run (median hot request, load
+from node disk, fetch from object storage) and its prediction is printed beside the measurement.
+
     python -m benchmarks.serving_scale [--seed 1] [--rates 300 450 ...] [--minutes 30]
+    python -m benchmarks.serving_scale --real [--real-minutes 2 --real-rate 90]
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import json
 import time
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -99,6 +107,27 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return summary
 
 
+def print_real(result: dict[str, Any]) -> None:
+    console = Console(width=130)
+    table = Table(
+        title=f"real (4 replicas, 8 tiny models, {result['trace_requests']} requests) vs simulator prediction"
+    )
+    for column in ("policy", "", "p50 s", "p99 s", "switches/min"):
+        table.add_column(column, justify="right")
+    for name in ("ours", "serve-multiplex"):
+        for kind in ("measured", "predicted"):
+            r = result[kind][name]
+            table.add_row(
+                name,
+                kind,
+                f"{r['latency_p50_s']:.3f}",
+                f"{r['latency_p99_s']:.3f}",
+                f"{r['switches_per_min']:.1f}",
+            )
+    console.print(table)
+    console.print(f"calibration (s): {result['calibration']}")
+
+
 def print_tables(runs: dict[str, list[dict[str, Any]]], summary: dict[str, Any]) -> None:
     console = Console(width=130)
     table = Table(
@@ -141,6 +170,231 @@ def print_tables(runs: dict[str, list[dict[str, Any]]], summary: dict[str, Any])
     console.print(f"goals: {summary['goals']}")
 
 
+# ---------------------------------------------------------------------------- --real
+REAL_MODELS = 8
+REAL_REPLICAS = 4
+REAL_TOKENS = 8
+REAL_PATIENCE_S = 1.0  # tiny models switch in 0.02-1 s: waiting 10 s for a model's turn is too long
+
+
+def _replay(url: str, specs: list[Any], trace: Any) -> list[tuple[float, float, bool]]:
+    """Sends the trace's requests at their times; returns (arrival, latency, ok) per request."""
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> tuple[float, float, bool]:
+        body = json.dumps(
+            {"model": specs[trace.models[i]].id, "prompt": "hello there", "max_tokens": REAL_TOKENS}
+        ).encode()
+        request = urllib.request.Request(
+            url + "/completions", data=body, headers={"Content-Type": "application/json"}
+        )
+        sent = time.perf_counter()
+        try:
+            with urllib.request.urlopen(request, timeout=300) as response:
+                response.read()
+            return trace.times[i], time.perf_counter() - sent, True
+        except Exception:  # noqa: BLE001 - counted as a failed request
+            return trace.times[i], time.perf_counter() - sent, False
+
+    start = time.perf_counter()
+    futures = []
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        for i, at in enumerate(trace.times):
+            delay = at - (time.perf_counter() - start)
+            if delay > 0:
+                time.sleep(delay)
+            futures.append(pool.submit(one, i))
+        return [f.result() for f in futures]
+
+
+def _real_run(
+    routing: str, specs: list[Any], trace: Any, cache_root: str, port: int
+) -> dict[str, Any]:
+    import uuid
+
+    import ray
+    from ray import serve
+
+    from serving.app import ServingConfig, serve_models, stop_models
+    from serving.cache import CacheConfig, kill_node_caches, node_caches
+
+    suffix = uuid.uuid4().hex[:6]
+    config = ServingConfig(
+        app_name=f"scale-{routing}-{suffix}",
+        route_prefix=f"/{suffix}",
+        routing=routing,
+        replicas=REAL_REPLICAS,
+        max_models_per_replica=1,
+        copy_concurrency=4,
+        demand_window_s=30.0,
+        policy_tick_s=0.5,
+        policy_patience_s=REAL_PATIENCE_S,
+        replica_cpus=0.25,
+        ingress_cpus=0.0,
+        placement=None,
+        cache=CacheConfig(root=f"{cache_root}/{routing}", namespace=f"scale-cache-{suffix}"),
+    )
+    url = serve_models(specs, config, port=port, proxy_location="HeadOnly")  # Serve keeps one port
+    try:
+        results = _replay(url, specs, trace)
+        engine_loads = 0
+        for cache in node_caches(config.cache):  # every node's cache counts its engine loads
+            engine_loads += ray.get(cache.stats.remote(), timeout=60).misses["engine"]
+        loads: list[Any] = []
+        if routing == "policy":  # one deployment per replica: each one's switch times
+            for i in range(REAL_REPLICAS):
+                handle = serve.get_deployment_handle(f"ModelServer-{i}", app_name=config.app_name)
+                loads.extend(handle.stats.remote().result(timeout_s=60).loads)
+    finally:
+        stop_models(config)
+        kill_node_caches(config.cache)
+    latencies = np.array([lat for _, lat, ok in results if ok] or [float("inf")])
+    minutes = trace.horizon / 60.0
+    tiers: dict[str, list[float]] = {}
+    for event in loads:
+        tiers.setdefault(event.tier, []).append(event.seconds)
+    return {
+        "routing": routing,
+        "requests": len(results),
+        "failed": sum(1 for *_, ok in results if not ok),
+        "latency_p50_s": round(float(np.percentile(latencies, 50)), 3),
+        "latency_p99_s": round(float(np.percentile(latencies, 99)), 3),
+        "switches": engine_loads,
+        "switches_per_min": round(engine_loads / minutes, 2),
+        "load_seconds_by_tier": {t: round(float(np.median(v)), 3) for t, v in tiers.items()},
+        "loads_by_tier": {t: len(v) for t, v in tiers.items()},
+    }
+
+
+def _predict(
+    models: list[Any], trace: Any, calibration: dict[str, float], policy: Any
+) -> dict[str, Any]:
+    """The simulator's prediction of a real run, with costs calibrated from the real runs."""
+    config = SimConfig(
+        gpus=REAL_REPLICAS,
+        gpus_per_node=1,
+        gpu_memory_gb=1.0,
+        park_gb_per_gpu=0.0,
+        slots=32,
+        warmup_s=0.0,
+        window_s=30.0,
+        tick_s=0.5,
+        staged=False,
+    )
+    costs = Costs(
+        engine_start_s=calibration["disk"],
+        disk_load_bytes_per_s=1e18,
+        fetch_bytes_per_s=models[0].weight_bytes / max(calibration["fetch"], 1e-3),
+        step_overhead_s=calibration["hot"] / REAL_TOKENS,
+        step_bytes_per_s=1e18,
+        batch_slowdown=calibration["slowdown"],
+    )
+    result = Simulation(models, config, costs, policy).run(trace)
+    return {
+        "latency_p50_s": result.latency_p50_s,
+        "latency_p99_s": result.latency_p99_s,
+        "switches": sum(result.switches_by_tier.values()),
+        "switches_per_min": round(sum(result.switches_by_tier.values()) / (trace.horizon / 60), 2),
+    }
+
+
+def real(minutes: float, rate: float, seed: int) -> dict[str, Any]:
+    """Measures ours and Serve's multiplexing on a simulated cluster; predicts both by simulation."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import ray
+
+    from serving.sim.workload import SimModel, zipf_shares
+    from serving.tiny import publish_tiny_models
+    from tests.harness import S3Server, SimCluster, fast_cluster, free_port
+
+    port = free_port()
+
+    work = Path(tempfile.mkdtemp(prefix="serving-scale-"))
+    (work / "s3").mkdir()
+    s3 = S3Server(work / "s3")
+    cluster = None
+    try:
+        s3.start()
+        bucket = s3.new_bucket()
+        specs, nbytes = publish_tiny_models(
+            work / "models", f"s3://{bucket}", REAL_MODELS, s3.storage_options
+        )
+        shares = zipf_shares(REAL_MODELS, 1.0)
+        models = [
+            SimModel(
+                model_id=s.id,
+                params_b=0.0,
+                weight_bytes=float(nbytes),
+                footprint=1.0,
+                popularity=float(p),
+            )
+            for s, p in zip(specs, shares, strict=True)
+        ]
+        trace = bursty_trace(
+            models,
+            rate,
+            minutes * 60.0,
+            seed=seed,
+            burst_every_s=20.0,
+            burst_length_s=(10.0, 30.0),
+            burst_share=0.5,
+            mean_tokens=REAL_TOKENS,
+            max_tokens=REAL_TOKENS,
+        )
+        ray.shutdown()
+        cluster = fast_cluster()
+        sim_cluster = SimCluster(cluster)
+        for i in range(REAL_REPLICAS):
+            sim_cluster.add(f"node-{i}", num_cpus=1)
+        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+        measured = {
+            "ours": _real_run("policy", specs, trace, str(work / "cache"), port),
+            "serve-multiplex": _real_run("serve", specs, trace, str(work / "cache"), port),
+        }
+    finally:
+        if ray.is_initialized():
+            from ray import serve
+
+            serve.shutdown()
+            ray.shutdown()
+        if cluster is not None:
+            cluster.shutdown()
+        s3.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    both = [m["load_seconds_by_tier"] for m in measured.values()]
+    disk = [b["disk"] for b in both if "disk" in b]
+    cold = [b["object_storage"] for b in both if "object_storage" in b]
+    hot = min(m["latency_p50_s"] for m in measured.values())
+    calibration = {
+        "hot": hot,
+        "disk": float(np.median(disk)) if disk else 0.1,
+        "fetch": max(
+            (float(np.median(cold)) if cold else 0.3) - (float(np.median(disk)) if disk else 0.1),
+            0.0,
+        ),
+        "slowdown": 1.0,
+    }
+    predicted = {
+        "ours": _predict(
+            models,
+            trace,
+            calibration,
+            OursPolicy(concurrency=4, standby=0, patience_s=REAL_PATIENCE_S),
+        ),
+        "serve-multiplex": _predict(models, trace, calibration, ServeMultiplexPolicy(max_models=1)),
+    }
+    return {
+        "trace_requests": len(trace),
+        "calibration": calibration,
+        "measured": measured,
+        "predicted": predicted,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1)
@@ -152,8 +406,25 @@ def main() -> None:
         default=[300, 450, 600, 700, 850, 1000, 1150, 1300, 1500],
         help="base request rates (req/min) to sweep",
     )
+    parser.add_argument("--real", action="store_true", help="measure on a simulated Ray cluster")
+    parser.add_argument("--real-minutes", type=float, default=2.0)
+    parser.add_argument("--real-rate", type=float, default=90.0, help="base req/min of --real")
     args = parser.parse_args()
     started = time.perf_counter()
+    if args.real:
+        result = real(args.real_minutes, args.real_rate, args.seed)
+        print_real(result)
+        print(
+            json.dumps(
+                {
+                    "benchmark": "serving_scale_real",
+                    "seed": args.seed,
+                    **result,
+                    "wall_s": round(time.perf_counter() - started, 1),
+                }
+            )
+        )
+        return
     result = sweep(args.rates, args.minutes, args.seed)
     summary = summarise(result["runs"])
     print_tables(result["runs"], summary)

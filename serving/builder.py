@@ -116,4 +116,5 @@ def _policy_replicas(
         concurrency=config.copy_concurrency,
         window_s=config.demand_window_s,
         tick_s=config.policy_tick_s,
+        patience_s=config.policy_patience_s,
     )

@@ -105,6 +105,8 @@ class ServingConfig(BaseModel):
             are wanted.
         demand_window_s: policy routing: the window of "recent traffic".
         policy_tick_s: policy routing: how often the replica manager runs.
+        policy_patience_s: policy routing: a request that waited this long for room may evict
+            the last copy of another model with traffic (least recently used first).
         placement: how ``placement`` chooses each replica's node (where the node caches already
             hold the weights, with free GPUs) and re-places replicas of lost nodes; see
             :mod:`serving.placer`. ``None``: Serve spreads the replicas itself.
@@ -134,6 +136,7 @@ class ServingConfig(BaseModel):
     copy_concurrency: float = Field(default=8.0, gt=0)
     demand_window_s: float = Field(default=60.0, gt=0)
     policy_tick_s: float = Field(default=1.0, gt=0)
+    policy_patience_s: float = Field(default=10.0, ge=0)
     placement: ReplicaPlacement | None = Field(default_factory=ReplicaPlacement)
 
 

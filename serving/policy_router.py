@@ -76,6 +76,8 @@ class PolicyRouter:
         window_s: demand window.
         tick_s: period of the replica manager.
         wait_s: longest wait of a request no replica can take.
+        patience_s: wait after which a request may evict the last copy of another model with
+            traffic (see :class:`~serving.policy.Router`).
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class PolicyRouter:
         window_s: float = 60.0,
         tick_s: float = 1.0,
         wait_s: float = 30.0,
+        patience_s: float = 10.0,
     ) -> None:
         self.replicas = replicas
         self.specs = specs
@@ -97,6 +100,7 @@ class PolicyRouter:
         self.window_s = window_s
         self.tick_s = tick_s
         self.wait_s = wait_s
+        self.patience_s = patience_s
         self._started = False
 
     # ------------------------------------------------------------------ state
@@ -106,7 +110,7 @@ class PolicyRouter:
         self._started = True
         self.targets = targets_of(self.specs, self.concurrency)
         self.tracker = DemandTracker(window_s=self.window_s)
-        self.router = Router()
+        self.router = Router(patience_s=self.patience_s)
         self.manager = ReplicaManager(cooldown_ticks=max(1, int(round(3.0 / self.tick_s))))
         self.cluster = ClusterView(
             replicas=[
@@ -194,11 +198,17 @@ class PolicyRouter:
 
     # ------------------------------------------------------------------ requests
     async def _route(self, model_id: str) -> Route:
-        deadline = time.monotonic() + self.wait_s
+        started = time.monotonic()
+        deadline = started + self.wait_s
         while True:
             now = time.monotonic()
             route = self.router.route(
-                model_id, self.cluster, self.tracker.live(now), self.targets, self.manager.keep
+                model_id,
+                self.cluster,
+                self.tracker.live(now),
+                self.targets,
+                self.manager.keep,
+                waited_s=now - started,
             )
             if route is not None:
                 return route

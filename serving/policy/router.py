@@ -14,7 +14,9 @@ Order of preference (ties broken by the replica's queue, then by what must be ev
 5. any replica (**remote**: the weights come from object storage).
 
 A model is evicted from a replica only if the rules of :func:`evictable` allow it: never the last
-loaded copy of a model that had traffic within the demand window, never below its
+loaded copy of a model that had traffic within the demand window (unless a request has waited
+``patience_s`` for room: when more models have traffic than the replicas can hold, they take
+turns, least recently used out first), never below its
 ``min_replicas``, never while it has requests on that replica. When no replica can take the model
 without breaking them, or every copy is full (``slots`` requests on it), :meth:`Router.route`
 answers ``None`` and the caller waits (and asks again when a slot frees or a load ends).
@@ -61,15 +63,19 @@ def evictable(
     demand: Mapping[str, ModelDemand],
     targets: Mapping[str, ModelTargets],
     keep: Mapping[str, int] | None = None,
+    force: bool = False,
 ) -> bool:
     """Whether ``replica`` may evict ``model_id`` now (see the module docstring for the rules;
-    ``keep``: copies each model keeps, e.g. the replica manager's wanted copies)."""
+    ``keep``: copies each model keeps, e.g. the replica manager's wanted copies; ``force``: the
+    last copy of a model with traffic may go too, if it has no request on this replica)."""
     if model_id not in replica.resident or replica.model_queue.get(model_id, 0) > 0:
         return False
     copies = sum(1 for r in cluster.replicas if model_id in r.resident)
     target = targets.get(model_id)
     if target is not None and copies <= target.min_replicas:
         return False
+    if force:
+        return True
     if keep is not None and copies <= keep.get(model_id, 0):
         return False
     return not (demand.get(model_id, _NO_DEMAND).active and copies <= 1)
@@ -82,6 +88,7 @@ def victims(
     demand: Mapping[str, ModelDemand],
     targets: Mapping[str, ModelTargets],
     keep: Mapping[str, int] | None = None,
+    force: bool = False,
 ) -> list[str] | None:
     """The models ``replica`` evicts to free ``room``: ``[]`` if it has room, ``None`` if it cannot.
 
@@ -95,11 +102,13 @@ def victims(
     def order(model_id: str) -> tuple[bool, int, float, float]:
         d = demand.get(model_id, _NO_DEMAND)
         copies = sum(1 for r in cluster.replicas if model_id in r.resident)
+        if force:  # the least recently used first: every waiting model gets its turn
+            return (False, 0, 0.0, replica.last_used.get(model_id, -math.inf))
         return (d.active, -copies, d.rate, replica.last_used.get(model_id, -math.inf))
 
     chosen: list[str] = []
     for model_id in sorted(replica.resident, key=order):
-        if not evictable(model_id, replica, cluster, demand, targets, keep):
+        if not evictable(model_id, replica, cluster, demand, targets, keep, force):
             continue
         chosen.append(model_id)
         missing -= replica.resident[model_id]
@@ -116,6 +125,7 @@ def new_copy(
     slowest: Tier = Tier.REMOTE,
     evicting: bool = True,
     keep: Mapping[str, int] | None = None,
+    force: bool = False,
 ) -> Route | None:
     """The best replica to start a new copy of ``model_id`` on, or None.
 
@@ -132,7 +142,7 @@ def new_copy(
         tier = replica.tier(model_id, cluster.disk_of(replica))
         if tier > slowest:
             continue
-        evict = victims(replica, target.size, cluster, demand, targets, keep)
+        evict = victims(replica, target.size, cluster, demand, targets, keep, force)
         if evict is None or (evict and not evicting):
             continue
         key = (int(tier), replica.queue // QUEUE_BUCKET, len(evict), replica.free)
@@ -153,10 +163,13 @@ class Router:
             model's ``max_replicas`` allows and some replica can take it).
     """
 
-    def __init__(self, spill_factor: float = 2.0) -> None:
+    def __init__(self, spill_factor: float = 2.0, patience_s: float = 10.0) -> None:
         if spill_factor <= 0:
             raise ValueError(f"spill_factor must be > 0, got {spill_factor}")
+        if patience_s < 0:
+            raise ValueError(f"patience_s must be >= 0, got {patience_s}")
         self.spill_factor = spill_factor
+        self.patience_s = patience_s
 
     def route(
         self,
@@ -165,11 +178,15 @@ class Router:
         demand: Mapping[str, ModelDemand],
         targets: Mapping[str, ModelTargets],
         keep: Mapping[str, int] | None = None,
+        waited_s: float = 0.0,
     ) -> Route | None:
         """The replica for one request of ``model_id``; ``None`` when none can take it now.
 
         ``keep``: copies each model keeps (:attr:`ReplicaManager.keep`); their copies are not
-        evicted for this request.
+        evicted for this request. ``waited_s``: how long the request has waited for a route;
+        past ``patience_s`` it may evict the least recently used model without requests on a
+        replica even if that is the last copy of a model with traffic (more models have
+        traffic than the replicas hold: they take turns rather than starve).
         """
         target = targets.get(model_id) or ModelTargets(model_id=model_id)
         live = [r for r in cluster.replicas if r.accepting]
@@ -197,4 +214,7 @@ class Router:
             if joined.full:
                 return None
             return Route(replica_id=joined.replica_id, model_id=model_id, tier=Tier.LOADING)
-        return new_copy(model_id, cluster, demand, targets, keep=keep)
+        route = new_copy(model_id, cluster, demand, targets, keep=keep)
+        if route is None and waited_s >= self.patience_s:
+            route = new_copy(model_id, cluster, demand, targets, force=True)
+        return route

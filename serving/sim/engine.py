@@ -173,7 +173,11 @@ class Simulation:
         while tick <= trace.horizon:
             self.at(tick, "tick", None)
             tick += self.config.tick_s
-        while self._events:
+        while self._events or self.pending:
+            if not self._events:  # past the horizon with requests still waiting: keep ticking
+                if self.now > trace.horizon + 3600:
+                    break  # they stay unfinished (counted as such)
+                self.at(self.now + self.config.tick_s, "tick", None)
             self.now, _, kind, payload = heapq.heappop(self._events)
             if kind == "arrive":
                 if payload.arrive >= self.config.warmup_s:

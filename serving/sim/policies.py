@@ -26,10 +26,14 @@ class OursPolicy:
     name = "ours"
 
     def __init__(
-        self, concurrency: float = 16.0, utilisation: float = 0.7, standby: int = 2
+        self,
+        concurrency: float = 16.0,
+        utilisation: float = 0.7,
+        standby: int = 2,
+        patience_s: float = 10.0,
     ) -> None:
         self.concurrency = concurrency
-        self.router = Router()
+        self.router = Router(patience_s=patience_s)
         self.manager = ReplicaManager(utilisation=utilisation, standby=standby)
         self.tracker = DemandTracker()
         self.targets: dict[str, ModelTargets] = {}
@@ -49,7 +53,12 @@ class OursPolicy:
             self.tracker.arrived(model_id, sim.now)
             request.replica = -2  # counted once, however often it is routed again
         route = self.router.route(
-            model_id, sim.cluster, self.tracker.live(sim.now), self.targets, self.manager.keep
+            model_id,
+            sim.cluster,
+            self.tracker.live(sim.now),
+            self.targets,
+            self.manager.keep,
+            waited_s=sim.now - request.arrive,
         )
         if route is None:
             return False

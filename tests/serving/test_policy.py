@@ -269,3 +269,20 @@ def test_a_model_no_replica_can_take_gets_room_by_moving_the_blockers() -> None:
     cluster.replica("r2").resident["c"] = cluster.replica("r2").loading.pop("c")
     plan = manager.plan(cluster, demand, targets)
     assert [(r.model_id, r.replica_id, r.evict) for r in plan.loads] == [("big", "r1", ["c"])]
+
+
+def test_a_request_that_waited_past_patience_evicts_the_least_recently_used_model() -> None:
+    cluster = ClusterView(
+        replicas=[
+            _replica("a", capacity=1, resident={"old": 1}, last_used={"old": 1.0}),
+            _replica("b", capacity=1, resident={"new": 1}, last_used={"new": 5.0}),
+        ]
+    )
+    demand = {"old": _demand("old", rate=0.1), "new": _demand("new", rate=0.1)}
+    router = Router(patience_s=2.0)
+    assert router.route("x", cluster, demand, {}, waited_s=1.0) is None  # both are last copies
+    route = router.route("x", cluster, demand, {}, waited_s=2.0)
+    assert route is not None and (route.replica_id, route.evict) == ("a", ["old"])
+    cluster.replicas[0].model_queue["old"] = 1  # a model with a request there is never evicted
+    route = router.route("x", cluster, demand, {}, waited_s=2.0)
+    assert route is not None and route.evict == ["new"]

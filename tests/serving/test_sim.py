@@ -51,7 +51,7 @@ def test_ours_never_evicts_the_last_copy_of_a_model_with_recent_traffic() -> Non
     models = model_mix(SMALL, seed=2)
     config = SimConfig(gpus=4, gpus_per_node=2, gpu_memory_gb=100, warmup_s=0, window_s=30)
     trace = bursty_trace(models, 120, 300, seed=2, burst_every_s=30)
-    policy = OursPolicy()
+    policy = OursPolicy(patience_s=float("inf"))  # the rule alone, without its starvation guard
     sim = Simulation(models, config, Costs(), policy)
     broken: list[str] = []
     evict = sim.evict
