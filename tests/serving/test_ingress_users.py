@@ -160,6 +160,15 @@ def test_over_its_limit_a_key_gets_rate_limit_error_with_retry_after_and_others_
     assert 1 <= retry_after <= 30  # one request per 30 s comes back
     assert caught.value.code == "rate_limit_exceeded"
     assert "requests per minute" in caught.value.message
+    from serving import Client, RateLimitError
+
+    ours = Client(served.url, api_key=SECRETS["lim"], timeout=60)
+    try:
+        with pytest.raises(RateLimitError) as refused:  # serving's own client says it too
+            ours.complete("tiny-0", "x", max_tokens=1)
+    finally:
+        ours.close()
+    assert refused.value.status == 429 and 1 <= refused.value.retry_after <= 30
     complete(served, SECRETS["bob"], max_tokens=1)  # another key is served meanwhile
 
 
