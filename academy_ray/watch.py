@@ -106,6 +106,9 @@ def _bytes(count: int) -> str:
     return f"{size:.1f} GiB"
 
 
+LOG_AGENT_WAIT_S = 10.0
+"""How long `AgentLog` asks again while the dashboard does not know the agent's node yet."""
+
 _STATUS_STYLE = {
     "running": "green",
     "starting": "yellow",
@@ -182,22 +185,36 @@ class AgentLog:
     def lines(self, *, tail: int = 1000, follow: bool = False) -> Iterator[str]:
         """The log's lines (the last ``tail``; -1 for all), then new ones as they come if ``follow``.
 
+        A node whose log agent the dashboard does not know yet (it registers a few seconds after the node
+        starts) is asked again for up to `LOG_AGENT_WAIT_S` seconds.
+
         Raises:
-            AgentError: Ray's dashboard (its state API, which serves the logs) does not answer.
+            AgentError: Ray's dashboard (its state API, which serves the logs) does not answer, or does not
+                know the agent's node.
         """
         from ray.util.state import get_log
+        from ray.util.state.exception import RayStateApiException
 
-        chunks = get_log(actor_id=self.actor_id, tail=tail, follow=follow, suffix=self.stream)
+        deadline = time.monotonic() + LOG_AGENT_WAIT_S
         pending = ""
-        try:
-            for chunk in chunks:
-                pending += chunk
-                *complete, pending = pending.split("\n")
-                yield from complete
-        except OSError as error:  # requests' errors are OSErrors
-            raise AgentError(
-                "reading an agent's log needs Ray's dashboard (its state API), which does not answer: "
-                "start Ray with the dashboard (`ray start --head` does)"
-            ) from error
+        started = False
+        while True:
+            chunks = get_log(actor_id=self.actor_id, tail=tail, follow=follow, suffix=self.stream)
+            try:
+                for chunk in chunks:
+                    started = True
+                    pending += chunk
+                    *complete, pending = pending.split("\n")
+                    yield from complete
+                break
+            except OSError as error:  # requests' errors are OSErrors
+                raise AgentError(
+                    "reading an agent's log needs Ray's dashboard (its state API), which does not "
+                    "answer: start Ray with the dashboard (`ray start --head` does)"
+                ) from error
+            except RayStateApiException as error:
+                if started or "doesn't exist" not in str(error) or time.monotonic() > deadline:
+                    raise AgentError(f"Ray could not read the agent's log: {error}") from error
+                time.sleep(0.5)
         if pending:
             yield pending

@@ -11,6 +11,7 @@ import ray
 
 from academy_ray import Runtime
 from academy_ray.registry import registry_actor
+from tests.harness import free_port
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +19,13 @@ def standalone_cluster() -> Iterator[str]:
     """A Ray head started apart from this process, as ``ray start --head`` would; yields its address."""
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 2})
+    # Its own dashboard agent port: the default (52365) is taken by any other Ray on this machine (the shared
+    # embedded one, another test run), and a node whose dashboard agent cannot listen has no log API.
+    cluster = Cluster(
+        initialize_head=True,
+        connect=False,
+        head_node_args={"num_cpus": 2, "dashboard_agent_listen_port": free_port()},
+    )
     yield cluster.address
     cluster.shutdown()
 
