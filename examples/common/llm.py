@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 logger = logging.getLogger(__name__)
 
 
@@ -61,19 +63,9 @@ def train_tiny_llama(
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    if not texts:
-        raise ValueError("no training texts")
-    started = time.perf_counter()
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    head = [tokenizer.bos_token_id] if add_bos else []
-    ids = [head + tokenizer(t)["input_ids"] + [eos] for t in texts]
-    width = max(len(i) for i in ids)
-    if width > max_context:
-        raise ValueError(f"a training text has {width} tokens > max_context {max_context}")
-    data = torch.tensor([i + [pad] * (width - len(i)) for i in ids])
-    mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids])
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
@@ -88,6 +80,37 @@ def train_tiny_llama(
         tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config)
+    return _train(model, out, tokenizer, texts, steps, seed, batch, lr, add_bos, max_context)
+
+
+def _train(
+    model: Any,
+    out: Path,
+    tokenizer: Any,
+    texts: list[str],
+    steps: int,
+    seed: int,
+    batch: int,
+    lr: float,
+    add_bos: bool,
+    max_context: int,
+) -> dict[str, float]:
+    """Trains ``model`` on ``texts`` (AdamW, random batches) and saves it in ``out``."""
+    import torch
+
+    if not texts:
+        raise ValueError("no training texts")
+    started = time.perf_counter()
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    head = [tokenizer.bos_token_id] if add_bos else []
+    ids = [head + tokenizer(t)["input_ids"] + [eos] for t in texts]
+    width = max(len(i) for i in ids)
+    if width > max_context:
+        raise ValueError(f"a training text has {width} tokens > max_context {max_context}")
+    data = torch.tensor([i + [pad] * (width - len(i)) for i in ids])
+    mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids])
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     losses = []
     model.train()
@@ -112,16 +135,116 @@ def train_tiny_llama(
     }
 
 
-def publish(folder: Path, out: Path) -> str:
-    """Publishes a model folder (with its checksum manifest) to ``out`` with `serving.publish_model`.
+class FineTune(BaseModel):
+    """A fine-tuning job: the texts and how long to train on them.
+
+    Attributes:
+        texts: Training texts (each followed by EOS).
+        steps: Optimiser steps (AdamW), one random batch each.
+        seed: Torch seed of the batches.
+        batch: Texts per step.
+        lr: Learning rate.
+        add_bos: Start each text with the BOS token (as the model was trained).
+    """
+
+    texts: list[str] = Field(min_length=1)
+    steps: int = Field(default=60, ge=1)
+    seed: int = 0
+    batch: int = Field(default=8, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    add_bos: bool = False
+
+
+def fine_tune_and_publish(
+    weights_uri: str, job: FineTune, storage_options: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Fine-tunes the current version of a versioned model and publishes the result as the next one.
+
+    The current version is fetched from object storage (`serving.fetch_model`, checksums verified),
+    trained on ``job.texts`` and published with `serving.publish_version` (which makes it current:
+    the serving app moves to it without dropping a request). Runs wherever it is called: the examples
+    run it as a Ray task (`fine_tune_task`) with the CPU it needs.
 
     Returns:
-        The weights URI (``file://...``).
+        ``version`` (the new version's name), ``from_version`` and the training figures.
+
+    Raises:
+        serving.WeightsError: No version of the model is published yet.
     """
-    from serving import publish_model
+    import tempfile
+
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from serving import ModelSpec, fetch_model, publish_version, resolve_version
+
+    spec = ModelSpec(
+        id="fine-tune",
+        weights_uri=weights_uri,
+        storage_options=storage_options or {},
+        versioned=True,
+    )
+    current = resolve_version(spec)
+    with tempfile.TemporaryDirectory(prefix="fine-tune-") as work:
+        base, out = Path(work) / "base", Path(work) / "out"
+        fetch_model(current.weights_uri, base, storage_options)
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        model = LlamaForCausalLM.from_pretrained(base)
+        out.mkdir()
+        tokenizer.save_pretrained(out)
+        figures = _train(
+            model,
+            out,
+            tokenizer,
+            job.texts,
+            job.steps,
+            job.seed,
+            job.batch,
+            job.lr,
+            job.add_bos,
+            int(model.config.max_position_embeddings),
+        )
+        published = publish_version(out, weights_uri, storage_options)
+    return {"version": published.version, "from_version": current.version, **figures}
+
+
+class FineTuner:
+    """A Ray actor that runs `fine_tune_and_publish` jobs, one at a time.
+
+    It imports torch and transformers when it starts (seconds on a small machine), so a fine-tune
+    asked for later starts at once, where a fresh Ray task would first start a worker and import them.
+    """
+
+    def __init__(self) -> None:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+
+    def fine_tune(
+        self, weights_uri: str, job: FineTune, storage_options: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """See `fine_tune_and_publish`."""
+        return fine_tune_and_publish(weights_uri, job, storage_options)
+
+
+def start_fine_tuner(num_cpus: float = 1.0) -> Any:
+    """Starts a `FineTuner` actor asking for ``num_cpus`` CPUs (it ends with its owner)."""
+    import ray
+
+    return ray.remote(num_cpus=num_cpus, max_restarts=1, max_task_retries=1)(FineTuner).remote()
+
+
+def publish(folder: Path, out: Path) -> str:
+    """Publishes a model folder as version 1 of a versioned model under ``out``.
+
+    Uses `serving.publish_version` (checksum manifest, ``versions/1`` and the ``current.json``
+    pointer); later versions (`fine_tune_and_publish`) go beside it and the app follows them.
+
+    Returns:
+        The versioned weights URI (``file://...``).
+    """
+    from serving import publish_version
 
     uri = out.resolve().as_uri()
-    publish_model(folder, uri)
+    publish_version(folder, uri)
     return uri
 
 
@@ -156,7 +279,13 @@ def serve_model(
         cache=CacheConfig(root=str(cache_root), namespace=f"{app_name}-cache"),
         placement=placement,
     )
-    spec = ModelSpec(id=model_id, weights_uri=weights_uri, engine="transformers")
+    spec = ModelSpec(
+        id=model_id,
+        weights_uri=weights_uri,
+        engine="transformers",
+        versioned=True,
+        version_poll_seconds=0.5,
+    )
     return serve_models([spec], config, port=port), config
 
 

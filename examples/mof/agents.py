@@ -18,6 +18,7 @@ import time
 from typing import Any, ClassVar
 
 import numpy as np
+import ray
 
 from academy_ray import Agent, AgentError, AgentNotFoundError, Handle, action, event, loop
 from examples.common.runtime import retry
@@ -37,7 +38,7 @@ from examples.mof.linkers import (
     tokenize,
 )
 from examples.mof.records import FINAL, FUNNEL, Candidate, Event, StageStatus, WorkItem
-from examples.mof.smiles_lm import BOS, LlmConfig
+from examples.mof.smiles_lm import BOS, LlmConfig, fine_tune_texts
 from examples.mof.widom import widom_uptake
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ RESYNC_S = 1.0  # how often the Validator restates its backpressure to the Assem
 
 class Database(Agent):
     """Records every candidate and event; retrains the Generator on the best half every few scores.
+
+    ``retrain_every=0`` never retrains (the control arm of `benchmarks.examples_learning`).
 
     State: ``records`` (candidate id -> record), ``retrains`` (when, after how many scores, best
     uptake), ``best_structures`` (the top-k frameworks), ``history`` ((time, uptake) per score).
@@ -94,6 +97,7 @@ class Database(Agent):
                     "smiles": ev.candidate.smiles,
                     "origin": ev.candidate.origin,
                     "model_version": ev.candidate.model_version,
+                    "llm_version": ev.candidate.llm_version,
                     "stages": {},
                     "reason": None,
                 },
@@ -121,7 +125,10 @@ class Database(Agent):
             )
             for drop in ranked[self.keep_structures :]:
                 del self.best_structures[drop]
-        if len(self.history) - self._scored_at_last_retrain() >= self.retrain_every:
+        if (
+            self.retrain_every
+            and len(self.history) - self._scored_at_last_retrain() >= self.retrain_every
+        ):
             self.retrain_needed.set()
 
     def _scored_at_last_retrain(self) -> int:
@@ -137,7 +144,7 @@ class Database(Agent):
         scored.sort(key=lambda r: r["uptake_mol_kg"], reverse=True)
         best = [r["smiles"] for r in scored[: max(1, len(scored) // 2)]]
         try:
-            version = await retry(generator.retrain, best)
+            done = await retry(generator.retrain, best)
         except Exception as error:  # noqa: BLE001 - the generator may have finished and stopped
             logger.info("retrain skipped: %s", error)
             return
@@ -145,12 +152,18 @@ class Database(Agent):
             self.agent_handle.note_retrain,
             len(scored),
             float(scored[0]["uptake_mol_kg"]),
-            int(version),
+            int(done["version"]),
+            done.get("llm_version"),
         )
 
     @action
-    async def note_retrain(self, n_scored: int, best: float, version: int) -> None:
-        """Records a retrain (a checkpointed action, so the record survives a crash); once per version."""
+    async def note_retrain(
+        self, n_scored: int, best: float, version: int, llm_version: int | None = None
+    ) -> None:
+        """Records a retrain (a checkpointed action, so the record survives a crash); once per version.
+
+        ``llm_version``: the served model's version the retrain published (None: not fine-tuned).
+        """
         if any(r["version"] == version for r in self.retrains):
             return
         self.retrains.append(
@@ -159,6 +172,7 @@ class Database(Agent):
                 "n_scored": n_scored,
                 "best": best,
                 "version": version,
+                "llm_version": llm_version,
             }
         )
 
@@ -415,11 +429,18 @@ class Generator(Agent):
     The model (a numpy array) and the training set are retrained online by the Database. Generated
     candidates go through a checkpointed outbox, so none is lost or re-issued under another id.
 
-    With ``llm`` set, a share (``llm.ratio``) of the generative-model draws go to a model served by
-    `serving` (through `serving.Client.acomplete`) instead of the trigram model; their origin is ``llm``.
-    The served model stays fixed during the run: a retrain refits the trigram model and the training set,
-    and the training set's linkers are what the served model's prompts start with. A draw the served model
-    cannot answer (app down, model unknown, timeout, any error) is logged and made by the trigram model
+    With ``max_pending`` set, a batch is proposed only while at most that many candidates (the
+    batch included) are not final yet: proposals then follow the results, and a retrain shapes the
+    rest of the run rather than a backlog.
+
+    A share ``learned_share`` of the draws comes from the learned model, the rest from mutations and
+    crossovers of the training set (55:15). With ``llm`` set, a share (``llm.ratio``) of the learned
+    draws go to a model served by `serving` (through `serving.Client.acomplete`) instead of the trigram
+    model; their origin is ``llm`` and ``llm_version`` names the served version that answered. A retrain
+    refits the trigram model and the training set (the served model's prompts start with its linkers)
+    and, when ``llm.weights_uri`` is set, fine-tunes the served model in a Ray actor that publishes the
+    next version; the serving app moves to it without dropping a draw. A draw the served model cannot
+    answer (app down, model unknown, timeout, any error) is logged and made by the trigram model
     instead, with origin ``ngram_fallback``; draws then skip the served model for ``llm.retry_after_s``.
     """
 
@@ -432,6 +453,7 @@ class Generator(Agent):
         "known",
         "finished",
         "llm_stats",
+        "fine_tunes",
     )
 
     def __init__(
@@ -443,6 +465,8 @@ class Generator(Agent):
         seed: int = 0,
         max_assembler_queue: int = 8,
         llm: LlmConfig | None = None,
+        learned_share: float = 0.3,
+        max_pending: int = 0,
     ) -> None:
         self.assembler = assembler
         self.database = database
@@ -459,6 +483,9 @@ class Generator(Agent):
         self.finished = False
         self.waits = 0
         self.llm = llm
+        self.learned_share = learned_share
+        self.max_pending = max_pending
+        self.fine_tunes: list[dict[str, Any]] = []
         self.llm_stats: dict[str, Any] = {
             "requests": 0,
             "errors": 0,
@@ -466,6 +493,7 @@ class Generator(Agent):
             "last_error": None,
         }
         self._client: Any = None
+        self._tuner: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._llm_paused_until = 0.0
 
@@ -474,14 +502,51 @@ class Generator(Agent):
             from serving import Client
 
             self._client = Client(self.llm.base_url, timeout=self.llm.timeout_s)
+            if self.llm.weights_uri is not None and self.llm.fine_tune_steps > 0:
+                from examples.common.llm import start_fine_tuner
+
+                self._tuner = start_fine_tuner(self.llm.fine_tune_cpus)
 
     @action
-    async def retrain(self, smiles: list[str]) -> int:
-        """Refits the model on the seeds plus ``smiles`` (weighted x3); returns the new model version."""
+    async def retrain(self, smiles: list[str]) -> dict[str, Any]:
+        """Retrains on the seeds plus ``smiles`` (the Database's best linkers).
+
+        The trigram model is refitted (``smiles`` weighted x3) and mutations start from ``smiles``;
+        with a served model that has a versioned ``weights_uri``, a Ray actor (`FineTuner`) fine-tunes its current
+        version on ``smiles`` and publishes the next version, which the serving app moves to.
+
+        Returns:
+            ``version`` (the Generator's retrain count) and ``llm_version`` (the version published, or
+            None).
+        """
         self.training = list(dict.fromkeys([*smiles, *SEED_LINKERS]))
         self.weights = NgramModel.fit(list(SEED_LINKERS) + list(smiles) * 3).weights
         self.model_version += 1
-        return self.model_version
+        llm_version = None
+        llm = self.llm
+        if llm is not None and self._tuner is not None:
+            from examples.common.llm import FineTune
+
+            job = FineTune(
+                texts=fine_tune_texts(smiles, llm.replay, seed=self.seed + self.model_version),
+                steps=llm.fine_tune_steps,
+                seed=self.seed + self.model_version,
+                add_bos=True,
+            )
+            ref = self._tuner.fine_tune.remote(llm.weights_uri, job)
+            submitted = time.monotonic()
+            try:
+                result = await asyncio.wait_for(
+                    asyncio.wrap_future(ref.future()), llm.fine_tune_timeout_s
+                )
+            except Exception as error:  # noqa: BLE001 - the run goes on with the served version
+                ray.cancel(ref)
+                logger.warning("fine-tuning the served model failed: %r", error)
+            else:
+                llm_version = int(result["version"])
+                wall = time.monotonic() - submitted
+                self.fine_tunes.append({"retrain": self.model_version, "wall_s": wall, **result})
+        return {"version": self.model_version, "llm_version": llm_version}
 
     @action
     async def commit(self, candidates: list[Candidate]) -> int:
@@ -516,10 +581,14 @@ class Generator(Agent):
             "finished": self.finished,
             "backpressure_waits": self.waits,
             "llm": dict(self.llm_stats) if self.llm is not None else None,
+            "fine_tunes": list(self.fine_tunes),
         }
 
-    def _sample_llm(self, rng: np.random.Generator, start: int, attempt: int) -> str | None:
-        """One linker from the served model (called in a worker thread), or None if it failed.
+    def _sample_llm(
+        self, rng: np.random.Generator, start: int, attempt: int
+    ) -> tuple[str, int | None] | None:
+        """One linker from the served model and the version that wrote it (called in a worker
+        thread), or None if it failed.
 
         The request runs on the agent's event loop (`serving.Client.acomplete`); its seed depends on the
         batch and the attempt, so a batch proposed again after a crash asks for the same samples.
@@ -552,7 +621,11 @@ class Generator(Agent):
                 self.llm_stats["last_error"],
             )
             return None
-        return "".join(prefix) + completion.text.replace(" ", "")
+        version = completion.model_version
+        by_version = self.llm_stats.setdefault("by_version", {})
+        by_version[str(version)] = by_version.get(str(version), 0) + 1
+        smiles = "".join(prefix) + completion.text.replace(" ", "")
+        return smiles, int(version) if version and version.isdigit() else None
 
     def _propose(self, count: int, start: int) -> list[Candidate]:
         rng = np.random.default_rng([self.seed, start])
@@ -560,10 +633,12 @@ class Generator(Agent):
         known = set(self.known)
         out: list[Candidate] = []
         attempts = 0
+        mutation_end = self.learned_share + (1.0 - self.learned_share) * 0.55 / 0.7
         while len(out) < count and attempts < 50 * count:
             attempts += 1
             roll = rng.random()
-            if roll < 0.3:
+            llm_version = None
+            if roll < self.learned_share:
                 smiles, origin = "", "ngram"
                 if self.llm is not None and rng.random() < self.llm.ratio:
                     paused = time.monotonic() < self._llm_paused_until
@@ -572,10 +647,10 @@ class Generator(Agent):
                         origin = "ngram_fallback"
                         self.llm_stats["fallbacks"] += 1
                     else:
-                        smiles, origin = sampled, "llm"
+                        (smiles, llm_version), origin = sampled, "llm"
                 if origin != "llm":
                     smiles = model.sample(rng, temperature=0.8)
-            elif roll < 0.85:
+            elif roll < mutation_end:
                 smiles, origin = mutate(str(rng.choice(self.training)), rng), "mutation"
             else:
                 first, second = rng.choice(self.training, size=2)
@@ -592,6 +667,7 @@ class Generator(Agent):
                     smiles=smiles,
                     origin=origin,
                     model_version=self.model_version,
+                    llm_version=llm_version,
                 )
             )
         return out
@@ -629,6 +705,12 @@ class Generator(Agent):
                 await retry(self.agent_handle.delivered, [])
                 return
             count = min(self.batch, self.budget - self.issued)
+            if self.max_pending:  # stay close to the results, so that retrains shape what follows
+                while (await retry(self.database.funnel))["pending"] + count > self.max_pending:
+                    if shutdown.is_set():
+                        return
+                    self.waits += 1
+                    await asyncio.sleep(0.2)
             self._loop = asyncio.get_running_loop()
             candidates = await self.agent_run_sync(self._propose, count, self.issued)
             await retry(self.agent_handle.commit, candidates)

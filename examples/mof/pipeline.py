@@ -27,24 +27,31 @@ class MofConfig(BaseModel):
     Attributes:
         budget: Candidates the Generator proposes in all (invalid ones included).
         batch: Candidates per Generator batch.
-        retrain_every: Scored candidates between two retrains of the Generator.
+        retrain_every: Scored candidates between two retrains of the Generator (0: never: the
+            control arm).
         insertions: Widom insertions per framework.
         max_strain: Largest UFF strain (kcal/mol) of a stable linker.
         high_water: Validator queue depth at which it throttles the Assembler.
         low_water: Depth at which it lets the Assembler go again.
         seed: Random seed of the Generator.
         llm: When set, the Generator also samples linkers from this served model.
+        max_pending: The Generator proposes only while at most this many candidates are not final
+            (0: no limit; it then runs ahead of the results by the Assembler's backpressure only).
+        learned_share: Share of the Generator's draws that come from its learned model (the served
+            model with ``llm``, else the trigram model); the rest are mutations and crossovers.
     """
 
     budget: int = 150
     batch: int = 4
-    retrain_every: int = 10
+    retrain_every: int = Field(default=10, ge=0)
     insertions: int = 2000
     max_strain: float = 5.0
     high_water: int = 6
     low_water: int = 2
     seed: int = 0
     llm: LlmConfig | None = None
+    learned_share: float = Field(default=0.3, ge=0.0, le=1.0)
+    max_pending: int = Field(default=0, ge=0)
 
 
 class Handles(BaseModel):
@@ -107,6 +114,8 @@ async def launch(rt: Runtime, config: MofConfig) -> Handles:
             "batch": config.batch,
             "seed": config.seed,
             "llm": config.llm,
+            "learned_share": config.learned_share,
+            "max_pending": config.max_pending,
         },
         name="generator",
         resources=AGENT_CPUS,

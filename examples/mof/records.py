@@ -36,13 +36,16 @@ class Candidate(BaseModel):
         smiles: The linker as proposed (canonical SMILES when valid).
         origin: How it was made: ``ngram`` (trigram model), ``llm`` (the served model), ``ngram_fallback``
             (trigram model standing in for a failed served-model draw), ``mutation`` or ``crossover``.
-        model_version: Generator model version that proposed it.
+        model_version: Generator model version that proposed it (its retrain count).
+        llm_version: For ``llm`` draws, the served model's version that answered (``1``: the model
+            trained before the run; each fine-tune publishes the next).
     """
 
     id: str
     smiles: str
     origin: str
     model_version: int
+    llm_version: int | None = None
 
 
 class WorkItem(BaseModel):

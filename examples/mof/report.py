@@ -18,6 +18,7 @@ COLUMNS = (
     "smiles",
     "origin",
     "model_version",
+    "llm_version",
     "final_stage",
     "reason",
     "framework_a",
@@ -50,6 +51,43 @@ def origin_funnels(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     """The funnel counts of each proposal origin (``llm``, ``ngram``, ``ngram_fallback``, ...)."""
     origins = sorted({r["origin"] for r in records})
     return {o: funnel_counts([r for r in records if r["origin"] == o]) for o in origins}
+
+
+LEARNED = ("llm", "ngram")
+"""Origins of the learned model's draws (the served model, or the trigram model without one)."""
+
+
+def learned_funnels(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The learned model's draws apart: their funnel, valid rate, and funnel per served version."""
+    learned = [r for r in records if r["origin"] in LEARNED]
+    counts = funnel_counts(learned)
+    versions = sorted({r.get("llm_version") for r in learned if r.get("llm_version") is not None})
+    return {
+        **counts,
+        "valid_rate": counts["valid"] / counts["generated"] if counts["generated"] else None,
+        "by_version": {
+            str(v): funnel_counts([r for r in learned if r.get("llm_version") == v])
+            for v in versions
+        },
+    }
+
+
+def last_third(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Scored, stable, median and best uptake among the last third of the candidates (by id)."""
+    ordered = sorted(records, key=lambda r: r["id"])
+    tail = ordered[len(ordered) - len(ordered) // 3 :] if ordered else []
+    uptakes = sorted(r["uptake_mol_kg"] for r in tail if "scored" in r["stages"])
+    median = None
+    if uptakes:
+        mid = len(uptakes) // 2
+        median = uptakes[mid] if len(uptakes) % 2 else (uptakes[mid - 1] + uptakes[mid]) / 2
+    return {
+        "candidates": len(tail),
+        "stable": sum("stable" in r["stages"] for r in tail),
+        "scored": len(uptakes),
+        "median_uptake": median,
+        "best_uptake": uptakes[-1] if uptakes else None,
+    }
 
 
 def top(records: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
@@ -94,6 +132,8 @@ def write_outputs(
     summary = {
         "funnel": funnel_counts(records),
         "origins": origin_funnels(records),
+        "learned": learned_funnels(records),
+        "last_third": last_third(records),
         "retrains": len(export["retrains"]),
         "elapsed_s": elapsed_s,
         "best": [
@@ -126,6 +166,16 @@ def plot(export: dict[str, Any], out: Path) -> list[str]:
         ax.step(times, best, where="post", color="C3", label="best so far")
     for i, retrain in enumerate(export["retrains"]):
         ax.axvline(retrain["t"], color="grey", ls="--", lw=0.8, label="retrain" if i == 0 else None)
+        if retrain.get("llm_version") is not None:  # the served model's version from here on
+            ax.annotate(
+                f"v{retrain['llm_version']}",
+                (retrain["t"], 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(2, -10),
+                textcoords="offset points",
+                fontsize=7,
+                color="grey",
+            )
     ax.set_xlabel("time since start (s)")
     ax.set_ylabel("CO2 uptake at 0.1 bar, 298 K (mol/kg)")
     ax.set_title("MOF discovery: best CO2 uptake over time")
@@ -135,12 +185,21 @@ def plot(export: dict[str, Any], out: Path) -> list[str]:
     plt.close(fig)
 
     counts = funnel_counts(export["records"])
+    learned = funnel_counts([r for r in export["records"] if r["origin"] in LEARNED])
     fig, ax = plt.subplots(figsize=(6, 3))
-    ax.barh(list(reversed(FUNNEL)), [counts[s] for s in reversed(FUNNEL)], color="C0")
-    for i, step in enumerate(reversed(FUNNEL)):
-        ax.text(counts[step], i, f" {counts[step]}", va="center")
+    rows = list(range(len(FUNNEL)))
+    steps = list(reversed(FUNNEL))
+    ax.barh([y + 0.2 for y in rows], [counts[s] for s in steps], 0.4, color="C0", label="all")
+    ax.barh(
+        [y - 0.2 for y in rows], [learned[s] for s in steps], 0.4, color="C2", label="learned model"
+    )
+    for i, step in enumerate(steps):
+        ax.text(counts[step], i + 0.2, f" {counts[step]}", va="center", fontsize=7)
+        ax.text(learned[step], i - 0.2, f" {learned[step]}", va="center", fontsize=7)
+    ax.set_yticks(rows, steps)
     ax.set_xlabel("candidates")
-    ax.set_title("MOF discovery funnel")
+    ax.set_title("MOF discovery funnel (the learned model's draws apart)")
+    ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "funnel.png", dpi=120)
     plt.close(fig)
@@ -163,6 +222,27 @@ def print_summary(summary: dict[str, Any], export: dict[str, Any], out: Path, k:
             for origin, c in summary.get("origins", {}).items()
         )
     )
+    learned = summary.get("learned")
+    if learned:
+        rate = learned["valid_rate"]
+        console.print(
+            f"[bold]learned model[/bold]: {learned['generated']} draws, {learned['valid']} valid "
+            f"({'-' if rate is None else f'{rate:.0%}'}), {learned['scored']} scored; by served "
+            "version (generated/valid/scored): "
+            + (
+                ", ".join(
+                    f"v{v} {c['generated']}/{c['valid']}/{c['scored']}"
+                    for v, c in learned["by_version"].items()
+                )
+                or "-"
+            )
+        )
+    tail = summary.get("last_third")
+    if tail and tail["scored"]:
+        console.print(
+            f"[bold]last third[/bold]: {tail['stable']} stable, {tail['scored']} scored, median "
+            f"uptake {tail['median_uptake']:.3f}, best {tail['best_uptake']:.3f} mol/kg"
+        )
     if summary.get("llm"):
         console.print(f"[bold]served model[/bold]: {summary['llm']}")
     table = Table(title=f"top {k} MOFs by CO2 uptake (298 K, 0.1 bar)")

@@ -34,6 +34,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--budget", type=int, default=150, help="linkers to propose in all")
     parser.add_argument("--retrain-every", type=int, default=10, help="scores between retrains")
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="the control arm: same seed and budget, never retrain (no fine-tune, no refit)",
+    )
+    parser.add_argument(
+        "--learned",
+        choices=("llm", "trigram"),
+        default="llm",
+        help="the Generator's learned model: the served SMILES LM (default) or the trigram model",
+    )
+    parser.add_argument(
+        "--max-pending",
+        type=int,
+        default=12,
+        help="propose only while at most this many candidates are not final (0: no limit)",
+    )
+    parser.add_argument(
+        "--learned-share",
+        type=float,
+        default=None,
+        help="share of draws from the learned model (default 0.5 with llm, 0.3 with trigram); "
+        "the rest are mutations and crossovers (55:15)",
+    )
     parser.add_argument("--insertions", type=int, default=2000, help="Widom insertions per MOF")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--top", type=int, default=10, help="rows of the top-k table")
@@ -41,11 +65,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--keep-agents", action="store_true", help="leave the agents running at the end"
     )
-    llm = parser.add_argument_group("served SMILES model (off unless --llm)")
+    llm = parser.add_argument_group("served SMILES model (--learned llm, the default)")
     llm.add_argument(
         "--llm",
-        action="store_true",
-        help="train a tiny SMILES Llama, serve it with `serving`, let the Generator sample from it",
+        action="store_const",
+        dest="learned",
+        const="llm",
+        help="same as --learned llm: train a tiny SMILES Llama, serve it, sample from it",
     )
     llm.add_argument(
         "--llm-ratio",
@@ -55,6 +81,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     llm.add_argument("--llm-steps", type=int, default=400, help="training steps of the SMILES LM")
     llm.add_argument("--llm-temperature", type=float, default=1.0)
+    llm.add_argument(
+        "--fine-tune-steps",
+        type=int,
+        default=60,
+        help="steps of each retrain's fine-tune of the served model (0: never fine-tune it)",
+    )
     llm.add_argument(
         "--llm-url",
         default=None,
@@ -78,10 +110,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     training: dict[str, float] | None = None
     try:
         llm: LlmConfig | None = None
-        if args.llm:
-            base_url = args.llm_url
+        if args.learned == "llm":
+            base_url, weights_uri = args.llm_url, None
             if base_url is None:
-                base_url, serving_config, training = await train_and_serve(
+                base_url, serving_config, training, weights_uri = await train_and_serve(
                     out, args.llm_steps, f"mof-{rt.namespace}", args.port, rt.namespace
                 )
             llm = LlmConfig(
@@ -89,13 +121,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
                 model=args.llm_model,
                 ratio=args.llm_ratio,
                 temperature=args.llm_temperature,
+                weights_uri=weights_uri,
+                fine_tune_steps=args.fine_tune_steps,
             )
+        share = args.learned_share
         config = MofConfig(
             budget=args.budget,
-            retrain_every=args.retrain_every,
+            retrain_every=0 if args.control else args.retrain_every,
             insertions=args.insertions,
             seed=args.seed,
             llm=llm,
+            max_pending=args.max_pending,
+            learned_share=share if share is not None else (0.5 if llm is not None else 0.3),
         )
         print(f"namespace {rt.namespace}; checkpoints in {checkpoint_uri(out, args.checkpoint)}")
         handles = await launch(rt, config)
@@ -114,6 +151,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         summary["assembler_throttled"] = progress.throttles
         summary["llm"] = progress.generator.get("llm")
         summary["llm_training"] = training
+        summary["fine_tunes"] = progress.generator.get("fine_tunes", [])
+        summary["arm"] = "control" if args.control else "retraining"
+        summary["learned_model"] = args.learned
+        summary["learned_share"] = config.learned_share
+        summary["seed"] = args.seed
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
         print_summary(summary, export, out, args.top)
         if not args.keep_agents:
@@ -127,8 +169,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
 
 async def train_and_serve(
     out: Path, steps: int, app_name: str, port: int, namespace: str | None = None
-) -> tuple[str, Any, dict[str, float]]:
-    """Trains the SMILES LM, publishes it and serves it; returns base URL, serving config, figures."""
+) -> tuple[str, Any, dict[str, float], str]:
+    """Trains the SMILES LM, publishes it as a new version and serves it.
+
+    Returns:
+        The base URL, the serving config, the training figures and the versioned weights URI.
+    """
     from examples.common.llm import free_port, serve_model
     from examples.mof.smiles_lm import train_and_publish
 
@@ -147,7 +193,7 @@ async def train_and_serve(
         namespace,
     )
     print(f"serving {MODEL_ID} at {base_url}")
-    return base_url, config, training
+    return base_url, config, training, weights
 
 
 def main(argv: list[str] | None = None) -> None:

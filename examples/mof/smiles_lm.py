@@ -9,6 +9,7 @@ safetensors, published with `serving.publish_model` and served by `serving.app.s
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,13 @@ class LlmConfig(BaseModel):
             Generator's current training set (the best half after a retrain).
         timeout_s: Seconds per request before the draw falls back to the trigram model.
         retry_after_s: After a failed request, draws go to the trigram model for this many seconds.
+        weights_uri: The served model's versioned weights URI: each retrain fine-tunes the current
+            version on the Database's best linkers and publishes the next there (``None``: the model is
+            never fine-tuned, e.g. one served elsewhere).
+        fine_tune_steps: Optimiser steps of each fine-tune (0: no fine-tuning).
+        fine_tune_cpus: CPUs of the fine-tuning Ray actor (a logical share: it trains on one thread).
+        fine_tune_timeout_s: A fine-tune not done by then is cancelled (the served version stays).
+        replay: Training texts of the original set mixed into each fine-tune (against forgetting).
     """
 
     base_url: str
@@ -48,6 +56,11 @@ class LlmConfig(BaseModel):
     prompt_tokens: int = Field(default=2, ge=0)
     timeout_s: float = Field(default=10.0, gt=0.0)
     retry_after_s: float = Field(default=5.0, ge=0.0)
+    weights_uri: str | None = None
+    fine_tune_steps: int = Field(default=60, ge=0)
+    fine_tune_cpus: float = Field(default=0.25, gt=0.0)
+    fine_tune_timeout_s: float = Field(default=120.0, gt=0.0)
+    replay: int = Field(default=24, ge=0)
 
 
 def make_tokenizer(path: Path) -> Any:
@@ -92,6 +105,19 @@ def training_texts(seed: int = 0, random_per_seed: int = 0, mutants: int = 150) 
         if child is not None:
             texts.append(child)
     return list(dict.fromkeys(texts))
+
+
+@functools.cache
+def _original_texts() -> tuple[str, ...]:
+    return tuple(training_texts(0))
+
+
+def fine_tune_texts(best: list[str], replay: int, seed: int = 0) -> list[str]:
+    """A fine-tune's texts: the best linkers three times each, plus ``replay`` original texts."""
+    rng = np.random.default_rng(seed)
+    original = _original_texts()
+    kept = [original[int(i)] for i in rng.choice(len(original), size=min(replay, len(original)))]
+    return [*best, *best, *best, *kept]
 
 
 def train_smiles_lm(path: str | Path, steps: int = 400, seed: int = 0) -> dict[str, float]:

@@ -66,7 +66,7 @@ def test_mof_runs_as_a_ray_job(cluster: str, tmp_path: Path) -> None:
     env = example_env()
     command = [
         ray, "job", "submit", "--address", cluster, "--working-dir", ".",
-        "--", "python", "-m", "examples.mof", "--budget", "16", "--insertions", "300",
+        "--", "python", "-m", "examples.mof", "--budget", "16", "--insertions", "300", "--learned", "trigram",
         "--out", str(out), "--quiet",
     ]  # fmt: skip
     deadline = (

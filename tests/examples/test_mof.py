@@ -19,7 +19,7 @@ def mof_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("mof")
     run_module(
         "examples.mof", "--budget", str(BUDGET), "--retrain-every", "5", "--insertions", "500",
-        "--out", str(out), "--quiet",
+        "--learned", "trigram", "--out", str(out), "--quiet",
     )  # fmt: skip
     return out
 

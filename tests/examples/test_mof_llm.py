@@ -1,4 +1,5 @@
-"""The MOF Generator with a served SMILES model (``--llm``), and its fallback when serving is down."""
+"""The MOF Generator with a served SMILES model (the default learned model): a retrain fine-tunes it and
+publishes version 2, which the Generator's next draws come from; and the fallback when serving is down."""
 
 from __future__ import annotations
 
@@ -21,20 +22,37 @@ def origins(out: Path) -> list[str]:
         return [row["origin"] for row in csv.DictReader(handle)]
 
 
-def test_generator_samples_from_the_served_model(tmp_path: Path) -> None:
+def rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "candidates.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_retrain_publishes_version_2_and_the_next_draws_come_from_it(tmp_path: Path) -> None:
     run_module(
-        "examples.mof", "--llm", "--llm-ratio", "1.0", "--llm-steps", "300", *SMALL,
-        "--out", str(tmp_path),
+        "examples.mof", "--llm-ratio", "1.0", "--llm-steps", "300", "--learned-share", "0.6",
+        "--max-pending", "6", "--fine-tune-steps", "30", "--budget", "60", "--retrain-every", "3",
+        "--insertions", "400", "--quiet", "--out", str(tmp_path),
     )  # fmt: skip
     summary = read_summary(tmp_path)
     found = origins(tmp_path)
-    assert len(found) == BUDGET == summary["funnel"]["generated"]
+    assert len(found) == 60 == summary["funnel"]["generated"]
     assert found.count("llm") >= 1  # proposals the served model made, as the Database recorded them
     assert summary["origins"]["llm"]["generated"] == found.count("llm")
     assert "ngram" not in found and "ngram_fallback" not in found  # ratio 1: no trigram draws
     stats = summary["llm"]
     assert stats["errors"] == 0 and stats["fallbacks"] == 0
     assert stats["requests"] >= found.count("llm")
+    # The first retrain fine-tuned version 1 and published version 2 ...
+    tunes = summary["fine_tunes"]
+    assert tunes and (tunes[0]["from_version"], tunes[0]["version"]) == ("1", "2")
+    assert (tmp_path / "smiles-lm-weights" / "versions" / "2" / "model.safetensors").exists()
+    # ... and draws after it came from a newer version, counted by version (ids are in draw order)
+    versions = [int(r["llm_version"]) for r in sorted(rows(tmp_path), key=lambda r: r["id"])
+                if r["origin"] == "llm"]  # fmt: skip
+    assert versions[0] == 1 and max(versions) >= 2 and versions == sorted(versions)
+    by_version = summary["learned"]["by_version"]
+    assert sum(c["generated"] for c in by_version.values()) == found.count("llm")
+    assert sum(n for v, n in stats["by_version"].items() if v != "1") >= 1
     assert summary["llm_training"]["final_loss"] < summary["llm_training"]["first_loss"]
     assert (tmp_path / "smiles-lm" / "model.safetensors").exists()
 
