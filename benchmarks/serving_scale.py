@@ -38,6 +38,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from serving.policy_router import cooldown_ticks
 from serving.sim import (
     Costs,
     OursPolicy,
@@ -174,6 +175,7 @@ def print_tables(runs: dict[str, list[dict[str, Any]]], summary: dict[str, Any])
 REAL_MODELS = 8
 REAL_REPLICAS = 4
 REAL_TOKENS = 8
+REAL_TICK_S = 0.5
 REAL_PATIENCE_S = 1.0  # tiny models switch in 0.02-1 s: waiting 10 s for a model's turn is too long
 
 
@@ -228,7 +230,7 @@ def _real_run(
         max_models_per_replica=1,
         copy_concurrency=4,
         demand_window_s=30.0,
-        policy_tick_s=0.5,
+        policy_tick_s=REAL_TICK_S,
         policy_patience_s=REAL_PATIENCE_S,
         replica_cpus=0.25,
         ingress_cpus=0.0,
@@ -279,7 +281,7 @@ def _predict(
         slots=32,
         warmup_s=0.0,
         window_s=30.0,
-        tick_s=0.5,
+        tick_s=REAL_TICK_S,
         staged=False,
     )
     costs = Costs(
@@ -383,7 +385,12 @@ def real(minutes: float, rate: float, seed: int) -> dict[str, Any]:
             models,
             trace,
             calibration,
-            OursPolicy(concurrency=4, standby=0, patience_s=REAL_PATIENCE_S),
+            OursPolicy(
+                concurrency=4,
+                standby=0,
+                patience_s=REAL_PATIENCE_S,
+                cooldown_ticks=cooldown_ticks(REAL_TICK_S),
+            ),
         ),
         "serve-multiplex": _predict(models, trace, calibration, ServeMultiplexPolicy(max_models=1)),
     }

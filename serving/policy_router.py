@@ -38,6 +38,15 @@ from serving.spec import ModelSpec
 logger = logging.getLogger(__name__)
 
 
+COOLDOWN_S = 3.0
+"""How long a model that gained a copy keeps it at least (the manager's cooldown, in seconds)."""
+
+
+def cooldown_ticks(tick_s: float) -> int:
+    """The manager's ``cooldown_ticks`` for a tick of ``tick_s`` (:data:`COOLDOWN_S`)."""
+    return max(1, round(COOLDOWN_S / tick_s))
+
+
 def targets_of(specs: list[ModelSpec], concurrency: float) -> dict[str, ModelTargets]:
     """The policy's targets of each model: one unit of room, bounds from its spec."""
     return {
@@ -111,7 +120,7 @@ class PolicyRouter:
         self.targets = targets_of(self.specs, self.concurrency)
         self.tracker = DemandTracker(window_s=self.window_s)
         self.router = Router(patience_s=self.patience_s)
-        self.manager = ReplicaManager(cooldown_ticks=max(1, int(round(3.0 / self.tick_s))))
+        self.manager = ReplicaManager(cooldown_ticks=cooldown_ticks(self.tick_s))
         self.cluster = ClusterView(
             replicas=[
                 ReplicaView(replica_id=str(i), capacity=float(self.max_models), slots=self.slots)

@@ -31,10 +31,13 @@ class OursPolicy:
         utilisation: float = 0.7,
         standby: int = 2,
         patience_s: float = 10.0,
+        cooldown_ticks: int = 30,
     ) -> None:
         self.concurrency = concurrency
         self.router = Router(patience_s=patience_s)
-        self.manager = ReplicaManager(utilisation=utilisation, standby=standby)
+        self.manager = ReplicaManager(
+            utilisation=utilisation, standby=standby, cooldown_ticks=cooldown_ticks
+        )
         self.tracker = DemandTracker()
         self.targets: dict[str, ModelTargets] = {}
 
