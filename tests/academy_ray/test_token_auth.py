@@ -53,10 +53,10 @@ def secured_cluster() -> Iterator[tuple[str, str]]:
     process.wait(timeout=60)
 
 
-def _run(code: str, token: str) -> subprocess.CompletedProcess[str]:
+def _run(code: str, token: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", code],
-        env=_env(token),
+        env={**_env(token), **env},
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -109,7 +109,9 @@ def test_right_token_launches_and_calls(secured_cluster: tuple[str, str]) -> Non
 def test_wrong_token_is_refused(secured_cluster: tuple[str, str]) -> None:
     address, _ = secured_cluster
     code = f"from academy_ray import Runtime\nRuntime(address={address!r}, namespace='secured')\nprint('joined')"
-    done = _run(code, "not-the-token")
+    # Ray's driver retries its first connection for ~20 s (one try a second) before giving up; two tries
+    # show the refusal as well.
+    done = _run(code, "not-the-token", RAY_gcs_server_port_wait_time_s="2")
     assert done.returncode != 0
     assert "joined" not in done.stdout
     assert "auth" in (done.stderr + done.stdout).lower()
