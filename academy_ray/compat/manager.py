@@ -103,9 +103,10 @@ class Manager:
             AgentExitError: An agent had ended in failure (several: an `ExceptionGroup`).
         """
         del close_exchange
-        await asyncio.gather(
-            *(self._stop(name) for name, task in self._exits.items() if not task.done())
-        )
+        # Every agent, also those that ended by themselves: their hosts are gone when this returns.
+        await asyncio.gather(*(self._stop(name) for name in self._exits))
+        if self._stopping:  # non-blocking shutdowns still under way
+            await asyncio.wait(self._stopping)
         if self._exits:
             await asyncio.wait(self._exits.values())
         errors = [
@@ -205,6 +206,9 @@ class Manager:
         self._stopping.add(stopping)
         stopping.add_done_callback(self._stopping.discard)
         if blocking:
+            done, _ = await asyncio.wait({stopping}, timeout=timeout)
+            if not done:
+                raise TimeoutError(f"agent {name!r} had not shut down within {timeout} s")
             await self.wait([name], raise_error=raise_error, timeout=timeout)
 
     async def wait(
