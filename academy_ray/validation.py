@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import typing
@@ -38,17 +39,10 @@ def _first_problem(error: pydantic.ValidationError) -> str:
     return f"{first['msg']}{where} (got {type(first.get('input')).__name__})"
 
 
-class ActionValidator:
-    """Validates calls of one action; built once per agent class and action.
+class _Shape:
+    """What validating one action function needs: its signature and an adapter per annotated parameter."""
 
-    Arity and names are checked with `inspect.Signature.bind`; annotated parameters are validated (and
-    coerced, as pydantic does in lax mode) with a `pydantic.TypeAdapter`. Unannotated parameters, ``Any`` and
-    annotations pydantic cannot build a schema for pass through unchanged.
-    """
-
-    def __init__(self, agent: str, action: str, method: Callable[..., Any]) -> None:
-        self.agent = agent
-        self.action = action
+    def __init__(self, method: Callable[..., Any]) -> None:
         self.signature = inspect.signature(method)
         try:
             hints = typing.get_type_hints(method)
@@ -61,14 +55,39 @@ class ActionValidator:
             if adapter is not None:
                 self.adapters[parameter.name] = (parameter.kind, adapter)
         positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        self._arity = len(parameters) if all(p.kind in positional for p in parameters) else None
+        self.arity = len(parameters) if all(p.kind in positional for p in parameters) else None
         """Number of parameters when all are plain positional ones: a call passing exactly that many
-        positional arguments binds trivially, so `__call__` skips `inspect.Signature.bind` for it."""
-        self._by_position = [
+        positional arguments binds trivially, so the validator skips `inspect.Signature.bind` for it."""
+        self.by_position = [
             (index, p.name, self.adapters[p.name][1])
             for index, p in enumerate(parameters)
             if p.name in self.adapters
         ]
+
+
+@functools.cache
+def _shape_of(method: Callable[..., Any]) -> _Shape:
+    """One `_Shape` per action function, shared by every agent of the class (10,000 co-hosted agents of one
+    class build their adapters once, not once each)."""
+    return _Shape(method)
+
+
+class ActionValidator:
+    """Validates calls of one action of one agent (the adapters are built once per action function).
+
+    Arity and names are checked with `inspect.Signature.bind`; annotated parameters are validated (and
+    coerced, as pydantic does in lax mode) with a `pydantic.TypeAdapter`. Unannotated parameters, ``Any`` and
+    annotations pydantic cannot build a schema for pass through unchanged.
+    """
+
+    def __init__(self, agent: str, action: str, method: Callable[..., Any]) -> None:
+        self.agent = agent
+        self.action = action
+        shape = _shape_of(method)
+        self.signature = shape.signature
+        self.adapters = shape.adapters
+        self._arity = shape.arity
+        self._by_position = shape.by_position
 
     def __call__(
         self, owner: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
