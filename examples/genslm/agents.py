@@ -9,24 +9,53 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from academy_ray import Agent, Handle, action, loop, timer
 from examples.common.runtime import retry
 from examples.genslm.analysis import GeneAnalysis, analyze
 from examples.genslm.codon import codons_of, parent_gene
 
+logger = logging.getLogger(__name__)
+
 
 class Gene(BaseModel):
-    """A generated gene: id, DNA (no spaces), the sampling temperature and round."""
+    """A generated gene: id, DNA (no spaces), the sampling temperature, round and served version."""
 
     id: str
     dna: str
     temperature: float
     round: int
+    model_version: str | None = None
+
+
+class FineTuning(BaseModel):
+    """How the User fine-tunes the served codon LM after each round.
+
+    Attributes:
+        weights_uri: The served model's versioned weights URI (each fine-tune publishes the next version).
+        steps: Optimiser steps of each fine-tune.
+        cpus: CPUs of the fine-tuning Ray actor.
+        repeat: Each promising gene appears this many times in the fine-tune's texts.
+    """
+
+    weights_uri: str
+    steps: int = Field(default=40, ge=1)
+    cpus: float = Field(default=0.25, gt=0)
+    repeat: int = Field(default=4, ge=1)
+
+
+def orf_text(dna: str) -> str:
+    """A gene's codons up to and including the first stop codon, space-separated (the LM's format)."""
+    codons = codons_of(dna)
+    for i, codon in enumerate(codons):
+        if codon in ("TAA", "TAG", "TGA"):
+            return " ".join(codons[: i + 1])
+    return " ".join(codons)
 
 
 class Generation(Agent):
@@ -68,10 +97,27 @@ class Generation(Agent):
             )
             dna = (self.prompt + " " + completion.text).replace(" ", "")
             genes.append(
-                Gene(id=f"g{round:02d}-{i:03d}", dna=dna, temperature=temperature, round=round)
+                Gene(
+                    id=f"g{round:02d}-{i:03d}",
+                    dna=dna,
+                    temperature=temperature,
+                    round=round,
+                    model_version=completion.model_version,
+                )
             )
             self.sampled += 1
         return genes
+
+    @action(checkpoint=False)
+    async def wait_for_version(self, version: str, timeout: float = 60.0) -> bool:
+        """Waits until the served model answers with ``version`` (True) or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            answer = await self.client.acomplete(self.model, self.prompt, max_tokens=1)
+            if answer.model_version == version:
+                return True
+            await asyncio.sleep(0.2)
+        return False
 
 
 class SequenceAnalysis(Agent):
@@ -105,6 +151,7 @@ class SequenceAnalysis(Agent):
                 "identity": result.identity,
                 "score": result.score,
                 "length": result.length,
+                "model_version": gene.model_version,
             }
             if result.orf and result.identity >= self.threshold:
                 self.repository[gene.id] = {
@@ -123,6 +170,7 @@ class SequenceAnalysis(Agent):
             "translated": sum(r["orf"] for r in rows),
             "promising": len(self.repository),
             "best_identity": max((r["identity"] for r in rows), default=0.0),
+            "threshold": self.threshold,
         }
 
     @action(checkpoint=False)
@@ -146,15 +194,46 @@ class User(Agent):
         analysis: Handle[Any],
         temperatures: list[float],
         per_round: int = 8,
+        fine_tuning: FineTuning | None = None,
     ) -> None:
         self.generation = generation
         self.analysis = analysis
         self.temperatures = temperatures
         self.per_round = per_round
+        self.fine_tuning = fine_tuning
+        self._tuner: Any = None
         self.rounds: list[dict[str, Any]] = []
         self.monitor: list[dict[str, Any]] = []
         self.finished = False
         self.started = time.time()
+
+    async def agent_on_startup(self) -> None:
+        if self.fine_tuning is not None:
+            from examples.common.llm import start_fine_tuner
+
+            self._tuner = start_fine_tuner(self.fine_tuning.cpus)
+
+    async def _fine_tune(self, number: int) -> str | None:
+        """Fine-tunes the served model on the promising (complete) genes so far; returns the version
+        published once the app serves it (None: nothing promising yet, or the fine-tune failed)."""
+        assert self.fine_tuning is not None and self._tuner is not None
+        from examples.common.llm import FineTune
+
+        repository = (await retry(self.analysis.export))["repository"]
+        texts = [orf_text(gene["dna"]) for gene in repository.values()]
+        if not texts:
+            return None
+        job = FineTune(
+            texts=texts * self.fine_tuning.repeat, steps=self.fine_tuning.steps, seed=number
+        )
+        try:
+            result = await self._tuner.fine_tune.remote(self.fine_tuning.weights_uri, job)
+        except Exception as error:  # noqa: BLE001 - the next round samples the served version
+            logger.warning("fine-tuning the codon LM failed: %r", error)
+            return None
+        version = str(result["version"])
+        await retry(self.generation.wait_for_version, version)
+        return version
 
     @action
     async def round_done(self, summary: dict[str, Any]) -> int:
@@ -196,17 +275,22 @@ class User(Agent):
             genes = await retry(self.generation.generate, number, self.per_round, temperature)
             results = await retry(self.analysis.analyze, genes)
             orfs = [r for r in results if r.orf]
-            await retry(
-                self.agent_handle.round_done,
-                {
-                    "round": number,
-                    "temperature": temperature,
-                    "generated": len(results),
-                    "translated": len(orfs),
-                    "mean_identity": sum(r.identity for r in orfs) / max(1, len(orfs)),
-                    "best_identity": max((r.identity for r in orfs), default=0.0),
-                },
-            )
+            threshold = (await retry(self.analysis.summary))["threshold"]
+            summary = {
+                "round": number,
+                "temperature": temperature,
+                "model_versions": sorted({str(g.model_version) for g in genes}),
+                "generated": len(results),
+                "translated": len(orfs),
+                "orf_rate": len(orfs) / max(1, len(results)),
+                "promising": sum(r.identity >= threshold for r in orfs),
+                "mean_identity": sum(r.identity for r in orfs) / max(1, len(orfs)),
+                "best_identity": max((r.identity for r in orfs), default=0.0),
+                "fine_tuned_to": None,
+            }
+            if self.fine_tuning is not None and number < len(self.temperatures) - 1:
+                summary["fine_tuned_to"] = await self._fine_tune(number)
+            await retry(self.agent_handle.round_done, summary)
 
     @timer(1.0)
     async def watch(self) -> None:

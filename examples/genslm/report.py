@@ -99,17 +99,21 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
     console = Console()
     funnel = summary["funnel"]
     console.print("[bold]funnel[/bold]: " + " -> ".join(f"{s} {funnel[s]}" for s in FUNNEL))
-    table = Table(title="rounds")
-    for column in ("round", "T", "generated", "ORFs", "mean identity", "best identity"):
+    table = Table(title=f"rounds ({summary.get('arm', 'retraining')})")
+    columns = ("round", "T", "served version", "generated", "complete ORFs", "promising")
+    for column in (*columns, "mean identity", "best identity", "fine-tuned to"):
         table.add_column(column)
     for r in summary["rounds"]:
         table.add_row(
             str(r["round"]),
             f"{r['temperature']}",
+            ",".join(r.get("model_versions", [])),
             str(r["generated"]),
-            str(r["translated"]),
+            f"{r['translated']} ({r.get('orf_rate', 0):.0%})",
+            str(r.get("promising", "-")),
             f"{r['mean_identity']:.3f}",
             f"{r['best_identity']:.3f}",
+            str(r.get("fine_tuned_to") or "-"),
         )
     console.print(table)
     console.print(f"results in {out}: " + ", ".join(summary["files"]))

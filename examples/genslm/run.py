@@ -18,7 +18,7 @@ from examples.common.runtime import (
     prepare_environment,
     retry,
 )
-from examples.genslm.agents import Generation, SequenceAnalysis, User
+from examples.genslm.agents import FineTuning, Generation, SequenceAnalysis, User
 from examples.genslm.report import FUNNEL, print_summary, write_outputs
 from examples.genslm.serve import MODEL_ID, free_port, serve_codon_lm, train_and_publish, unserve
 
@@ -42,6 +42,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="sampling temperature of each round (cycled)",
     )
     parser.add_argument("--threshold", type=float, default=0.8, help="identity of a promising gene")
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="the control arm: never fine-tune (same seed, rounds and temperatures)",
+    )
+    parser.add_argument(
+        "--fine-tune-steps",
+        type=int,
+        default=40,
+        help="after each round, fine-tune the served codon LM on the promising genes so far "
+        "for this many steps and serve the new version (0: never)",
+    )
     parser.add_argument("--train-steps", type=int, default=300, help="codon LM training steps")
     parser.add_argument("--port", type=int, default=0, help="Serve HTTP port (0: a free one)")
     parser.add_argument("--timeout", type=float, default=900.0)
@@ -92,10 +104,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             models=[MODEL_ID],
             get_if_exists=True,
         )
+        tuning = None
+        if not args.control and args.fine_tune_steps > 0:
+            tuning = FineTuning(weights_uri=weights, steps=args.fine_tune_steps)
         user = await rt.launch(
             User,
             args=(generation, analysis, temperatures),
-            kwargs={"per_round": args.per_round},
+            kwargs={"per_round": args.per_round, "fine_tuning": tuning},
             name="user",
             resources=AGENT_CPUS,
             get_if_exists=True,
@@ -119,7 +134,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         status = {**await user.status(), "monitor": await retry(user.monitor_log)}
         summary = write_outputs(export, status, out, args.threshold)
         summary.update(
-            elapsed_s=time.monotonic() - started, training=training, namespace=rt.namespace
+            elapsed_s=time.monotonic() - started,
+            training=training,
+            namespace=rt.namespace,
+            arm="control" if args.control or tuning is None else "retraining",
         )
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
         print_summary(summary, out)
