@@ -1,4 +1,4 @@
-"""Does online retraining help? The MOF pipeline with retraining against its control, over 3 seeds.
+"""Does online retraining help? The MOF and GenSLM pipelines with retraining against a control, 3 seeds.
 
 Each run is ``python -m examples.mof`` in a process of its own (as a scientist runs it), with the same
 seed and budget in both arms: ``retraining`` (each retrain fine-tunes the served SMILES LM and
@@ -6,8 +6,12 @@ publishes a new version, which the serving app moves to) and ``control`` (``--co
 retrains). The main figure is the median CO2 uptake of the scored candidates among the last third of
 the run's candidates; the goal is retraining above control in at least 2 of 3 seeds.
 
-Run: ``python -m benchmarks.examples_learning [--budget 90] [--seeds 0,1,2]`` (about 4-5 minutes on
-2 cores). Prints a table and one JSON line. The GenSLM arm is not measured yet (``"genslm": null``).
+GenSLM: ``python -m examples.genslm`` (4 rounds of 8 genes) with a fine-tune of the served codon LM
+after each round against ``--control``; per round the complete-ORF rate, mean identity and promising
+genes; the main figure is the promising genes of the last round.
+
+Run: ``python -m benchmarks.examples_learning [--pipelines mof,genslm] [--budget 90] [--seeds 0,1,2]``
+(about 4 minutes per pipeline on 2 cores). Prints the tables and one JSON line.
 """
 
 from __future__ import annotations
@@ -46,6 +50,63 @@ def run_mof(out: Path, seed: int, budget: int, retrain_every: int, control: bool
     return summary
 
 
+def run_genslm(out: Path, seed: int, control: bool) -> dict[str, Any]:
+    """Runs one GenSLM arm to the end and returns its summary."""
+    command = [
+        sys.executable,
+        "-m",
+        "examples.genslm",
+        "--seed",
+        str(seed),
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    if control:
+        command.append("--control")
+    started = time.monotonic()
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(command)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
+    return {
+        "rounds": [
+            {
+                k: r.get(k)
+                for k in ("round", "model_versions", "orf_rate", "mean_identity", "promising")
+            }
+            for r in summary["rounds"]
+        ],
+        "wall_s": round(time.monotonic() - started, 1),
+    }
+
+
+def genslm_table(
+    results: dict[str, dict[int, dict[str, Any]]], seeds: list[int]
+) -> tuple[Table, int]:
+    """The GenSLM table and how many seeds retraining wins on the last round's promising genes."""
+    table = Table(
+        title="GenSLM: retraining vs control (per round: complete-ORF rate / mean identity / promising)"
+    )
+    for column in ("seed", "arm", "round 0", "round 1", "round 2", "round 3", "versions", "wall s"):
+        table.add_column(column)
+    wins = 0
+    for seed in seeds:
+        for arm in ARMS:
+            run = results[arm][seed]
+            cells = [
+                f"{r['orf_rate']:.0%} / {r['mean_identity']:.2f} / {r['promising']}"
+                for r in run["rounds"]
+            ]
+            versions = ",".join(v for r in run["rounds"] for v in r["model_versions"])
+            table.add_row(str(seed), arm, *cells, versions, str(run["wall_s"]))
+        last = {arm: results[arm][seed]["rounds"][-1]["promising"] for arm in ARMS}
+        wins += last["retraining"] > last["control"]
+    return table, wins
+
+
 def figures(summary: dict[str, Any]) -> dict[str, Any]:
     """The table's figures of one run."""
     learned, tail = summary["learned"], summary["last_third"]
@@ -73,51 +134,72 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget", type=int, default=90, help="MOF candidates per run")
     parser.add_argument("--retrain-every", type=int, default=8)
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--pipelines", default="mof,genslm")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
+    pipelines = args.pipelines.split(",")
     work = Path(tempfile.mkdtemp(prefix="examples-learning-"))
     results: dict[str, dict[int, dict[str, Any]]] = {arm: {} for arm in ARMS}
+    genslm: dict[str, dict[int, dict[str, Any]]] = {arm: {} for arm in ARMS}
     started = time.monotonic()
-    for seed in seeds:
+    console = Console(width=170)
+    genslm_wins = None
+    if "genslm" in pipelines:
+        for seed in seeds:
+            for arm in ARMS:
+                genslm[arm][seed] = run_genslm(
+                    work / f"genslm-{arm}-{seed}", seed, arm == "control"
+                )
+        table, genslm_wins = genslm_table(genslm, seeds)
+        console.print(table)
+        console.print(
+            f"GenSLM: retraining has more promising genes in the last round in {genslm_wins} of "
+            f"{len(seeds)} seeds (goal: >= 2 of 3)"
+        )
+    for seed in seeds if "mof" in pipelines else []:
         for arm in ARMS:
             summary = run_mof(
                 work / f"mof-{arm}-{seed}", seed, args.budget, args.retrain_every, arm == "control"
             )
             results[arm][seed] = figures(summary)
-    table = Table(title=f"MOF: retraining vs control (budget {args.budget}, seeds {args.seeds})")
-    for column in (
-        "seed", "arm", "learned valid", "versions", "stable", "scored",
-        "last third: stable", "scored", "median uptake", "best uptake", "wall s",
-    ):  # fmt: skip
-        table.add_column(column)
-    wins = 0
-    for seed in seeds:
-        for arm in ARMS:
-            f = results[arm][seed]
-            table.add_row(
-                str(seed), arm, _fmt(f["learned_valid_rate"], ".0%"), ",".join(f["versions"]),
-                str(f["stable"]), str(f["scored"]), str(f["last_third_stable"]),
-                str(f["last_third_scored"]), _fmt(f["last_third_median"]),
-                _fmt(f["last_third_best"]), str(f["wall_s"]),
-            )  # fmt: skip
-        retrained = results["retraining"][seed]["last_third_median"]
-        control = results["control"][seed]["last_third_median"]
-        wins += retrained is not None and (control is None or retrained > control)
-    console = Console(width=170)
-    console.print(table)
-    console.print(
-        f"retraining beats control on the last third's median uptake in {wins} of {len(seeds)} "
-        f"seeds (goal: >= 2 of 3); {time.monotonic() - started:.0f} s in all"
-    )
+    wins = None
+    if "mof" in pipelines:
+        table = Table(
+            title=f"MOF: retraining vs control (budget {args.budget}, seeds {args.seeds})"
+        )
+        for column in (
+            "seed", "arm", "learned valid", "versions", "stable", "scored",
+            "last third: stable", "scored", "median uptake", "best uptake", "wall s",
+        ):  # fmt: skip
+            table.add_column(column)
+        wins = 0
+        for seed in seeds:
+            for arm in ARMS:
+                f = results[arm][seed]
+                table.add_row(
+                    str(seed), arm, _fmt(f["learned_valid_rate"], ".0%"), ",".join(f["versions"]),
+                    str(f["stable"]), str(f["scored"]), str(f["last_third_stable"]),
+                    str(f["last_third_scored"]), _fmt(f["last_third_median"]),
+                    _fmt(f["last_third_best"]), str(f["wall_s"]),
+                )  # fmt: skip
+            retrained = results["retraining"][seed]["last_third_median"]
+            control = results["control"][seed]["last_third_median"]
+            wins += retrained is not None and (control is None or retrained > control)
+        console.print(table)
+        console.print(
+            f"MOF: retraining beats control on the last third's median uptake in {wins} of {len(seeds)} "
+            f"seeds (goal: >= 2 of 3); {time.monotonic() - started:.0f} s in all"
+        )
     print(
         json.dumps(
             {
                 "benchmark": "examples_learning",
                 "budget": args.budget,
                 "seeds": seeds,
-                "mof": {arm: {str(s): results[arm][s] for s in seeds} for arm in ARMS},
-                "mof_wins": wins,
-                "genslm": None,
+                "mof": {arm: {str(s): results[arm][s] for s in results[arm]} for arm in ARMS},
+                "mof_wins": wins if "mof" in pipelines else None,
+                "genslm": {arm: {str(s): genslm[arm][s] for s in genslm[arm]} for arm in ARMS},
+                "genslm_wins": genslm_wins,
             }
         )
     )

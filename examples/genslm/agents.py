@@ -66,11 +66,18 @@ class Generation(Agent):
         model: Model id in the serving app.
         prompt_codons: Parent codons given as the prompt.
         max_codons: Codons to sample at most (the model ends a gene with its end token).
+        seed: Run seed (sampling seeds are derived from it, the round and the gene's index).
     """
 
     def __init__(
-        self, base_url: str, model: str, prompt_codons: int = 6, max_codons: int = 200
+        self,
+        base_url: str,
+        model: str,
+        prompt_codons: int = 6,
+        max_codons: int = 200,
+        seed: int = 0,
     ) -> None:
+        self.seed = seed
         self.base_url = base_url
         self.model = model
         self.prompt = " ".join(codons_of(parent_gene())[:prompt_codons])
@@ -93,7 +100,7 @@ class Generation(Agent):
                 self.prompt,
                 max_tokens=self.max_codons,
                 temperature=temperature,
-                seed=round * 1000 + i,
+                seed=self.seed * 100_000 + round * 1000 + i,
             )
             dna = (self.prompt + " " + completion.text).replace(" ", "")
             genes.append(

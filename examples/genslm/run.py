@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="sampling temperature of each round (cycled)",
     )
     parser.add_argument("--threshold", type=float, default=0.8, help="identity of a promising gene")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed of the run")
     parser.add_argument(
         "--control",
         action="store_true",
@@ -99,6 +100,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         generation = await rt.launch(
             Generation,
             args=(base_url, MODEL_ID),
+            kwargs={"seed": args.seed},
             name="generation",
             resources=AGENT_CPUS,
             models=[MODEL_ID],
