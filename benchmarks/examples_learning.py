@@ -31,12 +31,19 @@ from rich.table import Table
 ARMS = ("retraining", "control")
 
 
-def run_mof(out: Path, seed: int, budget: int, retrain_every: int, control: bool) -> dict[str, Any]:
-    """Runs one MOF arm to the end and returns its summary (plus its wall time)."""
+def run_example(module: str, out: Path, seed: int, control: bool, *args: str) -> dict[str, Any]:
+    """Runs ``python -m module`` (one arm) to the end; returns its summary plus ``wall_s``."""
     command = [
-        sys.executable, "-m", "examples.mof", "--budget", str(budget), "--seed", str(seed),
-        "--retrain-every", str(retrain_every), "--insertions", "1000", "--quiet", "--out", str(out),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        module,
+        "--seed",
+        str(seed),
+        "--quiet",
+        "--out",
+        str(out),
+        *args,
+    ]
     if control:
         command.append("--control")
     started = time.monotonic()
@@ -50,36 +57,21 @@ def run_mof(out: Path, seed: int, budget: int, retrain_every: int, control: bool
     return summary
 
 
+def run_mof(out: Path, seed: int, budget: int, retrain_every: int, control: bool) -> dict[str, Any]:
+    """Runs one MOF arm to the end and returns its summary (plus its wall time)."""
+    return run_example(
+        "examples.mof", out, seed, control,
+        "--budget", str(budget), "--retrain-every", str(retrain_every), "--insertions", "1000",
+    )  # fmt: skip
+
+
 def run_genslm(out: Path, seed: int, control: bool) -> dict[str, Any]:
-    """Runs one GenSLM arm to the end and returns its summary."""
-    command = [
-        sys.executable,
-        "-m",
-        "examples.genslm",
-        "--seed",
-        str(seed),
-        "--quiet",
-        "--out",
-        str(out),
-    ]
-    if control:
-        command.append("--control")
-    started = time.monotonic()
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(command)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        )
-    summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
+    """Runs one GenSLM arm to the end and returns its rounds (plus its wall time)."""
+    summary = run_example("examples.genslm", out, seed, control)
+    keys = ("round", "model_versions", "orf_rate", "mean_identity", "promising")
     return {
-        "rounds": [
-            {
-                k: r.get(k)
-                for k in ("round", "model_versions", "orf_rate", "mean_identity", "promising")
-            }
-            for r in summary["rounds"]
-        ],
-        "wall_s": round(time.monotonic() - started, 1),
+        "rounds": [{k: r.get(k) for k in keys} for r in summary["rounds"]],
+        "wall_s": round(summary["wall_s"], 1),
     }
 
 
