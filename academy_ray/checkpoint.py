@@ -179,7 +179,8 @@ class Persistence:
                 self.on_saved(time.perf_counter() - started, info.size)
             # Old checkpoints are deleted after the caller is answered (same I/O thread, before the next
             # save): deleting is not part of what makes this state durable.
-            self._io.submit(self.checkpoints.apply_retention)
+            if self.policy.keep_last is not None:
+                self._io.submit(self.checkpoints.apply_retention)
             return info  # type: ignore[no-any-return]
 
     def _fence(self, reason: str) -> CheckpointFencedError:

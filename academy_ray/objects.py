@@ -358,16 +358,15 @@ class ObjectBackend:
     def _create_anonymous(
         self, dir_fd: int, path: str, views: Callable[[], Iterator[memoryview]]
     ) -> str | None:
-        """Linux: an unnamed file (``O_TMPFILE``) written, fsynced and linked to ``path`` (``linkat``
-        refuses an existing name). No temporary name to remove, so nothing is left behind by a crash.
-        Returns None (nothing written) where the filesystem has no ``O_TMPFILE``."""
+        """Linux: an unnamed file (``O_TMPFILE``) in the folder ``dir_fd`` written, fsynced and linked to
+        ``path`` (``linkat`` refuses an existing name). No temporary name to remove, so nothing is left
+        behind by a crash. Returns None, leaving no file, where the filesystem cannot make or link
+        unnamed files (then named temporaries are used from now on)."""
         global _TMPFILE_WORKS
         try:
-            fd = os.open(os.path.dirname(path), os.O_TMPFILE | os.O_WRONLY, 0o644)
-        except OSError:
-            _TMPFILE_WORKS = (
-                False  # e.g. EOPNOTSUPP on this filesystem: named temporaries from now on
-            )
+            fd = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o644, dir_fd=dir_fd)
+        except OSError:  # e.g. EOPNOTSUPP on this filesystem
+            _TMPFILE_WORKS = False
             return None
         try:
             digest = self._write_all(fd, views())

@@ -44,9 +44,8 @@ class Retention:
         keep_last = self.store.keep_last
         if keep_last is None:
             return
-        seqs = sorted(
-            set(self._seqs_seen)
-        )  # the last listing and our saves since (newer ones: next time)
+        # The last listing and this object's saves since (newer ones: next time).
+        seqs = sorted(set(self._seqs_seen))
         if len(seqs) <= keep_last:
             return
         valid: list[int] = []

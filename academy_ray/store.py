@@ -554,9 +554,8 @@ class AgentCheckpoints(Retention):
     ) -> CheckpointInfo:
         with self._guard("save"):
             if epoch not in self._confirmed_epochs:
-                self._check_epoch(
-                    epoch
-                )  # early refusal (the check after the create is what fences)
+                # Early refusal only: the check after the create is what fences.
+                self._check_epoch(epoch)
             size = payload.size if isinstance(payload, EncodedState) else len(payload)
             inline: bytes | None = None
             payload_path: str | None = None
