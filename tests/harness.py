@@ -19,7 +19,6 @@ from typing import Any
 from placement.failure_detection import FAILURE_DETECTION
 
 __all__ = [
-    "FAST_HEALTH_CHECKS",
     "MAX_VOLUMES",
     "S3Server",
     "Served",
@@ -27,6 +26,7 @@ __all__ = [
     "fast_cluster",
     "free_port",
     "free_port_pair",
+    "init_ray_exporting_metrics",
     "restart_placement_controller",
     "wait_alive",
 ]
@@ -166,11 +166,23 @@ class S3Server:
         return name
 
 
-# Fast node-loss detection (see docs/architecture.md, "Facts about Ray").
-FAST_HEALTH_CHECKS = dict(FAILURE_DETECTION)
-"""What the product starts embedded Ray with (`placement.failure_detection`): a node whose processes die
-is declared dead in ~1.2 s; a starved one has 5 s per check to answer (500 ms deadlines lost a node of a
-loaded 2-core machine by mistake)."""
+def init_ray_exporting_metrics() -> int:
+    """Replaces this process's Ray with a local one whose processes report metrics every 0.5 s (Ray's
+    default is 10 s); returns its Prometheus export port. The shared embedded Ray of the other tests is
+    started again on demand by their fixtures; call ``ray.shutdown()`` when done."""
+    import ray
+
+    ray.shutdown()
+    port = free_port()
+    ray.init(
+        address="local",
+        num_cpus=4,
+        include_dashboard=False,
+        log_to_driver=False,
+        _metrics_export_port=port,
+        _system_config={"metrics_report_interval_ms": 500},
+    )
+    return port
 
 
 @dataclass
@@ -249,8 +261,9 @@ class Served:
 
 
 def fast_cluster() -> Any:
-    """A ``ray.cluster_utils.Cluster`` with its head node only (1 CPU, no dashboard) and
-    `FAST_HEALTH_CHECKS`; add worker nodes with ``cluster.add_node(...)``."""
+    """A ``ray.cluster_utils.Cluster`` with its head node only (1 CPU, no dashboard) and the health
+    checks the product starts embedded Ray with (`placement.FAILURE_DETECTION`: a dead node is noticed
+    in ~1.2 s); add worker nodes with ``cluster.add_node(...)``."""
     from ray.cluster_utils import Cluster
 
     return Cluster(
@@ -258,6 +271,6 @@ def fast_cluster() -> Any:
         head_node_args={
             "num_cpus": 1,
             "include_dashboard": False,
-            "_system_config": FAST_HEALTH_CHECKS,
+            "_system_config": dict(FAILURE_DETECTION),
         },
     )

@@ -22,7 +22,7 @@ from academy_ray import (
 from academy_ray.checkpoint import Persistence
 from academy_ray.metrics import AgentMetrics
 from tests.academy_ray.agents import Counter
-from tests.harness import free_port
+from tests.harness import init_ray_exporting_metrics
 
 # ---- the host-side figures (no Ray) --------------------------------------------------------------------------
 
@@ -103,17 +103,7 @@ EXPORTED = (
 @pytest.fixture(scope="module")
 def metrics_port() -> Iterator[int]:
     """A Ray of this module's own whose processes report metrics every 0.5 s; yields its export port."""
-    ray.shutdown()  # the shared embedded Ray is started again on demand by the other tests' fixtures
-    port = free_port()
-    ray.init(
-        address="local",
-        num_cpus=4,
-        include_dashboard=False,
-        log_to_driver=False,
-        _metrics_export_port=port,
-        _system_config={"metrics_report_interval_ms": 500},
-    )
-    yield port
+    yield init_ray_exporting_metrics()
     ray.shutdown()
 
 

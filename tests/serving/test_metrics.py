@@ -14,7 +14,7 @@ import pytest
 import ray
 
 from serving.spec import ModelSpec
-from tests.harness import free_port
+from tests.harness import free_port, init_ray_exporting_metrics
 
 
 @pytest.fixture(scope="module")
@@ -27,16 +27,7 @@ def metrics_served(
     from serving.app import ServingConfig, serve_models, stop_models
     from serving.cache import CacheConfig, kill_node_caches
 
-    ray.shutdown()  # the shared embedded Ray is started again on demand by the other tests' fixtures
-    metrics_port = free_port()
-    ray.init(
-        address="local",
-        num_cpus=4,
-        include_dashboard=False,
-        log_to_driver=False,
-        _metrics_export_port=metrics_port,
-        _system_config={"metrics_report_interval_ms": 500},
-    )
+    metrics_port = init_ray_exporting_metrics()
     cache_root = Path(tmp_path_factory.mktemp("metrics-cache"))
     config = ServingConfig(
         app_name=f"metrics-{uuid.uuid4().hex[:6]}",
