@@ -48,6 +48,11 @@ def reasons_for(
             f"needs {demand.gpus:g} GPU(s){' of type ' + demand.gpu_type if demand.gpu_type else ''}: "
             "only nodes with that many free GPUs were considered"
         )
+    if demand.gpu_bundles > 1:
+        reasons.append(
+            f"{demand.gpu_bundles} bundles of {demand.gpus_per_bundle():g} GPU on this one node "
+            "(STRICT_PACK, one per GPU worker such as a tensor-parallel rank)"
+        )
     if demand.locality_keys():
         total = chosen.local_bytes + chosen.missing_bytes
         if total:
@@ -70,6 +75,13 @@ def reasons_for(
     return reasons
 
 
+def gpu_fit_reason(demand: Demand, table: NodeTable) -> str:
+    """How many live GPU nodes could take ``demand``'s GPUs now, of how many that have GPUs."""
+    gpu_nodes = int((table.alive[: len(table)] & (table.gpu_total[: len(table)] > 0)).sum())
+    fitting = int(table.feasible_now(demand).sum())
+    return f"{fitting} of {gpu_nodes} GPU node(s) had room for it now"
+
+
 def decide(
     demand: Demand,
     table: NodeTable,
@@ -86,6 +98,8 @@ def decide(
     elapsed = time.perf_counter() - start
     chosen = ranked[0]
     reasons = reasons_for(demand, chosen, policy, ranked)
+    if demand.gpus > 0:
+        reasons.append(gpu_fit_reason(demand, table))
     if cause != "placed":
         reasons.insert(0, f"re-placed: {cause}")
     return Decision(
@@ -99,6 +113,7 @@ def decide(
         cause=cause,
         generation=generation,
         bundle=demand.bundle(),
+        bundles=demand.bundles(),
         decision_seconds=elapsed,
     )
 

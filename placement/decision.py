@@ -26,7 +26,10 @@ class Decision(BaseModel):
         cause: Why this placement happened: ``"placed"`` or ``"node <id> lost"``.
         generation: 1 for the first placement of this name, +1 on every re-placement.
         placement_group_id: Hex id of the Ray placement group reserving the node (None: not yet).
-        bundle: The reserved bundle (Ray resources).
+        bundle: The reserved resources in all (Ray resources).
+        bundles: The placement group's bundles, all on ``node_id`` (more than one for a demand
+            with ``gpu_bundles > 1``; empty in decisions recorded before bundles were kept: then
+            ``[bundle]``).
         decided_at: Unix time of the decision.
         decision_seconds: Time the policy took to choose.
     """
@@ -44,11 +47,20 @@ class Decision(BaseModel):
     generation: int = 1
     placement_group_id: str | None = None
     bundle: dict[str, float] = Field(default_factory=dict)
+    bundles: list[dict[str, float]] = Field(default_factory=list)
     decided_at: float = Field(default_factory=time.time)
     decision_seconds: float = 0.0
 
+    def group_bundles(self) -> list[dict[str, float]]:
+        """The bundles of this decision's placement group (bundle 0 first)."""
+        return list(self.bundles) or [dict(self.bundle)]
+
     def scheduling_strategy(self) -> Any:
         """A ``PlacementGroupSchedulingStrategy`` into this decision's bundle 0.
+
+        With several bundles the actor's own tasks and actors are scheduled into the group too
+        (``placement_group_capture_child_tasks``), so that the workers it starts land in the
+        other bundles and ``ray.util.get_current_placement_group()`` finds the group.
 
         Raises:
             ValueError: the decision has no placement group (it was never reserved).
@@ -63,7 +75,7 @@ class Decision(BaseModel):
         return PlacementGroupSchedulingStrategy(
             placement_group=pg,
             placement_group_bundle_index=0,
-            placement_group_capture_child_tasks=False,
+            placement_group_capture_child_tasks=len(self.group_bundles()) > 1,
         )
 
     def label_selector(self) -> dict[str, str]:
@@ -79,11 +91,13 @@ class Decision(BaseModel):
 
         Contains ``num_cpus``, ``num_gpus``, ``memory`` (only if requested), ``resources`` and
         ``scheduling_strategy``. Add ``name``, ``namespace``, ``lifetime`` and so on yourself.
+        With several bundles the actor takes bundle 0 (its GPU share only); the other bundles
+        are left for the workers it starts.
         """
         d = self.demand
         options: dict[str, Any] = {
             "num_cpus": d.cpus,
-            "num_gpus": d.gpus,
+            "num_gpus": d.gpus_per_bundle(),
             "resources": {k: v for k, v in d.resources.items() if v > 0},
             "scheduling_strategy": self.scheduling_strategy(),
         }

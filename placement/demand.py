@@ -34,6 +34,10 @@ class Demand(BaseModel):
             scheduler's ledger and recorded (explain, re-placement on node loss) but no placement
             group is made; the launcher's actor claims the resources itself on that node, e.g. a
             Ray Serve replica constrained by :meth:`Decision.label_selector`.
+        gpu_bundles: Split the reservation into this many bundles, all on the one chosen node
+            (``STRICT_PACK``): bundle 0 holds the CPUs, memory, custom resources and its share of
+            the GPUs (``gpus / gpu_bundles``), every other bundle only its share of the GPUs. One
+            bundle per GPU worker, e.g. per tensor-parallel rank of a model. 1: one bundle.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -50,6 +54,7 @@ class Demand(BaseModel):
     affinity: tuple[str, ...] = ()
     anti_affinity: tuple[str, ...] = ()
     reserve: bool = True
+    gpu_bundles: int = Field(default=1, ge=1)
 
     @field_validator("resources")
     @classmethod
@@ -65,6 +70,10 @@ class Demand(BaseModel):
     def _check_consistency(self) -> Demand:
         if self.gpu_type is not None and self.gpus <= 0:
             raise ValueError("gpu_type is set but gpus is 0")
+        if self.gpu_bundles > 1 and self.gpus <= 0:
+            raise ValueError(
+                f"gpu_bundles={self.gpu_bundles} splits the GPUs into bundles, but gpus is 0"
+            )
         if (
             self.cpus <= 0
             and self.gpus <= 0
@@ -95,3 +104,16 @@ class Demand(BaseModel):
             bundle["memory"] = float(self.memory_bytes)
         bundle.update({k: v for k, v in self.resources.items() if v > 0})
         return bundle
+
+    def gpus_per_bundle(self) -> float:
+        """GPUs in each of the :attr:`gpu_bundles` bundles."""
+        return self.gpus / self.gpu_bundles
+
+    def bundles(self) -> list[dict[str, float]]:
+        """The placement group's bundles, all on one node: the total :meth:`bundle` split into
+        :attr:`gpu_bundles` (bundle 0 keeps the CPUs, memory and custom resources)."""
+        if self.gpu_bundles == 1:
+            return [self.bundle()]
+        share = self.gpus_per_bundle()
+        first = {**self.bundle(), "GPU": share}
+        return [first, *({"GPU": share} for _ in range(self.gpu_bundles - 1))]

@@ -119,15 +119,16 @@ class Scheduler:
         name = f"{self.group_prefix}{decision.name}-{decision.generation}"
         lifetime = "detached" if self.detached_groups else None
         if self.pin == "label":
+            bundles = decision.group_bundles()
             return placement_group(
-                [decision.bundle],
+                bundles,
                 strategy="STRICT_PACK",
                 name=name,
                 lifetime=lifetime,
-                bundle_label_selector=[{NODE_ID_LABEL: decision.node_id}],
+                bundle_label_selector=[{NODE_ID_LABEL: decision.node_id}] * len(bundles),
             )
         return placement_group(
-            [decision.bundle],
+            decision.group_bundles(),
             strategy="STRICT_PACK",
             name=name,
             lifetime=lifetime,

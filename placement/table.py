@@ -216,8 +216,15 @@ class NodeTable:
                         f"(largest such node: {best:g}; known GPU types: {known})"
                     )
             elif not (self.gpu_total[:n][alive] + _EPS >= demand.gpus).any():
+                split = (
+                    f" on one node ({demand.gpu_bundles} bundles of "
+                    f"{demand.gpus_per_bundle():g} GPU, STRICT_PACK)"
+                    if demand.gpu_bundles > 1
+                    else ""
+                )
                 reasons.append(
-                    f"{demand.gpus:g} GPUs (largest node: {self.gpu_total[:n][alive].max():g})"
+                    f"{demand.gpus:g} GPUs{split} (largest node: "
+                    f"{self.gpu_total[:n][alive].max():g})"
                 )
         if (
             demand.memory_bytes > 0
