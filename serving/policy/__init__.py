@@ -6,6 +6,7 @@
 * :class:`ReplicaManager`: how many copies of each model (hot models on more replicas, cold ones
   consolidated, never the last copy of a model with recent traffic); :func:`desired_replicas`:
   how many replicas in all.
+* :class:`ReplicaScaler`: when the deployment gains a replica and which one it drains.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from serving.policy.demand import DemandTracker, LiveDemand, ModelDemand
 from serving.policy.manager import Eviction, Plan, ReplicaManager, desired_replicas
 from serving.policy.router import Route, Router, evictable, new_copy, victims
+from serving.policy.scaler import ReplicaScaler, ScaleStep
 from serving.policy.view import ClusterView, ModelTargets, ReplicaView, Tier
 
 __all__ = [
@@ -24,9 +26,11 @@ __all__ = [
     "ModelTargets",
     "Plan",
     "ReplicaManager",
+    "ReplicaScaler",
     "ReplicaView",
     "Route",
     "Router",
+    "ScaleStep",
     "Tier",
     "desired_replicas",
     "evictable",

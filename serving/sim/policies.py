@@ -1,7 +1,10 @@
 """The deployments the simulator compares.
 
 * :class:`OursPolicy`: :class:`~serving.policy.Router` per request, :class:`~serving.policy.
-  ReplicaManager` every tick: the code the real app runs.
+  ReplicaManager` every tick: the code the real app runs. With ``autoscale=(min, max)`` the
+  :class:`~serving.policy.ReplicaScaler` also sets how many of the GPUs serve, as in the real
+  app: a replica added serves ``replica_start_s`` later; a drained one takes no new requests,
+  and unloads its models once its queue is empty.
 * :class:`ServeMultiplexPolicy`: Serve's multiplexing as it is: a fixed set of replicas, each
   keeping up to ``max_models`` models (least recently used evicted; an evicted engine is parked
   when host memory allows, as ``ServingConfig.max_parked_engines`` does); a request goes to a replica
@@ -15,7 +18,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from serving.policy import DemandTracker, ModelTargets, ReplicaManager, Router, Tier
+from serving.policy import (
+    DemandTracker,
+    ModelTargets,
+    ReplicaManager,
+    ReplicaScaler,
+    Router,
+    Tier,
+)
 from serving.sim.engine import Request, SimReplica, Simulation
 from serving.sim.workload import copies_for, expected_rates
 
@@ -32,14 +42,25 @@ class OursPolicy:
         standby: int = 2,
         patience_s: float = 10.0,
         cooldown_ticks: int = 30,
+        autoscale: tuple[int, int] | None = None,
+        replica_start_s: float = 0.0,
     ) -> None:
         self.concurrency = concurrency
+        self.utilisation = utilisation
+        self.cooldown_ticks = cooldown_ticks
         self.router = Router(patience_s=patience_s)
         self.manager = ReplicaManager(
             utilisation=utilisation, standby=standby, cooldown_ticks=cooldown_ticks
         )
         self.tracker = DemandTracker()
         self.targets: dict[str, ModelTargets] = {}
+        self.autoscale = autoscale
+        self.replica_start_s = replica_start_s
+        self.scaler: ReplicaScaler | None = None
+        self._starting: dict[int, float] = {}  # replica index -> serving from
+        self._draining: set[int] = set()
+        self.replica_counts: list[tuple[float, int]] = []
+        """(time, replicas serving or starting or draining) at each change."""
 
     def start(self, sim: Simulation) -> None:
         self.tracker = DemandTracker(window_s=sim.config.window_s)
@@ -49,6 +70,58 @@ class OursPolicy:
             )
             for m in sim.models
         }
+        if self.autoscale is not None:
+            low, high = self.autoscale
+            high = min(high, len(sim.replicas))
+            self.scaler = ReplicaScaler(
+                bounds=(low, high),
+                capacity=sim.config.gpu_memory_gb,
+                concurrency=self.concurrency,
+                utilisation=self.utilisation,
+                cooldown_ticks=self.cooldown_ticks,
+            )
+            for replica in sim.replicas[low:]:
+                replica.view.accepting = False
+            self.replica_counts.append((sim.now, low))
+
+    def _in_use(self, sim: Simulation) -> int:
+        serving = sum(1 for r in sim.replicas if r.view.accepting)
+        return serving + len(self._starting) + len(self._draining)
+
+    def _scale(self, sim: Simulation, scaler: ReplicaScaler) -> None:
+        before = self._in_use(sim)
+        for index, ready in list(self._starting.items()):
+            if sim.now >= ready:
+                sim.replicas[index].view.accepting = True
+                del self._starting[index]
+        for index in list(self._draining):
+            replica = sim.replicas[index]
+            if replica.view.queue == 0:
+                for model_id in list(replica.view.resident) + list(replica.view.loading):
+                    replica.view.resident.pop(model_id, None)
+                    replica.view.loading.pop(model_id, None)
+                self._draining.discard(index)
+        step = scaler.step(
+            sim.cluster, self.tracker.live(sim.now), self.targets, adding=len(self._starting)
+        )
+        if step.add:
+            idle = [
+                r.index
+                for r in sim.replicas
+                if not r.view.accepting
+                and r.index not in self._starting
+                and r.index not in self._draining
+            ]
+            if idle:
+                self._starting[idle[0]] = sim.now + self.replica_start_s
+        if step.drain is not None:
+            replica = sim.index[step.drain]
+            replica.view.accepting = False
+            self._draining.add(replica.index)
+        for copy in step.copies:
+            sim.load(sim.index[copy.replica_id], copy.model_id)
+        if self._in_use(sim) != before:
+            self.replica_counts.append((sim.now, self._in_use(sim)))
 
     def route(self, sim: Simulation, request: Request) -> bool:
         model_id = sim.models[request.model].model_id
@@ -83,6 +156,8 @@ class OursPolicy:
             sim.load(sim.index[load.replica_id], load.model_id)
         for warm in plan.standby:
             sim.load(sim.index[warm.replica_id], warm.model_id, standby=True)
+        if self.scaler is not None:
+            self._scale(sim, self.scaler)
 
 
 class ServeMultiplexPolicy:
