@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from serving.errors import ModelNotFoundError
 
@@ -22,7 +22,12 @@ class ModelSpec(BaseModel):
             :func:`serving.storage.publish_model` writes.
         engine: which engine runs it.
         engine_args: engine keyword arguments (e.g. vLLM's ``max_model_len``, ``dtype``).
-        gpus: GPUs one copy of the model needs (0 for CPU).
+        gpus: GPUs one copy of the model needs (0 for CPU; with tensor parallelism, left 0 or
+            ``tensor_parallel_size``).
+        tensor_parallel_size: GPUs one copy of the model is split over (one tensor-parallel rank
+            each). Above 1, a replica serving it reserves that many one-GPU bundles on one node
+            (see :mod:`serving.tensor_parallel`); a size no node can hold is refused when the
+            app is deployed.
         max_context: context length in tokens; ``None`` reads ``max_position_embeddings`` from config.
         storage_options: fsspec keyword arguments for ``weights_uri`` (credentials, endpoint).
         owned_by: OpenAI's ``owned_by`` field in ``/v1/models``.
@@ -53,11 +58,22 @@ class ModelSpec(BaseModel):
     min_replicas: int = Field(default=0, ge=0)
     max_replicas: int | None = Field(default=None, ge=1)
     latency_target_s: float | None = Field(default=None, gt=0)
+    tensor_parallel_size: int = Field(default=1, ge=1)
 
     @field_validator("weights_uri")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_tensor_parallel(self) -> ModelSpec:
+        tp = self.tensor_parallel_size
+        if tp > 1 and self.gpus not in (0, tp):
+            raise ValueError(
+                f"tensor_parallel_size={tp} runs one rank per GPU: gpus must be {tp} "
+                f"(or left 0), not {self.gpus:g}"
+            )
+        return self
 
 
 class ModelRegistry:

@@ -17,6 +17,7 @@ from serving.engines.base import (
     require_safetensors,
 )
 from serving.errors import EngineError, WeightsError
+from serving.tensor_parallel import group_gpu_indices
 
 
 class TransformersEngine(TokenizerPrompts):
@@ -31,7 +32,11 @@ class TransformersEngine(TokenizerPrompts):
         max_context: overrides the model's ``max_position_embeddings``.
         dtype: torch dtype name for the weights.
         device: ``"cpu"``, ``"cuda"``/``"cuda:<n>"``, or ``"auto"`` (CUDA when torch sees a GPU:
-            inside a Ray actor only when it was given ``num_gpus``).
+            inside a Ray actor only when it was given ``num_gpus``, or in a tensor-parallel
+            replica's placement group, whose GPUs it then uses).
+        tensor_parallel_size: GPUs the model is spread over on CUDA, with a device map (layers
+            split over the GPUs of the replica's placement group; needs ``accelerate``). On the
+            CPU the model runs whole.
     """
 
     def __init__(
@@ -40,6 +45,7 @@ class TransformersEngine(TokenizerPrompts):
         max_context: int | None = None,
         dtype: str = "float32",
         device: str = "auto",
+        tensor_parallel_size: int = 1,
     ):
         if device != "auto" and device != "cpu" and not device.startswith("cuda"):
             raise EngineError(f"device must be 'auto', 'cpu' or 'cuda[:n]', got {device!r}")
@@ -47,6 +53,8 @@ class TransformersEngine(TokenizerPrompts):
         self._override_context = max_context
         self._dtype = dtype
         self._device_setting = device
+        self._tensor_parallel_size = max(1, tensor_parallel_size)
+        self._sharded = False
         self.device = "cpu"
         self.max_context = max_context or 0
         self._model: Any = None
@@ -67,8 +75,17 @@ class TransformersEngine(TokenizerPrompts):
 
         torch.set_num_threads(self._threads)
         device = self._device_setting
+        group_gpus: list[int] | None = None
         if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+            if torch.cuda.is_available():
+                group_gpus = group_gpu_indices()  # a tensor-parallel replica's GPUs, else None
+                device = f"cuda:{group_gpus[0]}" if group_gpus else "cuda"
+            else:
+                device = "cpu"
+        placement: dict[str, Any] = {}
+        if device != "cpu" and self._tensor_parallel_size > 1:
+            placement = self._device_map(torch, group_gpus)
+            device = f"cuda:{min(placement['max_memory'])}"
         try:
             from transformers.utils import logging as hf_logging
 
@@ -83,13 +100,15 @@ class TransformersEngine(TokenizerPrompts):
                 dtype=getattr(torch, self._dtype),
                 use_safetensors=True,  # never unpickle .bin/.pt weights
                 trust_remote_code=False,
+                **placement,
             )
         except (OSError, ValueError) as exc:
             raise WeightsError(f"cannot load model from {path}: {exc}") from exc
         except Exception as exc:
             raise EngineError(f"transformers failed to load {path}: {exc!r}") from exc
         self._model.eval()
-        if device != "cpu":
+        self._sharded = bool(placement)
+        if device != "cpu" and not self._sharded:
             self._model.to(device)
         self.device = device
         # transformers 5.2x renamed ``past_key_values`` to ``cache``; support both spellings.
@@ -97,6 +116,28 @@ class TransformersEngine(TokenizerPrompts):
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         context = getattr(self._model.config, "max_position_embeddings", None) or 2048
         self.max_context = self._override_context or int(context)
+
+    def _device_map(self, torch: Any, group_gpus: list[int] | None) -> dict[str, Any]:
+        """``from_pretrained`` arguments that spread the model over ``tensor_parallel_size`` GPUs
+        (the placement group's, else the first visible ones).
+
+        Raises:
+            EngineError: fewer GPUs than that, or ``accelerate`` (which device maps need) missing.
+        """
+        tp = self._tensor_parallel_size
+        gpus = group_gpus if group_gpus is not None else list(range(torch.cuda.device_count()))
+        if len(gpus) < tp:
+            raise EngineError(
+                f"tensor_parallel_size={tp} but this replica has {len(gpus)} GPU(s) {gpus}"
+            )
+        try:
+            import accelerate  # noqa: F401 - transformers needs it for a device map
+        except ImportError as exc:
+            raise EngineError(
+                f"spreading a model over {tp} GPUs needs the accelerate package ({exc})"
+            ) from exc
+        memory = {index: int(torch.cuda.mem_get_info(index)[0]) for index in gpus[:tp]}
+        return {"device_map": "auto", "max_memory": memory}
 
     def _steps(
         self, prompt: str, params: GenerationParams
@@ -189,8 +230,9 @@ class TransformersEngine(TokenizerPrompts):
 
     @property
     def supports_sleep(self) -> bool:
-        """True on CUDA (weights can wait in CPU memory), False on the CPU."""
-        return self.device != "cpu"
+        """True on one CUDA device (weights can wait in CPU memory), False on the CPU or when
+        the model is spread over several GPUs."""
+        return self.device != "cpu" and not self._sharded
 
     async def sleep(self) -> None:
         """Moves the weights to pinned CPU memory and frees their GPU memory (CUDA only)."""

@@ -22,6 +22,7 @@ from serving.engines.base import (
     require_safetensors,
 )
 from serving.errors import EngineError, WeightsError
+from serving.tensor_parallel import current_group, rank_bundle_problem
 
 _LOAD_FORMATS = {"auto": "safetensors", "safetensors": "safetensors", "dummy": "dummy"}
 
@@ -36,6 +37,9 @@ class VLLMEngine(TokenizerPrompts):
         load_format: ``"auto"`` or ``"safetensors"`` (both load safetensors only: pickle-based
             formats are refused); ``"dummy"`` starts the engine with random weights (used to time
             engine start apart from weight loading).
+        tensor_parallel_size: GPUs the model is split over. Above 1 vLLM runs one Ray worker per
+            rank (``distributed_executor_backend="ray"``) in the replica's placement group, which
+            is handed to vLLM (see :mod:`serving.tensor_parallel`).
 
     Raises:
         WeightsError: ``load_format`` is a pickle-based or unknown format.
@@ -47,8 +51,9 @@ class VLLMEngine(TokenizerPrompts):
         max_context: int | None = None,
         sleep_mode: bool | None = None,
         load_format: str = "auto",
+        tensor_parallel_size: int = 1,
     ) -> None:
-        self._args = dict(engine_args or {})
+        self._args = parallel_engine_args(engine_args or {}, tensor_parallel_size)
         self._override_context = max_context
         self.max_context = max_context or 0
         self._sleep_mode = sleep_mode
@@ -93,7 +98,13 @@ class VLLMEngine(TokenizerPrompts):
             raise WeightsError(f"cannot load the tokenizer from {path}: {exc}") from exc
         start = time.perf_counter()
         try:
-            self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+            engine_args = AsyncEngineArgs(**args)
+            if args.get("distributed_executor_backend") == "ray":
+                self._engine = AsyncLLM.from_vllm_config(_config_in_group(engine_args, args))
+            else:
+                self._engine = AsyncLLM.from_engine_args(engine_args)
+        except EngineError:
+            raise
         except Exception as exc:
             raise EngineError(f"vLLM failed to start on {path}: {exc!r}") from exc
         self.start_seconds = time.perf_counter() - start
@@ -152,3 +163,47 @@ class VLLMEngine(TokenizerPrompts):
         if not self.supports_sleep:
             raise EngineError("vLLM sleep mode is only available on CUDA")
         await self._engine.wake_up()
+
+
+def parallel_engine_args(engine_args: dict[str, Any], tensor_parallel_size: int) -> dict[str, Any]:
+    """``engine_args`` with the model's tensor-parallel size, and the Ray executor above 1.
+
+    Raises:
+        EngineError: ``engine_args`` names another ``tensor_parallel_size`` than the spec.
+    """
+    args = dict(engine_args)
+    given = args.get("tensor_parallel_size", tensor_parallel_size)
+    if given != tensor_parallel_size:
+        raise EngineError(
+            f"engine_args tensor_parallel_size={given} differs from the spec's "
+            f"tensor_parallel_size={tensor_parallel_size}: set it on the spec only"
+        )
+    if tensor_parallel_size > 1:
+        args["tensor_parallel_size"] = tensor_parallel_size
+        args.setdefault("distributed_executor_backend", "ray")
+    return args
+
+
+def _config_in_group(engine_args: Any, args: dict[str, Any]) -> Any:
+    """vLLM's config with this replica's placement group handed over.
+
+    vLLM's engine core runs in a subprocess where ``get_current_placement_group()`` is None:
+    without ``parallel_config.placement_group`` it would create a group of its own that cannot
+    fit beside the replica's (the replica's group already holds the GPUs).
+
+    Raises:
+        EngineError: the replica is not in a placement group whose bundles hold the ranks.
+    """
+    ranks = int(args.get("tensor_parallel_size", 1)) * int(args.get("pipeline_parallel_size", 1))
+    group = current_group()
+    if group is None:
+        raise EngineError(
+            f"vLLM with the Ray executor ({ranks} rank(s)) must run in the replica's placement "
+            "group; serving gives tensor-parallel replicas one (ModelSpec.tensor_parallel_size)"
+        )
+    problem = rank_bundle_problem(group.bundle_specs, ranks)
+    if problem:
+        raise EngineError(f"the replica's placement group does not fit vLLM: {problem}")
+    config = engine_args.create_engine_config()
+    config.parallel_config.placement_group = group
+    return config
