@@ -210,13 +210,19 @@ def fine_tune_and_publish(
 class FineTuner:
     """A Ray actor that runs `fine_tune_and_publish` jobs, one at a time.
 
-    It imports torch and transformers when it starts (seconds on a small machine), so a fine-tune
-    asked for later starts at once, where a fresh Ray task would first start a worker and import them.
+    It imports torch, transformers and the Llama model code when it starts (seconds on a small machine:
+    transformers loads its model modules lazily, 2 s more here), so a fine-tune asked for later starts
+    at once, where a fresh Ray task would first start a worker and import them. Start it early
+    (`start_fine_tuner`) and wait for `ready` before the first fine-tune is due.
     """
 
     def __init__(self) -> None:
         import torch  # noqa: F401
-        import transformers  # noqa: F401
+        from transformers import AutoTokenizer, LlamaForCausalLM  # noqa: F401
+
+    def ready(self) -> bool:
+        """True once the actor has started (and imported what a fine-tune needs)."""
+        return True
 
     def fine_tune(
         self, weights_uri: str, job: FineTune, storage_options: dict[str, Any] | None = None
@@ -225,11 +231,20 @@ class FineTuner:
         return fine_tune_and_publish(weights_uri, job, storage_options)
 
 
-def start_fine_tuner(num_cpus: float = 1.0) -> Any:
-    """Starts a `FineTuner` actor asking for ``num_cpus`` CPUs (it ends with its owner)."""
+def start_fine_tuner(
+    num_cpus: float = 1.0, name: str | None = None, namespace: str | None = None
+) -> Any:
+    """Starts a `FineTuner` actor asking for ``num_cpus`` CPUs (it ends with its owner).
+
+    With ``name`` it is a named actor in ``namespace`` (or gets the running one of that name), so
+    that a driver can start it before the agents that use it (`ray.get_actor`).
+    """
     import ray
 
-    return ray.remote(num_cpus=num_cpus, max_restarts=1, max_task_retries=1)(FineTuner).remote()
+    actor = ray.remote(num_cpus=num_cpus, max_restarts=1, max_task_retries=1)(FineTuner)
+    if name is not None:
+        actor = actor.options(name=name, namespace=namespace, get_if_exists=True)
+    return actor.remote()
 
 
 def publish(folder: Path, out: Path) -> str:

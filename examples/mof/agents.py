@@ -39,18 +39,26 @@ from examples.mof.linkers import (
 )
 from examples.mof.records import FINAL, FUNNEL, Candidate, Event, StageStatus, WorkItem
 from examples.mof.smiles_lm import BOS, LlmConfig, fine_tune_texts
+from examples.mof.surrogate import MIN_POINTS, UptakeSurrogate
 from examples.mof.widom import widom_uptake
 
 logger = logging.getLogger(__name__)
 
 IDLE_S = 0.05
+DRAW_COUNTS = ("drawn", "valid", "sent", "duplicate")
+"""What the Generator counts of its draws per origin: new or invalid strings drawn, the valid ones among
+them, those sent down the pipeline (the surrogate screen drops the rest), and valid draws it already
+knew (drawn again instead)."""
 RESYNC_S = 1.0  # how often the Validator restates its backpressure to the Assembler
 
 
 class Database(Agent):
-    """Records every candidate and event; retrains the Generator on the best half every few scores.
+    """Records every candidate and event; retrains the Generator on the best scored linkers every few scores.
 
-    ``retrain_every=0`` never retrains (the control arm of `benchmarks.examples_learning`).
+    ``retrain_every=0`` never retrains (the control arm of `benchmarks.examples_learning`). A retrain
+    hands the Generator the best ``best_share`` of the scored linkers by uptake (at least ``min_best``;
+    scored means assembled, validated stable and estimated) and every scored linker's uptake (its
+    surrogate's training data).
 
     State: ``records`` (candidate id -> record), ``retrains`` (when, after how many scores, best
     uptake), ``best_structures`` (the top-k frameworks), ``history`` ((time, uptake) per score).
@@ -65,9 +73,17 @@ class Database(Agent):
         "generator_name",
     )
 
-    def __init__(self, retrain_every: int = 10, keep_structures: int = 5) -> None:
+    def __init__(
+        self,
+        retrain_every: int = 10,
+        keep_structures: int = 5,
+        best_share: float = 0.25,
+        min_best: int = 4,
+    ) -> None:
         self.retrain_every = retrain_every
         self.keep_structures = keep_structures
+        self.best_share = best_share
+        self.min_best = min_best
         self.records: dict[str, dict[str, Any]] = {}
         self.retrains: list[dict[str, float]] = []
         self.best_structures: dict[str, dict[str, Any]] = {}
@@ -136,15 +152,17 @@ class Database(Agent):
 
     @event("retrain_needed")
     async def retrain(self) -> None:
-        """Retrains the Generator on the best half of the scored linkers."""
+        """Retrains the Generator on the best scored linkers (and all scored uptakes)."""
         if self.generator_name is None:
             return
         generator: Handle[Any] = Handle(self.generator_name, self.agent_context.namespace)
         scored = [r for r in self.records.values() if "scored" in r["stages"]]
         scored.sort(key=lambda r: r["uptake_mol_kg"], reverse=True)
-        best = [r["smiles"] for r in scored[: max(1, len(scored) // 2)]]
+        keep = max(self.min_best, int(len(scored) * self.best_share))
+        best = [r["smiles"] for r in scored[:keep]]
+        uptakes = {r["smiles"]: float(r["uptake_mol_kg"]) for r in scored}
         try:
-            done = await retry(generator.retrain, best)
+            done = await retry(generator.retrain, best, uptakes)
         except Exception as error:  # noqa: BLE001 - the generator may have finished and stopped
             logger.info("retrain skipped: %s", error)
             return
@@ -442,6 +460,11 @@ class Generator(Agent):
     next version; the serving app moves to it without dropping a draw. A draw the served model cannot
     answer (app down, model unknown, timeout, any error) is logged and made by the trigram model
     instead, with origin ``ngram_fallback``; draws then skip the served model for ``llm.retry_after_s``.
+
+    Surrogate screen: each retrain also fits an `UptakeSurrogate` on every scored linker's uptake; from
+    then on, with ``screen`` > 1, each batch is drawn ``screen`` times over and the surrogate keeps the
+    valid linkers it predicts best (the rest are dropped unsent). ``draws`` counts every draw, kept or
+    not, by origin and served version: the learned model's valid rate is measured on them.
     """
 
     agent_state_fields = (
@@ -454,6 +477,8 @@ class Generator(Agent):
         "finished",
         "llm_stats",
         "fine_tunes",
+        "surrogate_data",
+        "draws",
     )
 
     def __init__(
@@ -467,6 +492,7 @@ class Generator(Agent):
         llm: LlmConfig | None = None,
         learned_share: float = 0.3,
         max_pending: int = 0,
+        screen: int = 1,
     ) -> None:
         self.assembler = assembler
         self.database = database
@@ -496,6 +522,20 @@ class Generator(Agent):
         self._tuner: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._llm_paused_until = 0.0
+        self.screen = screen
+        self.surrogate_data: dict[str, float] = {}
+        self._surrogate: UptakeSurrogate | None = None
+        self.draws: dict[str, dict[str, int]] = {}
+
+    def agent_restore(self, state: dict[str, Any]) -> None:
+        super().agent_restore(state)
+        self._fit_surrogate()
+
+    def _fit_surrogate(self) -> None:
+        if len(self.surrogate_data) >= MIN_POINTS:
+            self._surrogate = UptakeSurrogate(
+                list(self.surrogate_data), list(self.surrogate_data.values())
+            )
 
     async def agent_on_startup(self) -> None:
         if self.llm is not None:
@@ -505,23 +545,36 @@ class Generator(Agent):
             if self.llm.weights_uri is not None and self.llm.fine_tune_steps > 0:
                 from examples.common.llm import start_fine_tuner
 
-                self._tuner = start_fine_tuner(self.llm.fine_tune_cpus)
+                # the driver's pre-started one if it is there (warm), else one of our own
+                self._tuner = start_fine_tuner(
+                    self.llm.fine_tune_cpus, self.llm.fine_tuner, self.agent_context.namespace
+                )
 
     @action
-    async def retrain(self, smiles: list[str]) -> dict[str, Any]:
-        """Retrains on the seeds plus ``smiles`` (the Database's best linkers).
+    async def retrain(
+        self, smiles: list[str], uptakes: dict[str, float] | None = None
+    ) -> dict[str, Any]:
+        """Retrains on ``smiles`` (the Database's best linkers) and ``uptakes`` (all scored so far).
 
-        The trigram model is refitted (``smiles`` weighted x3) and mutations start from ``smiles``;
-        with a served model that has a versioned ``weights_uri``, a Ray actor (`FineTuner`) fine-tunes its current
-        version on ``smiles`` and publishes the next version, which the serving app moves to.
+        The trigram model is refitted (seeds plus ``smiles`` weighted x3); mutations, crossovers and
+        the served model's prompts start from ``smiles`` (from the seeds too while there are fewer
+        than 4); the surrogate screen is refitted on ``uptakes``. With a served model that has a
+        versioned ``weights_uri``, a Ray actor (`FineTuner`) fine-tunes its current version on
+        ``smiles`` and publishes the next version, which the serving app moves to.
 
         Returns:
             ``version`` (the Generator's retrain count) and ``llm_version`` (the version published, or
             None).
         """
-        self.training = list(dict.fromkeys([*smiles, *SEED_LINKERS]))
+        parents = list(dict.fromkeys(smiles))
+        self.training = (
+            parents if len(parents) >= 4 else list(dict.fromkeys([*parents, *SEED_LINKERS]))
+        )
         self.weights = NgramModel.fit(list(SEED_LINKERS) + list(smiles) * 3).weights
         self.model_version += 1
+        if uptakes:
+            self.surrogate_data.update(uptakes)
+            self._fit_surrogate()
         llm_version = None
         llm = self.llm
         if llm is not None and self._tuner is not None:
@@ -582,7 +635,17 @@ class Generator(Agent):
             "backpressure_waits": self.waits,
             "llm": dict(self.llm_stats) if self.llm is not None else None,
             "fine_tunes": list(self.fine_tunes),
+            "draws": {key: dict(counts) for key, counts in self.draws.items()},
+            "surrogate_points": self._surrogate.points if self._surrogate is not None else 0,
         }
+
+    def _count_draw(self, origin: str, llm_version: int | None, counts: tuple[str, ...]) -> None:
+        """Adds one to each of ``counts`` (names in `DRAW_COUNTS`) of the origin and of its version."""
+        keys = [origin] + ([f"{origin}:v{llm_version}"] if llm_version is not None else [])
+        for key in keys:
+            row = self.draws.setdefault(key, dict.fromkeys(DRAW_COUNTS, 0))
+            for name in counts:
+                row[name] += 1
 
     def _sample_llm(
         self, rng: np.random.Generator, start: int, attempt: int
@@ -628,13 +691,16 @@ class Generator(Agent):
         return smiles, int(version) if version and version.isdigit() else None
 
     def _propose(self, count: int, start: int) -> list[Candidate]:
+        """``count`` candidates: drawn ``screen`` times over and ranked by the surrogate once fitted."""
         rng = np.random.default_rng([self.seed, start])
         model = NgramModel(self.weights)
         known = set(self.known)
+        surrogate = self._surrogate if self.screen > 1 else None
+        pool = count * self.screen if surrogate is not None else count
         out: list[Candidate] = []
         attempts = 0
         mutation_end = self.learned_share + (1.0 - self.learned_share) * 0.55 / 0.7
-        while len(out) < count and attempts < 50 * count:
+        while len(out) < pool and attempts < 50 * pool:
             attempts += 1
             roll = rng.random()
             llm_version = None
@@ -658,19 +724,31 @@ class Generator(Agent):
             canonical = canonical_linker(smiles)
             if canonical is not None:
                 if canonical in known:
+                    self._count_draw(origin, llm_version, ("duplicate",))
                     continue  # propose something new
                 known.add(canonical)
                 smiles = canonical
             out.append(
                 Candidate(
-                    id=f"L{start + len(out):06d}",
+                    id="",
                     smiles=smiles,
                     origin=origin,
                     model_version=self.model_version,
                     llm_version=llm_version,
                 )
             )
-        return out
+        keep = set(range(min(count, len(out))))
+        if surrogate is not None:  # invalid ones are predicted 0: they go only if too few are valid
+            keep = set(surrogate.pick([c.smiles for c in out], count))
+        chosen = []
+        for i, candidate in enumerate(out):
+            valid = canonical_linker(candidate.smiles) is not None
+            counts = ("drawn",) + ("valid",) * valid + ("sent",) * (i in keep)
+            self._count_draw(candidate.origin, candidate.llm_version, counts)
+            if i in keep:
+                candidate.id = f"L{start + len(chosen):06d}"
+                chosen.append(candidate)
+        return chosen
 
     async def _deliver(self) -> None:
         batch = [Candidate.model_validate(c) for c in self.outbox]

@@ -39,6 +39,9 @@ class MofConfig(BaseModel):
             (0: no limit; it then runs ahead of the results by the Assembler's backpressure only).
         learned_share: Share of the Generator's draws that come from its learned model (the served
             model with ``llm``, else the trigram model); the rest are mutations and crossovers.
+        screen: Once the first retrain has fitted the surrogate, each batch is drawn this many times
+            over and the surrogate keeps the linkers it predicts best (1: no screen).
+        best_share: Share of the scored linkers (the best by uptake, at least 4) a retrain trains on.
     """
 
     budget: int = 150
@@ -52,6 +55,8 @@ class MofConfig(BaseModel):
     llm: LlmConfig | None = None
     learned_share: float = Field(default=0.3, ge=0.0, le=1.0)
     max_pending: int = Field(default=0, ge=0)
+    screen: int = Field(default=1, ge=1)
+    best_share: float = Field(default=0.25, gt=0.0, le=1.0)
 
 
 class Handles(BaseModel):
@@ -73,7 +78,7 @@ async def launch(rt: Runtime, config: MofConfig) -> Handles:
     """Launches (or re-attaches to, by name) the five agents of the pipeline."""
     database = await rt.launch(
         Database,
-        kwargs={"retrain_every": config.retrain_every},
+        kwargs={"retrain_every": config.retrain_every, "best_share": config.best_share},
         name="database",
         resources=AGENT_CPUS,
         get_if_exists=True,
@@ -116,6 +121,7 @@ async def launch(rt: Runtime, config: MofConfig) -> Handles:
             "llm": config.llm,
             "learned_share": config.learned_share,
             "max_pending": config.max_pending,
+            "screen": config.screen,
         },
         name="generator",
         resources=AGENT_CPUS,

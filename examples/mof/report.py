@@ -72,6 +72,36 @@ def learned_funnels(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def learned_draws(draws: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """The learned model's draws as the Generator counted them (sent or dropped by the screen).
+
+    Args:
+        draws: `Generator` ``draws``: per origin and per ``origin:v<version>``, ``drawn`` (new or
+            invalid strings), ``valid``, ``sent`` and ``duplicate``.
+
+    Returns:
+        ``drawn``, ``valid``, ``sent``, ``valid_rate`` (valid / drawn, None without draws) and the same
+        per served version (``by_version``).
+    """
+
+    def rate(rows: list[dict[str, int]]) -> dict[str, Any]:
+        total = {k: sum(r.get(k, 0) for r in rows) for k in ("drawn", "valid", "sent")}
+        drawn = total["drawn"]
+        return {**total, "valid_rate": total["valid"] / drawn if drawn else None}
+
+    by_version: dict[str, list[dict[str, int]]] = {}
+    for key, row in draws.items():
+        origin, _, version = key.partition(":v")
+        if origin in LEARNED and version:
+            by_version.setdefault(version, []).append(row)
+    return {
+        **rate([row for key, row in draws.items() if key in LEARNED]),
+        "by_version": {
+            v: rate(rows) for v, rows in sorted(by_version.items(), key=lambda i: int(i[0]))
+        },
+    }
+
+
 def last_third(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Scored, stable, median and best uptake among the last third of the candidates (by id)."""
     ordered = sorted(records, key=lambda r: r["id"])
@@ -236,6 +266,19 @@ def print_summary(summary: dict[str, Any], export: dict[str, Any], out: Path, k:
                 )
                 or "-"
             )
+        )
+    draws = summary.get("learned_draws")
+    if draws and draws["drawn"]:
+        console.print(
+            f"[bold]learned model's draws[/bold] (sent or screened out): {draws['drawn']} drawn, "
+            f"{draws['valid']} valid ({draws['valid_rate']:.0%}), {draws['sent']} sent; by version "
+            "(drawn/valid/sent): "
+            + ", ".join(
+                f"v{v} {c['drawn']}/{c['valid']}/{c['sent']}"
+                for v, c in draws["by_version"].items()
+            )
+            + f"; surrogate screen x{summary.get('screen', 1)} fitted on "
+            f"{summary.get('surrogate_points', 0)} scored linkers"
         )
     tail = summary.get("last_third")
     if tail and tail["scored"]:

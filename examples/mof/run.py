@@ -20,7 +20,7 @@ from examples.common.runtime import (
 )
 from examples.mof.pipeline import MofConfig, launch, run_until_done, stop_all
 from examples.mof.records import FUNNEL
-from examples.mof.report import print_summary, write_outputs
+from examples.mof.report import learned_draws, print_summary, write_outputs
 from examples.mof.smiles_lm import MODEL_ID, LlmConfig
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--control",
         action="store_true",
-        help="the control arm: same seed and budget, never retrain (no fine-tune, no refit)",
+        help="the control arm: same seed and budget, never retrain (no fine-tune, no refit, "
+        "no surrogate screen)",
+    )
+    parser.add_argument(
+        "--screen",
+        type=int,
+        default=3,
+        help="once retrained, draw each batch this many times over and keep the linkers the "
+        "surrogate predicts best (1: no screen)",
     )
     parser.add_argument(
         "--learned",
@@ -112,10 +120,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         llm: LlmConfig | None = None
         if args.learned == "llm":
             base_url, weights_uri = args.llm_url, None
+            fine_tuning = base_url is None and not args.control and args.fine_tune_steps > 0
+            # the driver holds the handle for the run: a named actor ends with its last handle
+            tuner = start_warm_fine_tuner(rt.namespace) if fine_tuning else None
             if base_url is None:
                 base_url, serving_config, training, weights_uri = await train_and_serve(
                     out, args.llm_steps, f"mof-{rt.namespace}", args.port, rt.namespace
                 )
+            if tuner is not None:
+                await tuner.ready.remote()  # started and warm before the first retrain is due
             llm = LlmConfig(
                 base_url=base_url,
                 model=args.llm_model,
@@ -123,6 +136,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
                 temperature=args.llm_temperature,
                 weights_uri=weights_uri,
                 fine_tune_steps=args.fine_tune_steps,
+                fine_tuner=FINE_TUNER if fine_tuning else None,
             )
         share = args.learned_share
         config = MofConfig(
@@ -132,6 +146,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             seed=args.seed,
             llm=llm,
             max_pending=args.max_pending,
+            screen=1 if args.control else args.screen,
             learned_share=share if share is not None else (0.5 if llm is not None else 0.3),
         )
         print(f"namespace {rt.namespace}; checkpoints in {checkpoint_uri(out, args.checkpoint)}")
@@ -152,6 +167,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         summary["llm"] = progress.generator.get("llm")
         summary["llm_training"] = training
         summary["fine_tunes"] = progress.generator.get("fine_tunes", [])
+        summary["learned_draws"] = learned_draws(progress.generator.get("draws", {}))
+        summary["surrogate_points"] = progress.generator.get("surrogate_points", 0)
+        summary["screen"] = config.screen
         summary["arm"] = "control" if args.control else "retraining"
         summary["learned_model"] = args.learned
         summary["learned_share"] = config.learned_share
@@ -165,6 +183,22 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         return summary
     finally:
         rt.close()
+
+
+FINE_TUNER = "smiles-lm-fine-tuner"
+"""Name of the `FineTuner` actor the driver starts in the agents' namespace."""
+
+
+def start_warm_fine_tuner(namespace: str) -> Any:
+    """Starts the Generator's `FineTuner` now, while the model trains and deploys, so that torch and
+    the model code are imported before the first retrain (seconds on loaded cores).
+
+    Returns:
+        The actor's handle (its ``ready`` method returns once it is warm).
+    """
+    from examples.common.llm import start_fine_tuner
+
+    return start_fine_tuner(LlmConfig.model_fields["fine_tune_cpus"].default, FINE_TUNER, namespace)
 
 
 async def train_and_serve(

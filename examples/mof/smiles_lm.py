@@ -46,6 +46,8 @@ class LlmConfig(BaseModel):
         fine_tune_cpus: CPUs of the fine-tuning Ray actor (a logical share: it trains on one thread).
         fine_tune_timeout_s: A fine-tune not done by then is cancelled (the served version stays).
         replay: Training texts of the original set mixed into each fine-tune (against forgetting).
+        fine_tuner: Name of a `FineTuner` actor in the agents' namespace that the driver started (and
+            warmed) before the pipeline; the Generator starts its own if it is gone (None: always).
     """
 
     base_url: str
@@ -61,6 +63,7 @@ class LlmConfig(BaseModel):
     fine_tune_cpus: float = Field(default=0.25, gt=0.0)
     fine_tune_timeout_s: float = Field(default=120.0, gt=0.0)
     replay: int = Field(default=24, ge=0)
+    fine_tuner: str | None = None
 
 
 def make_tokenizer(path: Path) -> Any:
