@@ -190,3 +190,43 @@ def stateful_trace(
         acts.append(head)
     acts.sort(key=lambda a: a.arrive)
     return Trace("stateful", acts, key_bytes, initial, horizon=window_s)
+
+
+def model_replica_trace(
+    gpu_rows: list[int],
+    replicas: int = 400,
+    models: int = 40,
+    window_s: float = 3600.0,
+    sizes: tuple[int, ...] = (1, 2, 4, 8),
+    seed: int = 3,
+) -> Trace:
+    """Model replicas, tensor-parallel ones among them: N one-GPU bundles on one node each.
+
+    ``models`` models, each with a tensor-parallel size from ``sizes`` (uniform) and weights of
+    20 GB per GPU (a 70 B model in 16 bits over 8 GPUs is about that), cached at the start on
+    one or two GPU nodes. Replicas of uniformly chosen models arrive uniformly over the first
+    half of ``window_s`` and run exponential(mean 1,800 s); each needs 1 CPU and its size in GPUs.
+    """
+    rng = np.random.default_rng(seed)
+    key_bytes: dict[str, int] = {}
+    initial: list[tuple[str, str, int, ItemKind]] = []
+    shapes: list[tuple[str, int]] = []
+    for m in range(models):
+        key, tp = f"model-{m}", int(rng.choice(sizes))
+        key_bytes[key] = int(20e9) * tp
+        shapes.append((key, tp))
+        for row in rng.choice(gpu_rows, size=min(len(gpu_rows), 1 + m % 2), replace=False):
+            initial.append((node_id(int(row)), key, key_bytes[key], ItemKind.MODEL))
+    acts = []
+    for r in range(replicas):
+        key, tp = shapes[int(rng.integers(models))]
+        demand = Demand(name=f"replica-{r}", cpus=1, gpus=tp, gpu_bundles=tp, model_ids=(key,))
+        acts.append(
+            Activation(
+                demand=demand,
+                arrive=float(rng.uniform(0, window_s / 2)),
+                duration=float(rng.exponential(1800.0)),
+            )
+        )
+    acts.sort(key=lambda a: a.arrive)
+    return Trace("model-replicas", acts, key_bytes, initial, horizon=window_s)
