@@ -24,7 +24,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from placement.table import NODE_ID_LABEL
 from serving.spec import ModelSpec
 
 STRATEGY = "STRICT_PACK"
@@ -114,9 +113,33 @@ def deployment_options(
     return options, actor
 
 
-def node_selector(nodes: Iterable[str]) -> dict[str, str]:
-    """A label selector matching any of ``nodes`` (sorted: the same set gives the same text)."""
-    return {NODE_ID_LABEL: f"in({','.join(sorted(set(nodes)))})"}
+def refuse_if_no_node_fits(name: str, shape: ReplicaShape, replica_cpus: float) -> None:
+    """Fails at once when no live node of the connected cluster could ever hold a replica of a
+    tensor-parallel ``shape`` (Serve would otherwise wait for its placement group forever).
+
+    For apps that ``placement`` does not place: the placer refuses such a replica itself.
+
+    Raises:
+        placement.InfeasibleDemandError: the message names the shortfall (e.g. "2 GPUs on one
+            node (2 bundles of 1 GPU, STRICT_PACK) (largest node: 1)").
+    """
+    if not shape.bundles:
+        return
+    from placement.cluster import ClusterView
+    from placement.demand import Demand
+    from placement.errors import InfeasibleDemandError
+
+    view = ClusterView()
+    view.refresh()
+    demand = Demand(
+        name=name,
+        cpus=max(replica_cpus, 0.01),
+        gpus=shape.gpus,
+        gpu_bundles=shape.gpu_bundles,
+    )
+    why = view.table().why_infeasible(demand)
+    if why:
+        raise InfeasibleDemandError(why)
 
 
 def rank_bundle_problem(bundle_specs: list[dict[str, float]], ranks: int) -> str:
