@@ -6,7 +6,7 @@ import logging
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from serving.auth import KeyLimits
 from serving.cache import CacheConfig
@@ -45,8 +45,8 @@ class UsersConfig(BaseModel):
         max_queued_per_key: requests one key may have waiting for the model replicas in each ingress
             replica; more get ``429`` with ``Retry-After`` at once.
         engine_slots: requests each ingress replica lets through to the model replicas at once;
-            those beyond wait in per-key queues served round robin. Default: ``replicas x
-            max_ongoing_requests``.
+            those beyond wait in per-key queues served round robin. Default: ``replicas`` (or
+            ``max_replicas``) ``x max_ongoing_requests``.
         shared_limits: keep the token buckets in one actor per app, so that limits hold across
             several ingress replicas (one actor call per admitted request); otherwise each ingress
             replica holds its own (exact with one ingress replica, the default).
@@ -107,6 +107,10 @@ class ServingConfig(BaseModel):
         policy_tick_s: policy routing: how often the replica manager runs.
         policy_patience_s: policy routing: a request that waited this long for room may evict
             the last copy of another model with traffic (least recently used first).
+        max_replicas: policy routing: the replica count follows the total load between
+            ``replicas`` and this many (our controller adds single-replica deployments, placed
+            by ``placement``, and drains them again; see :mod:`serving.replica_pool`);
+            ``None``: fixed at ``replicas``.
         placement: how ``placement`` chooses each replica's node (where the node caches already
             hold the weights, with free GPUs) and re-places replicas of lost nodes; see
             :mod:`serving.placer`. ``None``: Serve spreads the replicas itself.
@@ -137,7 +141,16 @@ class ServingConfig(BaseModel):
     demand_window_s: float = Field(default=60.0, gt=0)
     policy_tick_s: float = Field(default=1.0, gt=0)
     policy_patience_s: float = Field(default=10.0, ge=0)
+    max_replicas: int | None = Field(default=None, ge=1)
     placement: ReplicaPlacement | None = Field(default_factory=ReplicaPlacement)
+
+    @model_validator(mode="after")
+    def _replica_bounds(self) -> ServingConfig:
+        if self.max_replicas is not None and self.max_replicas < self.replicas:
+            raise ValueError(
+                f"max_replicas ({self.max_replicas}) must be >= replicas ({self.replicas})"
+            )
+        return self
 
 
 def warn_if_exposed(host: str, api_key: str | None) -> bool:
