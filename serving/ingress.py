@@ -275,7 +275,8 @@ class OpenAIIngress:
         self._unreported = UsageLedger()  # usage not yet sent to the keeper
         self._reporter: asyncio.Task[None] | None = None
         self._unsettled: list[Settlement] = []  # shared_limits: ended requests' tokens to charge
-        slots = users.engine_slots or config.replicas * config.max_ongoing_requests
+        replicas = max(config.replicas, config.max_replicas or 0)  # policy routing may add some
+        slots = users.engine_slots or replicas * config.max_ongoing_requests
         self._gate = FairGate(slots, users.max_queued_per_key)
         self._max_body = config.max_body_bytes
         self._max_prompt = config.max_prompt_bytes
