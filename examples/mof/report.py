@@ -103,7 +103,8 @@ def learned_draws(draws: dict[str, dict[str, int]]) -> dict[str, Any]:
 
 
 def last_third(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Scored, stable, median and best uptake among the last third of the candidates (by id)."""
+    """Scored, stable, median and best uptake among the last third of the candidates (by id), and the
+    scored uptakes (ascending)."""
     ordered = sorted(records, key=lambda r: r["id"])
     tail = ordered[len(ordered) - len(ordered) // 3 :] if ordered else []
     uptakes = sorted(r["uptake_mol_kg"] for r in tail if "scored" in r["stages"])
@@ -117,6 +118,7 @@ def last_third(records: list[dict[str, Any]]) -> dict[str, Any]:
         "scored": len(uptakes),
         "median_uptake": median,
         "best_uptake": uptakes[-1] if uptakes else None,
+        "uptakes": uptakes,
     }
 
 
