@@ -81,6 +81,62 @@ def _placement(namespace: str) -> PlacementClient | None:
     return PlacementClient.attach(namespace)
 
 
+class _PlacedAgainWait:
+    """What the sync and async waiting lookups share: whether a miss is final or worth another look.
+
+    A miss is worth another look while the placement controller says it is placing the agent again, and
+    for ``NAME_SETTLE_S`` after it last said so (the new actor's name appears a moment after); never past
+    ``wait_s`` in all.
+    """
+
+    def __init__(self, name: str, wait_s: float) -> None:
+        self.name = name
+        self.wait_s = wait_s
+        self.deadline = time.monotonic() + wait_s
+        self.replaced_at: float | None = (
+            None  # when the controller last said it was placing it again
+        )
+
+    def look_again(self, replacing: bool) -> bool:
+        """After a miss: True to look again, False when the miss is final.
+
+        Raises:
+            AgentUnavailableError: Still being placed again after ``wait_s`` seconds.
+        """
+        now = time.monotonic()
+        if replacing:
+            self.replaced_at = now
+        elif self.replaced_at is None or now - self.replaced_at > NAME_SETTLE_S:
+            return False
+        if now > self.deadline:
+            raise AgentUnavailableError(
+                self.name, f"still being placed again after {self.wait_s} s: retry"
+            )
+        return True
+
+
+def _replacing(name: str, namespace: str) -> bool:
+    """Whether the namespace's placement controller is placing ``name`` again (False if it cannot say)."""
+    placement = _placement(namespace)
+    try:
+        return placement is not None and placement.replacing_sync(
+            name, timeout=PLACEMENT_QUERY_TIMEOUT_S
+        )
+    except ray.exceptions.RayError:
+        return False
+
+
+async def _replacing_async(name: str, namespace: str) -> bool:
+    """`_replacing` without blocking the event loop."""
+    placement = _placement(namespace)
+    try:
+        return placement is not None and await asyncio.wait_for(
+            placement.replacing(name), PLACEMENT_QUERY_TIMEOUT_S
+        )
+    except (ray.exceptions.RayError, TimeoutError):
+        return False
+
+
 def lookup_actor_waiting(name: str, namespace: str, wait_s: float = REPLACEMENT_WAIT_S) -> Any:
     """`lookup_actor` that waits (up to ``wait_s``) while placement re-creates the agent after node loss.
 
@@ -88,25 +144,13 @@ def lookup_actor_waiting(name: str, namespace: str, wait_s: float = REPLACEMENT_
         AgentNotFoundError: No such agent, and none being placed again.
         AgentUnavailableError: Still being placed again after ``wait_s`` seconds.
     """
-    deadline = time.monotonic() + wait_s
-    replaced_at: float | None = None  # when the controller last said it was placing the agent again
+    wait = _PlacedAgainWait(name, wait_s)
     while True:
         try:
             return lookup_actor(name, namespace)
         except AgentNotFoundError:
-            placement = _placement(namespace)
-            try:
-                replacing = placement is not None and placement.replacing_sync(
-                    name, timeout=PLACEMENT_QUERY_TIMEOUT_S
-                )
-            except ray.exceptions.RayError:
-                replacing = False
-            if replacing:
-                replaced_at = time.monotonic()
-            elif replaced_at is None or time.monotonic() - replaced_at > NAME_SETTLE_S:
+            if not wait.look_again(_replacing(name, namespace)):
                 raise
-        if time.monotonic() > deadline:
-            raise AgentUnavailableError(name, f"still being placed again after {wait_s} s: retry")
         time.sleep(0.1)
 
 
@@ -114,25 +158,13 @@ async def lookup_actor_waiting_async(
     name: str, namespace: str, wait_s: float = REPLACEMENT_WAIT_S
 ) -> Any:
     """`lookup_actor_waiting` without blocking the event loop."""
-    deadline = time.monotonic() + wait_s
-    replaced_at: float | None = None
+    wait = _PlacedAgainWait(name, wait_s)
     while True:
         try:
             return await lookup_actor_async(name, namespace)
         except AgentNotFoundError:
-            placement = _placement(namespace)
-            try:
-                replacing = placement is not None and await asyncio.wait_for(
-                    placement.replacing(name), PLACEMENT_QUERY_TIMEOUT_S
-                )
-            except (ray.exceptions.RayError, TimeoutError):
-                replacing = False
-            if replacing:
-                replaced_at = time.monotonic()
-            elif replaced_at is None or time.monotonic() - replaced_at > NAME_SETTLE_S:
+            if not wait.look_again(await _replacing_async(name, namespace)):
                 raise
-        if time.monotonic() > deadline:
-            raise AgentUnavailableError(name, f"still being placed again after {wait_s} s: retry")
         await asyncio.sleep(0.1)
 
 

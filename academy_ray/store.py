@@ -303,7 +303,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-class AgentCheckpoints(Retention):
+class AgentCheckpoints:
     """The checkpoints of one agent (synchronous; call from a thread in async code).
 
     Typical activation::
@@ -324,7 +324,7 @@ class AgentCheckpoints(Retention):
         self._retained: dict[int, CheckpointInfo] = {}
         self._seqs_seen: list[int] = []  # from the last listing, plus what this object wrote since
         self._listed = False
-        self._removals = 0
+        self._retention = Retention(self)
         self._confirmed_epochs: set[int] = set()  # acquired here, or seen current after a save
         self._retention_due: tuple[dict[int, int], int] | None = None
 
@@ -537,7 +537,7 @@ class AgentCheckpoints(Retention):
             return
         try:
             with self._guard("apply retention"):
-                self._retain(*due)
+                self._retention.apply(*due)
         except Exception:
             logger.warning("retention failed for %s/%s", self.namespace, self.name, exc_info=True)
 
@@ -594,7 +594,7 @@ class AgentCheckpoints(Retention):
                 self._retention_due = (epochs, epoch)
                 return info
             try:
-                self._retain(epochs, epoch)
+                self._retention.apply(epochs, epoch)
             except StorageUnavailableError:
                 raise
             except Exception:
