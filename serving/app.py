@@ -18,7 +18,9 @@ from serving.builder import build_app
 from serving.config import LOCAL_HOSTS, ReplicaPlacement, ServingConfig, warn_if_exposed
 from serving.ingress import OpenAIIngress
 from serving.placer import remove_placer, replica_placer
+from serving.replica_pool import remove_extra_replicas
 from serving.spec import ModelSpec
+from serving.tensor_parallel import refuse_if_no_node_fits, replica_shape
 from serving.usage import remove_usage_keeper
 
 __all__ = [
@@ -81,14 +83,18 @@ def serve_models(
                 raise error.cause from None
             raise
     else:
+        shape = replica_shape(specs, config.replica_cpus, config.replica_gpus)
+        refuse_if_no_node_fits(f"serve:{config.app_name}", shape, config.replica_cpus)
         serve.run(build_app(specs, config), name=config.app_name, route_prefix=config.route_prefix)
     prefix = config.route_prefix.rstrip("/")
     return f"http://{host}:{port}{prefix}/v1"
 
 
 def stop_models(config: ServingConfig) -> None:
-    """Deletes the application and, when ``placement`` placed it, releases its replica slots."""
+    """Deletes the application (with the replicas its router added) and, when ``placement``
+    placed it, releases its replica slots."""
     serve.delete(config.app_name)
+    remove_extra_replicas(config)
     remove_usage_keeper(config.app_name)
     if config.placement is not None:
         remove_placer(config.app_name, config.placement)

@@ -11,8 +11,8 @@ from placement.table import NODE_ID_LABEL
 from serving.config import ServingConfig
 from serving.deployment import ModelServer, ReplicaConfig
 from serving.ingress import OpenAIIngress
-from serving.managed_replica import ManagedModelServer
 from serving.policy_router import PolicyRouter
+from serving.replica_pool import ReplicaPool
 from serving.spec import ModelSpec
 
 
@@ -53,9 +53,7 @@ def build_app(
     backpressure = BackpressureConfig(status_code=503, retry_after_s=config.retry_after_seconds)
     server: Any
     if config.routing == "policy":
-        server = _policy_replicas(
-            specs, config, replica, actor_options, backpressure, replica_nodes
-        )
+        server = _policy_replicas(specs, config, replica, actor_options, replica_nodes)
     else:
         server = (
             serve.deployment(ModelServer)  # type: ignore[attr-defined]
@@ -85,29 +83,18 @@ def _policy_replicas(
     config: ServingConfig,
     replica: ReplicaConfig,
     actor_options: dict[str, Any],
-    backpressure: BackpressureConfig,
     replica_nodes: list[str] | None,
 ) -> PolicyRouter:
     """``routing="policy"``: one single-replica deployment per replica (``ModelServer-<i>``, on
-    its chosen node when placed), behind a :class:`PolicyRouter` that the ingress calls."""
+    its chosen node when placed), behind a :class:`PolicyRouter` that the ingress calls and that
+    adds and removes replicas between ``replicas`` and ``max_replicas``
+    (:mod:`serving.replica_pool`)."""
     count = len(replica_nodes) if replica_nodes else config.replicas
-    deployments = []
-    for index in range(count):
-        options = dict(actor_options)
-        if replica_nodes:
-            options["label_selector"] = {NODE_ID_LABEL: f"in({replica_nodes[index]})"}
-        deployments.append(
-            serve.deployment(ManagedModelServer)  # type: ignore[attr-defined]
-            .options(
-                name=f"ModelServer-{index}",
-                num_replicas=1,
-                max_ongoing_requests=config.max_ongoing_requests,
-                max_queued_requests=config.max_queued_requests,
-                backpressure_config=backpressure,
-                ray_actor_options=options,
-            )
-            .bind(list(specs), replica)
-        )
+    pool = ReplicaPool(specs, config, replica, actor_options)
+    deployments = [
+        pool.deployment(f"ModelServer-{index}", replica_nodes[index] if replica_nodes else None)
+        for index in range(count)
+    ]
     return PolicyRouter(
         deployments,
         list(specs),
@@ -117,4 +104,6 @@ def _policy_replicas(
         window_s=config.demand_window_s,
         tick_s=config.policy_tick_s,
         patience_s=config.policy_patience_s,
+        pool=pool,
+        max_replicas=max(count, config.max_replicas or count),
     )

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, Field
 
 from serving.cache import CacheConfig, node_cache
-from serving.engines import Engine, GenerationParams, make_engine
+from serving.engines import Engine, GenerationParams, import_libraries, make_engine
 from serving.errors import ContextLengthError, PayloadTooLargeError, ServingError
 from serving.metrics import get_metrics
 from serving.spec import ModelRegistry, ModelSpec
@@ -23,6 +23,9 @@ from serving.versions import VersionFollower, resolve_version
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+WARM_UP_TIMEOUT_S = 60.0
+"""Longest wait at replica start for the node cache to answer."""
 
 
 class ReplicaConfig(BaseModel):
@@ -58,6 +61,7 @@ class LoadEvent(BaseModel):
     seconds: float = Field(description="total switch time")
     cache_seconds: float = Field(description="time spent in the node cache (fetch included)")
     engine_seconds: float = Field(description="time the engine took to load from local disk")
+    started_at: float = Field(default=0.0, description="wall-clock time the switch began (epoch s)")
 
 
 class ReplicaStats(BaseModel):
@@ -173,6 +177,7 @@ class ModelServer:
         self._config = config
         self._node_id = ray.get_runtime_context().get_node_id()
         self._cache = node_cache(config.cache, self._node_id)
+        self._warm_up(specs)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._resident: OrderedDict[str, LoadedModel] = OrderedDict()
         self._parked: OrderedDict[str, Engine] = OrderedDict()
@@ -194,6 +199,25 @@ class ModelServer:
             return await self._load(model_id)
 
         self._get_model = serve.multiplexed(max_num_models_per_replica=config.max_models)(load)
+
+    def _warm_up(self, specs: list[ModelSpec]) -> None:
+        """Starts this node's cache and imports the engines' libraries before the replica is
+        ready, so that no request pays them (see :func:`serving.engines.import_libraries`).
+
+        Neither is needed to start: a cache that does not answer in time or a library that is
+        missing is logged, and the first load meets it again (with its own error).
+        """
+        import ray
+
+        try:
+            ray.get(self._cache.node_id.remote(), timeout=WARM_UP_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - the first load waits for it or fails clearly
+            logger.warning("node cache did not answer at replica start: %r", exc)
+        for engine in sorted({spec.engine for spec in specs}):
+            try:
+                import_libraries(engine)
+            except ImportError as exc:
+                logger.warning("engine %s cannot be prepared here: %r", engine, exc)
 
     # ------------------------------------------------------------------ loading
     async def _load(self, model_id: str) -> LoadedModel:
@@ -225,7 +249,7 @@ class ModelServer:
         model_id = spec.id
         if self._unreported_hits:
             self._report_hits()
-        start = time.perf_counter()
+        start, started_at = time.perf_counter(), time.time()
         cache_seconds = 0.0
         engine = self._parked.pop(model_id, None)
         if engine is not None and spec.version is not None:  # a parked engine may be stale
@@ -263,6 +287,7 @@ class ModelServer:
                 seconds=seconds,
                 cache_seconds=cache_seconds,
                 engine_seconds=seconds - cache_seconds,
+                started_at=started_at,
             )
         )
         return LoadedModel(spec, engine, self)

@@ -21,10 +21,9 @@ import logging
 from typing import Any
 
 from placement.decision import Decision
-from placement.demand import Demand
-from placement.errors import InfeasibleDemandError, PlacementTimeoutError
 from serving.builder import build_app
 from serving.config import ReplicaPlacement
+from serving.slots import place_slot
 
 logger = logging.getLogger(__name__)
 
@@ -113,30 +112,15 @@ class ReplicaPlacer:
                 reported += 1
         return reported
 
-    def _demand(self, index: int, avoid: tuple[str, ...]) -> Demand:
-        config = self._config
-        return Demand(
-            name=slot_name(self.app_name, index),
-            cpus=config.replica_cpus if config.replica_cpus > 0 else 0.01,
-            gpus=config.replica_gpus,
-            model_ids=tuple(spec.id for spec in self._specs),
-            anti_affinity=avoid,
-            reserve=False,
-        )
-
     async def _place_slot(self, index: int, avoid: tuple[str, ...]) -> Decision:
         client = await self._placement_client()
         launcher = RelocateLauncher(
             self.app_name, self.placement.namespace, self._specs, self._config
         )
-        if avoid:
-            try:
-                return await client.place(
-                    self._demand(index, avoid), launcher, self.placement.spread_wait_s
-                )
-            except (InfeasibleDemandError, PlacementTimeoutError):
-                pass  # fewer fitting nodes than replicas: this one shares a node
-        return await client.place(self._demand(index, ()), launcher, self.placement.timeout_s)
+        name = slot_name(self.app_name, index)
+        return await place_slot(
+            client, name, self._specs, self._config, self.placement, launcher, avoid
+        )
 
     async def deploy(self, specs: list[Any], config: Any) -> list[Decision]:
         """Places ``config.replicas`` replica slots and deploys the app on the chosen nodes.

@@ -10,6 +10,11 @@ that a request can be sent to one replica). Every ``policy_tick_s`` it reads eac
 A request no replica can take now (every copy full, or no room without evicting a model that
 still has traffic) waits here and is routed again as soon as something changes, up to
 ``wait_s``; then it is answered ``503`` with ``Retry-After``.
+
+With a :class:`~serving.replica_pool.ReplicaPool` and ``max_replicas`` above the replicas it
+started with, each tick also runs the :class:`~serving.policy.ReplicaScaler` and applies its
+step: an added replica joins the view once it runs; a drained one leaves the view at once
+(nothing new is routed there), and is removed once the requests already on it have finished.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from serving.errors import OverloadedError
 from serving.policy import (
@@ -28,6 +33,7 @@ from serving.policy import (
     DemandTracker,
     ModelTargets,
     ReplicaManager,
+    ReplicaScaler,
     ReplicaView,
     Route,
     Router,
@@ -35,11 +41,18 @@ from serving.policy import (
 )
 from serving.spec import ModelSpec
 
+if TYPE_CHECKING:
+    from serving.replica_pool import ReplicaPool
+
 logger = logging.getLogger(__name__)
 
 
 COOLDOWN_S = 3.0
 """How long a model that gained a copy keeps it at least (the manager's cooldown, in seconds)."""
+
+
+LOST_TICKS = 10
+"""An added replica that did not report its state this many ticks in a row is removed."""
 
 
 def cooldown_ticks(tick_s: float) -> int:
@@ -87,6 +100,8 @@ class PolicyRouter:
         wait_s: longest wait of a request no replica can take.
         patience_s: wait after which a request may evict the last copy of another model with
             traffic (see :class:`~serving.policy.Router`).
+        pool: adds and removes replicas (None: the replica count is fixed).
+        max_replicas: most replicas; the least is ``len(replicas)``.
     """
 
     def __init__(
@@ -100,8 +115,12 @@ class PolicyRouter:
         tick_s: float = 1.0,
         wait_s: float = 30.0,
         patience_s: float = 10.0,
+        pool: ReplicaPool | None = None,
+        max_replicas: int | None = None,
     ) -> None:
         self.replicas = replicas
+        self.pool = pool
+        self.max_replicas = max(len(replicas), max_replicas or 0)
         self.specs = specs
         self.slots = slots
         self.max_models = max_models
@@ -121,16 +140,31 @@ class PolicyRouter:
         self.tracker = DemandTracker(window_s=self.window_s)
         self.router = Router(patience_s=self.patience_s)
         self.manager = ReplicaManager(cooldown_ticks=cooldown_ticks(self.tick_s))
-        self.cluster = ClusterView(
-            replicas=[
-                ReplicaView(replica_id=str(i), capacity=float(self.max_models), slots=self.slots)
-                for i in range(len(self.replicas))
-            ]
-        )
+        self.handles: dict[str, Any] = {str(i): r for i, r in enumerate(self.replicas)}
+        self.cluster = ClusterView(replicas=[self._view(rid) for rid in self.handles])
+        self.scaler: ReplicaScaler | None = None
+        if self.pool is not None and self.max_replicas > len(self.replicas):
+            self.scaler = ReplicaScaler(
+                bounds=(len(self.replicas), self.max_replicas),
+                capacity=float(self.max_models),
+                concurrency=self.concurrency,
+                cooldown_ticks=cooldown_ticks(self.tick_s),
+                fixed=frozenset(self.handles),
+            )
+        self._next_index = len(self.replicas)
+        self._adding: set[str] = set()
+        self._draining: dict[str, ReplicaView] = {}
+        self._silent: Counter[str] = Counter()
+        self._add_after = 0.0
+        self.desired = len(self.replicas)
+        self.scaled: Counter[str] = Counter()
         self.routed: Counter[str] = Counter()
         self.changed = asyncio.Event()
         self._pending_ops: set[asyncio.Task[Any]] = set()
         self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+
+    def _view(self, replica_id: str) -> ReplicaView:
+        return ReplicaView(replica_id=replica_id, capacity=float(self.max_models), slots=self.slots)
 
     def options(self, multiplexed_model_id: str = "", **_: Any) -> _Bound:
         """Mirrors ``DeploymentHandle.options``: the model id is what matters here."""
@@ -147,8 +181,13 @@ class PolicyRouter:
         await self._refresh()
         return {
             "routed": dict(self.routed),
+            "desired_replicas": self.desired,
+            "adding": sorted(self._adding),
+            "draining": sorted(self._draining),
+            "scaled": dict(self.scaled),
             "replicas": [
                 {
+                    "replica_id": r.replica_id,
                     "resident": sorted(r.resident),
                     "loading": sorted(r.loading),
                     "parked": sorted(r.parked),
@@ -162,13 +201,16 @@ class PolicyRouter:
 
     async def _refresh(self) -> None:
         """Reads every replica's state into the views (queues stay the router's own counts)."""
+        views = list(self.cluster.replicas)
         states = await asyncio.gather(
-            *(r.state.remote() for r in self.replicas), return_exceptions=True
+            *(self.handles[v.replica_id].state.remote() for v in views), return_exceptions=True
         )
-        for view, state in zip(self.cluster.replicas, states, strict=True):
+        for view, state in zip(views, states, strict=True):
             if isinstance(state, BaseException):
                 logger.info("replica %s did not report its state: %r", view.replica_id, state)
+                self._silent[view.replica_id] += 1
                 continue
+            self._silent.pop(view.replica_id, None)
             view.node_id = state.node_id
             view.resident = {m: 1.0 for m in state.resident}
             view.loading = {m: 1.0 for m in state.loading if m not in view.resident}
@@ -176,7 +218,27 @@ class PolicyRouter:
             self.cluster.disk[state.node_id] = set(state.disk)
         self.changed.set()
 
+    async def _adopt(self) -> None:
+        """Takes over the replicas an earlier incarnation of this router added (an ingress
+        replica that restarted), so that they serve and can be removed again."""
+        assert self.pool is not None
+        from serving.replica_pool import extra_replica_apps
+
+        try:
+            running = await asyncio.to_thread(extra_replica_apps, self.pool.config.app_name)
+        except Exception:  # noqa: BLE001 - nothing adopted; stop_models still removes them
+            logger.exception("listing the added replicas failed")
+            return
+        for index in sorted(running):
+            replica_id = str(index)
+            if replica_id not in self.handles:
+                self.handles[replica_id] = self.pool.handle(index)
+                self.cluster.replicas.append(self._view(replica_id))
+            self._next_index = max(self._next_index, index + 1)
+
     async def _tick_forever(self) -> None:
+        if self.scaler is not None:
+            await self._adopt()
         while True:
             try:
                 await self._refresh()
@@ -184,14 +246,79 @@ class PolicyRouter:
                     self.cluster, self.tracker.live(time.monotonic()), self.targets
                 )
                 for eviction in plan.evictions:
-                    self._send(
-                        self.replicas[int(eviction.replica_id)].evict.remote(eviction.model_id)
-                    )
+                    self._send(self.handles[eviction.replica_id].evict.remote(eviction.model_id))
                 for load in plan.loads:
-                    self._send(self.replicas[int(load.replica_id)].ensure.remote(load.model_id))
+                    self._send(self.handles[load.replica_id].ensure.remote(load.model_id))
+                if self.scaler is not None:
+                    self._scale(self.scaler)
             except Exception:  # noqa: BLE001 - the next tick tries again
                 logger.exception("policy tick failed")
             await asyncio.sleep(self.tick_s)
+
+    # ------------------------------------------------------------------ replica count
+    def _scale(self, scaler: ReplicaScaler) -> None:
+        """Applies one :class:`~serving.policy.ReplicaScaler` step (and drops lost replicas)."""
+        for replica_id, silent in list(self._silent.items()):
+            if silent >= LOST_TICKS and replica_id not in scaler.fixed:
+                logger.warning("added replica %s stopped answering: removing it", replica_id)
+                self.scaled["lost"] += 1
+                self._drain(replica_id)
+        now = time.monotonic()
+        adding = len(self._adding) + (1 if now < self._add_after else 0)
+        step = scaler.step(self.cluster, self.tracker.live(now), self.targets, adding=adding)
+        self.desired = step.desired
+        if step.add:
+            self._background(self._add_replica())
+        if step.drain is not None:
+            self._drain(step.drain)
+        for copy in step.copies:
+            self.cluster.replica(copy.replica_id).loading[copy.model_id] = 1.0
+            self._send(self.handles[copy.replica_id].ensure.remote(copy.model_id))
+
+    async def _add_replica(self) -> None:
+        assert self.pool is not None
+        replica_id = str(self._next_index)
+        self._next_index += 1
+        self._adding.add(replica_id)
+        try:
+            avoid = tuple(sorted({r.node_id for r in self.cluster.replicas if r.node_id}))
+            self.handles[replica_id] = await self.pool.add(int(replica_id), avoid)
+            self.cluster.replicas.append(self._view(replica_id))
+            self.scaled["added"] += 1
+            await self._refresh()
+        except Exception:  # noqa: BLE001 - tried again after a cooldown
+            logger.exception("adding replica %s failed", replica_id)
+            self.scaled["add_failed"] += 1
+            self._add_after = time.monotonic() + COOLDOWN_S
+        finally:
+            self._adding.discard(replica_id)
+
+    def _drain(self, replica_id: str) -> None:
+        """Takes the replica out of the view now; removes it once its requests have finished."""
+        view = self.cluster.replica(replica_id)
+        self.cluster.replicas.remove(view)
+        self._silent.pop(replica_id, None)
+        self._draining[replica_id] = view
+        self.changed.set()  # requests waiting for a route look again
+        self._background(self._remove_replica(replica_id, view))
+
+    async def _remove_replica(self, replica_id: str, view: ReplicaView) -> None:
+        assert self.pool is not None
+        try:
+            while view.queue > 0:
+                await asyncio.sleep(self.tick_s)
+            await self.pool.remove(int(replica_id))
+            self.scaled["removed"] += 1
+        except Exception:  # noqa: BLE001 - the app's removal deletes what is left
+            logger.exception("removing replica %s failed", replica_id)
+        finally:
+            self.handles.pop(replica_id, None)
+            self._draining.pop(replica_id, None)
+
+    def _background(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._pending_ops.add(task)
+        task.add_done_callback(self._pending_ops.discard)
 
     def _send(self, response: Any) -> None:
         async def wait() -> None:
@@ -201,9 +328,7 @@ class PolicyRouter:
                 logger.warning("replica operation failed: %r", exc)
             self.changed.set()
 
-        task = asyncio.get_running_loop().create_task(wait())
-        self._pending_ops.add(task)
-        task.add_done_callback(self._pending_ops.discard)
+        self._background(wait())
 
     # ------------------------------------------------------------------ requests
     async def _route(self, model_id: str) -> Route:
@@ -238,17 +363,17 @@ class PolicyRouter:
         try:
             route = await self._route(model_id)
             view = self.cluster.replica(route.replica_id)
-            replica = self.replicas[int(route.replica_id)]
-            for victim in route.evict:
-                view.resident.pop(victim, None)
-                await replica.evict.remote(victim)
-            if route.tier >= Tier.PARKED:
-                view.loading[model_id] = 1.0
-            self.routed[route.tier.label] += 1
-            view.queue += 1
+            replica = self.handles[route.replica_id]
+            view.queue += 1  # counted before any await: a drain waits for it
             view.model_queue[model_id] = view.model_queue.get(model_id, 0) + 1
             view.last_used[model_id] = start
             try:
+                for victim in route.evict:
+                    view.resident.pop(victim, None)
+                    await replica.evict.remote(victim)
+                if route.tier >= Tier.PARKED:
+                    view.loading[model_id] = 1.0
+                self.routed[route.tier.label] += 1
                 stream = replica.options(stream=True).generate.remote(payload, model_id)
                 async for item in stream:
                     yield item

@@ -20,6 +20,18 @@ from serving.errors import EngineError, WeightsError
 from serving.tensor_parallel import group_gpu_indices
 
 
+def import_libraries() -> None:
+    """Imports torch and the transformers modules every load uses (their model classes' common
+    base and generation code; an architecture's own module is small)."""
+    import torch  # noqa: F401
+    from transformers import (  # noqa: F401
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        GenerationMixin,
+        PreTrainedModel,
+    )
+
+
 class TransformersEngine(TokenizerPrompts):
     """Runs a causal LM with transformers, one token at a time with a KV cache.
 

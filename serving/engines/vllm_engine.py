@@ -27,6 +27,13 @@ from serving.tensor_parallel import current_group, rank_bundle_problem
 _LOAD_FORMATS = {"auto": "safetensors", "safetensors": "safetensors", "dummy": "dummy"}
 
 
+def import_libraries() -> None:
+    """Imports the vLLM modules a load uses."""
+    from vllm import SamplingParams  # noqa: F401
+    from vllm.engine.arg_utils import AsyncEngineArgs  # noqa: F401
+    from vllm.v1.engine.async_llm import AsyncLLM  # noqa: F401
+
+
 class VLLMEngine(TokenizerPrompts):
     """One ``vllm`` ``AsyncLLM`` engine holding one model.
 
