@@ -22,9 +22,14 @@ multiplexing (``routing="serve"``), on a simulated Ray cluster of 4 one-replica 
 CPU models in a real S3 server (one model per replica), replaying one bursty Zipf trace; then the
 simulator replays the same trace with costs calibrated from that run (median hot request, load
 from node disk, fetch from object storage) and its prediction is printed beside the measurement.
+``--trace PATH`` writes every request (model, send time, latency) and every replica's model
+switches (tier, cache and engine seconds, start time) as JSON, to line up slow requests with
+switches. Replicas import their engine's libraries and start their node cache before the app
+is ready (a first load in a fresh replica used to pay 3.5-4.9 s of imports, which the simulator
+does not model and which set the measured p99).
 
     python -m benchmarks.serving_scale [--seed 1] [--rates 300 450 ...] [--minutes 30]
-    python -m benchmarks.serving_scale --real [--real-minutes 2 --real-rate 90]
+    python -m benchmarks.serving_scale --real [--real-minutes 2 --real-rate 90] [--trace PATH]
 """
 
 from __future__ import annotations
@@ -179,25 +184,33 @@ REAL_TICK_S = 0.5
 REAL_PATIENCE_S = 1.0  # tiny models switch in 0.02-1 s: waiting 10 s for a model's turn is too long
 
 
-def _replay(url: str, specs: list[Any], trace: Any) -> list[tuple[float, float, bool]]:
-    """Sends the trace's requests at their times; returns (arrival, latency, ok) per request."""
+def _replay(url: str, specs: list[Any], trace: Any) -> list[dict[str, Any]]:
+    """Sends the trace's requests at their times; returns each one's model, wall-clock send time,
+    latency and whether it succeeded."""
     import urllib.request
     from concurrent.futures import ThreadPoolExecutor
 
-    def one(i: int) -> tuple[float, float, bool]:
-        body = json.dumps(
-            {"model": specs[trace.models[i]].id, "prompt": "hello there", "max_tokens": REAL_TOKENS}
-        ).encode()
+    def one(i: int) -> dict[str, Any]:
+        model = specs[trace.models[i]].id
+        body = json.dumps({"model": model, "prompt": "hello there", "max_tokens": REAL_TOKENS})
         request = urllib.request.Request(
-            url + "/completions", data=body, headers={"Content-Type": "application/json"}
+            url + "/completions", data=body.encode(), headers={"Content-Type": "application/json"}
         )
-        sent = time.perf_counter()
+        sent_at, sent = time.time(), time.perf_counter()
+        ok = True
         try:
             with urllib.request.urlopen(request, timeout=300) as response:
                 response.read()
-            return trace.times[i], time.perf_counter() - sent, True
         except Exception:  # noqa: BLE001 - counted as a failed request
-            return trace.times[i], time.perf_counter() - sent, False
+            ok = False
+        latency = time.perf_counter() - sent
+        return {
+            "model": model,
+            "at": trace.times[i],
+            "sent_at": sent_at,
+            "latency_s": latency,
+            "ok": ok,
+        }
 
     start = time.perf_counter()
     futures = []
@@ -216,7 +229,6 @@ def _real_run(
     import uuid
 
     import ray
-    from ray import serve
 
     from serving.app import ServingConfig, serve_models, stop_models
     from serving.cache import CacheConfig, kill_node_caches, node_caches
@@ -243,30 +255,50 @@ def _real_run(
         engine_loads = 0
         for cache in node_caches(config.cache):  # every node's cache counts its engine loads
             engine_loads += ray.get(cache.stats.remote(), timeout=60).misses["engine"]
-        loads: list[Any] = []
-        if routing == "policy":  # one deployment per replica: each one's switch times
-            for i in range(REAL_REPLICAS):
-                handle = serve.get_deployment_handle(f"ModelServer-{i}", app_name=config.app_name)
-                loads.extend(handle.stats.remote().result(timeout_s=60).loads)
+        loads = _replica_loads(routing, config.app_name)
     finally:
         stop_models(config)
         kill_node_caches(config.cache)
-    latencies = np.array([lat for _, lat, ok in results if ok] or [float("inf")])
+    latencies = np.array([r["latency_s"] for r in results if r["ok"]] or [float("inf")])
     minutes = trace.horizon / 60.0
     tiers: dict[str, list[float]] = {}
-    for event in loads:
+    for _, event in loads:
         tiers.setdefault(event.tier, []).append(event.seconds)
     return {
         "routing": routing,
         "requests": len(results),
-        "failed": sum(1 for *_, ok in results if not ok),
+        "failed": sum(1 for r in results if not r["ok"]),
         "latency_p50_s": round(float(np.percentile(latencies, 50)), 3),
         "latency_p99_s": round(float(np.percentile(latencies, 99)), 3),
         "switches": engine_loads,
         "switches_per_min": round(engine_loads / minutes, 2),
         "load_seconds_by_tier": {t: round(float(np.median(v)), 3) for t, v in tiers.items()},
         "loads_by_tier": {t: len(v) for t, v in tiers.items()},
+        "trace": {
+            "requests": results,
+            "loads": [{"node_id": node, **event.model_dump()} for node, event in loads],
+        },
     }
+
+
+def _replica_loads(routing: str, app_name: str) -> list[tuple[str, Any]]:
+    """Every model replica's switches (node id, :class:`~serving.deployment.LoadEvent`)."""
+    from ray import serve
+
+    if routing == "policy":  # one deployment per replica
+        handles = [
+            serve.get_deployment_handle(f"ModelServer-{i}", app_name=app_name)
+            for i in range(REAL_REPLICAS)
+        ]
+        stats = [h.stats.remote().result(timeout_s=60) for h in handles]
+    else:  # one deployment: ask often enough to reach every replica (told apart by node)
+        handle = serve.get_deployment_handle("ModelServer", app_name=app_name)
+        stats = [handle.stats.remote().result(timeout_s=60) for _ in range(8 * REAL_REPLICAS)]
+    seen: dict[tuple[str, float], tuple[str, Any]] = {}
+    for s in stats:
+        for event in s.loads:
+            seen[(s.node_id, event.started_at)] = (s.node_id, event)
+    return list(seen.values())
 
 
 def _predict(
@@ -416,10 +448,20 @@ def main() -> None:
     parser.add_argument("--real", action="store_true", help="measure on a simulated Ray cluster")
     parser.add_argument("--real-minutes", type=float, default=2.0)
     parser.add_argument("--real-rate", type=float, default=90.0, help="base req/min of --real")
+    parser.add_argument(
+        "--trace",
+        metavar="PATH",
+        help="--real: write every request (model, send time, latency) and every replica's model "
+        "switches (tier, cache and engine seconds, start time) to PATH as JSON",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     if args.real:
         result = real(args.real_minutes, args.real_rate, args.seed)
+        traces = {name: m.pop("trace") for name, m in result["measured"].items()}
+        if args.trace:
+            with open(args.trace, "w") as out:
+                json.dump(traces, out)
         print_real(result)
         print(
             json.dumps(
