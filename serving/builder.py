@@ -14,6 +14,7 @@ from serving.ingress import OpenAIIngress
 from serving.policy_router import PolicyRouter
 from serving.replica_pool import ReplicaPool
 from serving.spec import ModelSpec
+from serving.tensor_parallel import deployment_options, replica_shape
 
 
 def build_app(
@@ -55,6 +56,9 @@ def build_app(
     if config.routing == "policy":
         server = _policy_replicas(specs, config, replica, actor_options, replica_nodes)
     else:
+        # A tensor-parallel replica: one-GPU bundles on one node (serving.tensor_parallel).
+        shape = replica_shape(specs, config.replica_cpus, config.replica_gpus)
+        placed, replica_actor = deployment_options(shape, placed, actor_options)
         server = (
             serve.deployment(ModelServer)  # type: ignore[attr-defined]
             .options(
@@ -62,7 +66,7 @@ def build_app(
                 max_ongoing_requests=config.max_ongoing_requests,
                 max_queued_requests=config.max_queued_requests,
                 backpressure_config=backpressure,
-                ray_actor_options=actor_options,
+                ray_actor_options=replica_actor,
                 **placed,
             )
             .bind(list(specs), replica)

@@ -4,6 +4,8 @@ group (Ray-free), and 2-GPU bundles on one node of a simulated cluster with fake
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from serving.tensor_parallel import (
     tensor_parallel_size,
 )
 from serving.tiny import make_tiny_llama
+from tests.harness import free_port
 
 
 def _spec(model_id: str, tp: int = 1, uri: str = "file:///nowhere", **extra: object) -> ModelSpec:
@@ -106,3 +109,132 @@ def test_a_tensor_parallel_transformers_model_runs_whole_on_the_cpu(tmp_path: Pa
         assert engine.device == "cpu" and not engine.supports_sleep  # type: ignore[attr-defined]
     finally:
         engine.unload()
+
+
+# ---- on a simulated cluster with fake GPUs (Ray) -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_gpu_node(sim_cluster) -> str:
+    """A node with 2 fake GPUs added to the simulated cluster (whose ``gpu`` node has 1)."""
+    return sim_cluster.add("gpu-x2", num_cpus=2, num_gpus=2)
+
+
+@pytest.fixture(scope="module")
+def tp_namespace(sim_cluster, two_gpu_node) -> Iterator[str]:
+    """A placement namespace with its controller; Serve and the controller stop at the end."""
+    from ray import serve
+
+    from placement.client import PlacementClient
+
+    ns = f"tp-{uuid.uuid4().hex[:6]}"
+    client = PlacementClient(ns, poll_s=0.3)
+    yield ns
+    serve.shutdown()
+    client.shutdown()
+
+
+def _group_of(name: str) -> dict:
+    from ray.util.placement_group import placement_group_table
+
+    groups = [
+        g
+        for g in placement_group_table().values()
+        if name in (g.get("name") or "") and g.get("state") == "CREATED"
+    ]
+    assert len(groups) == 1, groups
+    return groups[0]
+
+
+def test_scheduler_reserves_two_gpu_bundles_on_one_node_or_refuses(
+    sim_cluster, two_gpu_node
+) -> None:
+    from placement import InfeasibleDemandError, NoCapacityError, Scheduler
+    from placement.demand import Demand
+
+    scheduler = Scheduler(group_prefix=f"tp-{uuid.uuid4().hex[:6]}-")
+    decision = scheduler.place(Demand(name="ranks", cpus=0.5, gpus=2, gpu_bundles=2), timeout=30)
+    try:
+        assert decision.node_id == two_gpu_node
+        group = _group_of(f"{scheduler.group_prefix}ranks-1")
+        assert group["strategy"] == "STRICT_PACK"
+        assert group["bundles"] == {0: {"CPU": 0.5, "GPU": 1.0}, 1: {"GPU": 1.0}}
+        assert set(group["bundles_to_node_id"].values()) == {two_gpu_node}
+        assert decision.actor_options()["num_gpus"] == 1.0  # the actor takes bundle 0's GPU
+        with pytest.raises(NoCapacityError):  # the only 2-GPU node is taken now
+            scheduler.plan(Demand(name="more", cpus=0.5, gpus=2, gpu_bundles=2))
+        with pytest.raises(InfeasibleDemandError, match="3 GPUs on one node"):
+            scheduler.plan(Demand(name="three", cpus=0.5, gpus=3, gpu_bundles=3))
+    finally:
+        scheduler.release("ranks")
+
+
+def test_a_tp2_replica_gets_two_gpu_bundles_on_one_node_and_serves_or_is_refused(
+    sim_cluster, two_gpu_node, tp_namespace, tmp_path
+) -> None:
+    from ray import serve
+
+    from placement import InfeasibleDemandError, PlacementClient, PlacementTimeoutError
+    from serving.app import ServingConfig, serve_models, stop_models
+    from serving.cache import CacheConfig, kill_node_caches
+    from serving.placer import ReplicaPlacement, slot_name
+    from serving.storage import publish_model
+
+    uri = (tmp_path / "store" / "tp").as_uri()
+    publish_model(make_tiny_llama(tmp_path / "tp", seed=5), uri)
+    spec = _spec(f"tp2-{uuid.uuid4().hex[:6]}", 2, uri=uri)
+
+    def config(**overrides: object) -> ServingConfig:
+        cache = CacheConfig(
+            root=str(tmp_path / "cache"),
+            namespace=f"tp-cache-{uuid.uuid4().hex[:6]}",
+            placement_namespace=tp_namespace,
+        )
+        settings: dict[str, object] = {
+            "placement": ReplicaPlacement(namespace=tp_namespace, timeout_s=60),
+            **overrides,
+        }
+        return ServingConfig(
+            app_name=f"tp-{uuid.uuid4().hex[:6]}",
+            route_prefix=f"/{uuid.uuid4().hex[:6]}",
+            replica_cpus=0.5,
+            ingress_cpus=0.0,
+            cache=cache,
+            **settings,  # type: ignore[arg-type]
+        )
+
+    app = config()
+    serve_models([spec], app, port=free_port(), proxy_location="HeadOnly")
+    try:
+        decision = PlacementClient(tp_namespace).explain_sync(slot_name(app.app_name, 0))
+        assert decision is not None and decision.node_id == two_gpu_node
+        assert decision.bundles == [{"CPU": 0.5, "GPU": 1.0}, {"GPU": 1.0}]
+        assert "2 bundles of 1 GPU on this one node" in decision.explain()
+        group = _group_of(f"{app.app_name}#ModelServer")  # the group Serve made for the replica
+        assert group["strategy"] == "STRICT_PACK"
+        assert group["bundles"] == {0: {"CPU": 0.5, "GPU": 1.0}, 1: {"GPU": 1.0}}
+        assert set(group["bundles_to_node_id"].values()) == {two_gpu_node}
+        handle = serve.get_deployment_handle("ModelServer", app_name=app.app_name)
+        request = {"prompt": "tensor parallel", "params": {"max_tokens": 3}}
+        stream = handle.options(multiplexed_model_id=spec.id, stream=True).generate.remote(request)
+        items = list(stream)
+        assert items[0]["prompt_tokens"] > 0 and items[-1]["finish_reason"] in ("stop", "length")
+        assert handle.stats.remote().result(timeout_s=60).node_id == two_gpu_node
+
+        # No node has 2 free GPUs now: a second TP=2 app waits its timeout and is refused.
+        busy = config(placement=ReplicaPlacement(namespace=tp_namespace, timeout_s=2))
+        with pytest.raises(PlacementTimeoutError):
+            serve_models([spec], busy, port=free_port(), proxy_location="HeadOnly")
+        assert busy.app_name not in serve.status().applications
+    finally:
+        stop_models(app)
+        kill_node_caches(app.cache)
+
+    # No node could ever hold 3 GPUs: refused at once, placed by placement or by Serve.
+    for placement in (ReplicaPlacement(namespace=tp_namespace), None):
+        never = config(placement=placement)
+        with pytest.raises(InfeasibleDemandError, match="3 GPUs on one node"):
+            serve_models(
+                [_spec("tp3", 3, uri=uri)], never, port=free_port(), proxy_location="HeadOnly"
+            )
+        assert never.app_name not in serve.status().applications
