@@ -238,3 +238,27 @@ def test_a_tp2_replica_gets_two_gpu_bundles_on_one_node_and_serves_or_is_refused
                 [_spec("tp3", 3, uri=uri)], never, port=free_port(), proxy_location="HeadOnly"
             )
         assert never.app_name not in serve.status().applications
+
+
+def test_both_routings_deploy_a_tp_replica_as_bundles_on_its_nodes() -> None:
+    from serving.builder import build_app
+    from serving.config import ServingConfig
+    from serving.deployment import ReplicaConfig
+    from serving.replica_pool import ReplicaPool
+
+    specs = [_spec("a"), _spec("b", 2)]
+    ingress = build_app(specs, ServingConfig(replica_cpus=0.5), replica_nodes=["n2", "n1"])
+    served = ingress._bound_deployment.init_args[0]._bound_deployment  # Serve's multiplexing
+    replica = served._replica_config
+    assert served.num_replicas == 2 and replica.max_replicas_per_node is None
+    assert replica.placement_group_bundles == [{"CPU": 0.5, "GPU": 1.0}, {"GPU": 1.0}]
+    assert replica.placement_group_strategy == "STRICT_PACK"
+    assert replica.placement_group_bundle_label_selector == [{"ray.io/node-id": "in(n1,n2)"}] * 2
+    assert "num_gpus" not in replica.ray_actor_options
+    assert "label_selector" not in replica.ray_actor_options
+
+    config = ServingConfig(routing="policy", replica_cpus=0.5)
+    pool = ReplicaPool(specs, config, ReplicaConfig(), {"num_cpus": 0.5})
+    managed = pool.deployment("ModelServer-0", "n3")._bound_deployment._replica_config
+    assert managed.placement_group_bundles == [{"CPU": 0.5, "GPU": 1.0}, {"GPU": 1.0}]
+    assert managed.placement_group_bundle_label_selector == [{"ray.io/node-id": "in(n3)"}] * 2
