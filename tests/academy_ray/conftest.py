@@ -11,12 +11,15 @@ import ray
 
 from academy_ray import Runtime
 from academy_ray.registry import registry_actor
-from tests.harness import free_port
+from tests.harness import free_port, stop_cluster
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def standalone_cluster() -> Iterator[str]:
-    """A Ray head started apart from this process, as ``ray start --head`` would; yields its address."""
+    """A Ray head started apart from this process, as ``ray start --head`` would; yields its address.
+
+    Stopped once this package's tests are done (left running, it would take CPU time from all the others).
+    """
     from ray.cluster_utils import Cluster
 
     # Its own dashboard agent port: the default (52365) is taken by any other Ray on this machine (the shared
@@ -27,7 +30,7 @@ def standalone_cluster() -> Iterator[str]:
         head_node_args={"num_cpus": 2, "dashboard_agent_listen_port": free_port()},
     )
     yield cluster.address
-    cluster.shutdown()
+    stop_cluster(cluster)
 
 
 @pytest.fixture

@@ -6,10 +6,9 @@ import asyncio
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-import ray
 
 from academy_ray import (
     ActionArgumentError,
@@ -22,7 +21,7 @@ from academy_ray import (
 from academy_ray.checkpoint import Persistence
 from academy_ray.metrics import AgentMetrics
 from tests.academy_ray.agents import Counter
-from tests.harness import init_ray_exporting_metrics
+from tests.harness import MetricsRay
 
 # ---- the host-side figures (no Ray) --------------------------------------------------------------------------
 
@@ -52,7 +51,8 @@ def test_calls_are_counted_by_action_and_outcome() -> None:
     assert stats.latency_p99_s == pytest.approx(0.004)
 
 
-async def test_checkpoint_saves_and_pending_changes_are_followed() -> None:
+async def test_checkpoint_saves_and_pending_changes_are_followed(local_ray: None) -> None:
+    # Ray only for the store check: activate() records the memory:// store's identity in Ray's KV.
     persistence = Persistence(
         CheckpointPolicy(uri=f"memory://metrics-{uuid.uuid4().hex}"), "ns", "agent", "tests.Cls"
     )
@@ -101,10 +101,9 @@ EXPORTED = (
 
 
 @pytest.fixture(scope="module")
-def metrics_port() -> Iterator[int]:
-    """A Ray of this module's own whose processes report metrics every 0.5 s; yields its export port."""
-    yield init_ray_exporting_metrics()
-    ray.shutdown()
+def metrics_port(metrics_ray: MetricsRay) -> int:
+    """The export port of the session's Ray whose processes report metrics every 0.5 s."""
+    return metrics_ray.connect()
 
 
 def _series(port: int, namespace: str, ready: Callable[[str], bool]) -> dict[str, str]:

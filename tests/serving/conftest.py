@@ -12,7 +12,7 @@ import pytest
 from serving.spec import ModelSpec
 from serving.storage import publish_model
 from serving.tiny import make_tiny_llama
-from tests.harness import Served, free_port
+from tests.harness import Served, serving_app, shutdown_serve, use_local_ray
 
 N_MODELS = 4
 
@@ -68,18 +68,24 @@ def cache_root(tmp_path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def served(ray_local, s3_specs, bad_specs, tmp_path_factory) -> Iterator[Served]:
-    """The four tiny models plus two broken ones on ONE replica that holds at most two."""
+def served(
+    ray_local: None,
+    shared_serve: None,
+    s3_specs: list[ModelSpec],
+    bad_specs: list[ModelSpec],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Served]:
+    """The four tiny models plus two broken ones on ONE replica that holds at most two.
+
+    An app per module (on the Serve instance the modules share): test_app asserts the replica's whole
+    history and test_chaos kills its processes.
+    """
     import uuid
 
-    import ray
-    from ray import serve
+    from serving.app import ServingConfig
+    from serving.cache import CacheConfig
 
-    from serving.app import ServingConfig, serve_models, stop_models
-    from serving.cache import CacheConfig, kill_node_caches
-
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    use_local_ray()
     key = f"sk-test-{uuid.uuid4().hex}"
     config = ServingConfig(
         app_name=f"serving-test-{uuid.uuid4().hex[:6]}",
@@ -92,8 +98,39 @@ def served(ray_local, s3_specs, bad_specs, tmp_path_factory) -> Iterator[Served]
             namespace=f"serving-test-{uuid.uuid4().hex[:8]}",
         ),
     )
-    url = serve_models([*s3_specs, *bad_specs], config, port=free_port())
-    yield Served(url, key, config)
-    stop_models(config)
-    serve.shutdown()
-    kill_node_caches(config.cache)
+    with serving_app([*s3_specs, *bad_specs], config) as app:
+        yield app
+
+
+@pytest.fixture(scope="session")
+def shared_serve() -> None:
+    """Marks the fixtures whose apps share one Serve instance (`tests.harness.serving_app`). Their modules
+    run one after another (tests/conftest.py orders them) and Serve stops after the last of them."""
+
+
+def _shares_serve(item: pytest.Item) -> bool:
+    """Whether a test of ``item``'s module deploys on the shared Serve instance."""
+    by_module: dict[str, bool] | None = item.session.stash.get(_SHARES_SERVE, None)
+    if by_module is None:
+        by_module = {}
+        for other in item.session.items:
+            module = other.nodeid.split("::", 1)[0]
+            by_module[module] = by_module.get(module, False) or "shared_serve" in getattr(
+                other, "fixturenames", ()
+            )
+        item.session.stash[_SHARES_SERVE] = by_module
+    return by_module.get(item.nodeid.split("::", 1)[0], False)
+
+
+_SHARES_SERVE = pytest.StashKey[dict[str, bool]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> object:
+    """Stops the shared Serve instance after the last module that deploys on it, once that module's
+    fixtures are torn down: a later test may start Serve its own way (Serve keeps the port of its first
+    start), and an idle Serve would take CPU time from the tests that need none."""
+    result = yield
+    if _shares_serve(item) and (nextitem is None or not _shares_serve(nextitem)):
+        shutdown_serve()
+    return result

@@ -20,22 +20,20 @@ import pytest
 import requests
 
 from serving.spec import ModelSpec
-from tests.harness import Served, free_port
+from tests.harness import Served, serving_app, use_local_ray
 
 BIG_PROMPT_BYTES = 4 << 20
 
 
 @pytest.fixture(scope="module")
-def limited(ray_local, s3_specs: list[ModelSpec], tmp_path_factory) -> Iterator[Served]:
+def limited(
+    ray_local: None, shared_serve: None, s3_specs: list[ModelSpec], tmp_path_factory
+) -> Iterator[Served]:
     """tiny-0 and tiny-1 behind tight overload bounds (no API key)."""
-    import ray
-    from ray import serve
+    from serving.app import ServingConfig
+    from serving.cache import CacheConfig
 
-    from serving.app import ServingConfig, serve_models, stop_models
-    from serving.cache import CacheConfig, kill_node_caches
-
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    use_local_ray()
     config = ServingConfig(
         app_name=f"limits-{uuid.uuid4().hex[:6]}",
         max_models_per_replica=1,
@@ -54,11 +52,8 @@ def limited(ray_local, s3_specs: list[ModelSpec], tmp_path_factory) -> Iterator[
             namespace=f"limits-{uuid.uuid4().hex[:8]}",
         ),
     )
-    url = serve_models(s3_specs[:2], config, port=free_port())
-    yield Served(url, "", config)
-    stop_models(config)
-    serve.shutdown()
-    kill_node_caches(config.cache)
+    with serving_app(s3_specs[:2], config) as app:
+        yield app
 
 
 def test_api_flood_is_answered_503_with_retry_after_never_a_hang(limited: Served) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import free_port
+from tests.harness import serving_app, use_local_ray
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -32,19 +32,17 @@ def _complete(url: str, model: str) -> str:
 
 
 def test_evicted_model_sleeps_and_wakes_without_reload(
-    tiny_model_dirs: list[Path], tmp_path: Path
+    ray_local: None, shared_serve: None, tiny_model_dirs: list[Path], tmp_path: Path
 ) -> None:
-    import ray
     from ray import serve
 
-    from serving.app import ServingConfig, serve_models, stop_models
-    from serving.cache import CacheConfig, kill_node_caches
+    from serving.app import ServingConfig
+    from serving.cache import CacheConfig
     from serving.placer import ReplicaPlacement
     from serving.spec import ModelSpec
     from serving.storage import publish_model
 
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    use_local_ray()
     specs = []
     for i in range(2):
         uri = (tmp_path / "store" / f"m{i}").as_uri()
@@ -60,11 +58,10 @@ def test_evicted_model_sleeps_and_wakes_without_reload(
         cache=CacheConfig(root=str(tmp_path / "cache"), namespace=namespace),
         placement=ReplicaPlacement(namespace=namespace),
     )
-    url = serve_models(specs, config, port=free_port())
-    try:
-        first = _complete(url, "gpu-0")
-        _complete(url, "gpu-1")  # evicts gpu-0: it goes to sleep
-        again = _complete(url, "gpu-0")  # wakes it
+    with serving_app(specs, config) as app:
+        first = _complete(app.url, "gpu-0")
+        _complete(app.url, "gpu-1")  # evicts gpu-0: it goes to sleep
+        again = _complete(app.url, "gpu-0")  # wakes it
         handle = serve.get_deployment_handle("ModelServer", app_name=config.app_name)
         stats: Any = handle.stats.remote().result(timeout_s=60)
         tiers = [(e.model_id, e.tier) for e in stats.loads]
@@ -77,7 +74,3 @@ def test_evicted_model_sleeps_and_wakes_without_reload(
         assert again == first  # same weights after the round trip through CPU memory
         for event in stats.loads:
             print(f"switch to {event.model_id}: {event.tier} {event.seconds:.3f} s")
-    finally:
-        stop_models(config)
-        serve.shutdown()
-        kill_node_caches(config.cache)

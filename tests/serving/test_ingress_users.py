@@ -25,7 +25,7 @@ from serving.cli import main as serving_cli
 from serving.cli import revoke_key
 from serving.errors import KeyFileError
 from serving.spec import ModelSpec
-from tests.harness import Served, free_port
+from tests.harness import Served, free_port, serving_app, use_local_ray
 
 SECRETS = {
     name: f"sk-{name}-{uuid.uuid4().hex}"
@@ -50,18 +50,17 @@ def _entries() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def users(
-    ray_local, s3_specs: list[ModelSpec], tmp_path_factory: pytest.TempPathFactory
+    ray_local: None,
+    shared_serve: None,
+    s3_specs: list[ModelSpec],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Served, Path]]:
     """The app and its key file."""
-    import ray
-    from ray import serve
-
-    from serving.app import ServingConfig, serve_models, stop_models
-    from serving.cache import CacheConfig, kill_node_caches
+    from serving.app import ServingConfig
+    from serving.cache import CacheConfig
     from serving.config import UsersConfig
 
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    use_local_ray()
     keys_file = tmp_path_factory.mktemp("keys") / "keys.json"
     _write(keys_file, _entries())
     config = ServingConfig(
@@ -83,11 +82,8 @@ def users(
             namespace=f"users-{uuid.uuid4().hex[:8]}",
         ),
     )
-    url = serve_models(s3_specs[:2], config, port=free_port())
-    yield Served(url, SHARED, config), keys_file
-    stop_models(config)
-    serve.shutdown()
-    kill_node_caches(config.cache)
+    with serving_app(s3_specs[:2], config) as app:
+        yield app, keys_file
 
 
 def client(served: Served, secret: str) -> openai.OpenAI:

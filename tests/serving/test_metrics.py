@@ -11,23 +11,23 @@ from pathlib import Path
 
 import openai
 import pytest
-import ray
 
 from serving.spec import ModelSpec
-from tests.harness import free_port, init_ray_exporting_metrics
+from tests.harness import MetricsRay, serving_app
 
 
 @pytest.fixture(scope="module")
 def metrics_served(
-    s3_specs: list[ModelSpec], tmp_path_factory: pytest.TempPathFactory
+    metrics_ray: MetricsRay,
+    shared_serve: None,
+    s3_specs: list[ModelSpec],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[str, int]]:
-    """One model served on a Ray of its own that exports metrics every 0.5 s; yields (API URL, metrics port)."""
-    from ray import serve
+    """One model served on the Ray that exports metrics every 0.5 s; yields (API URL, metrics port)."""
+    from serving.app import ServingConfig
+    from serving.cache import CacheConfig
 
-    from serving.app import ServingConfig, serve_models, stop_models
-    from serving.cache import CacheConfig, kill_node_caches
-
-    metrics_port = init_ray_exporting_metrics()
+    metrics_port = metrics_ray.connect()
     cache_root = Path(tmp_path_factory.mktemp("metrics-cache"))
     config = ServingConfig(
         app_name=f"metrics-{uuid.uuid4().hex[:6]}",
@@ -35,14 +35,8 @@ def metrics_served(
         ingress_cpus=0.1,
         cache=CacheConfig(root=str(cache_root), namespace=f"metrics-{uuid.uuid4().hex[:6]}"),
     )
-    try:
-        url = serve_models([s3_specs[0]], config, port=free_port())
-        yield url, metrics_port
-    finally:
-        stop_models(config)
-        serve.shutdown()
-        kill_node_caches(config.cache)
-        ray.shutdown()
+    with serving_app([s3_specs[0]], config) as app:
+        yield app.url, metrics_port
 
 
 def _scrape(

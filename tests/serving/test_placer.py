@@ -17,12 +17,9 @@ from serving.app import ServingConfig, serve_models, stop_models
 from serving.cache import CacheConfig, kill_node_caches, node_cache
 from serving.placer import ReplicaPlacement, placer_name, slot_name
 from serving.spec import ModelSpec
-from tests.harness import free_port
+from tests.harness import serve_port
 
 pytestmark = pytest.mark.slow
-
-
-PORT = free_port()  # Serve keeps the HTTP options of its first start: one port per module
 
 
 def _complete(url: str, model: str) -> dict[str, Any]:
@@ -42,14 +39,12 @@ def _replica_stats(app_name: str) -> Any:
 
 
 @pytest.fixture(scope="module")
-def namespace(sim_cluster) -> Iterator[str]:
-    """A placement namespace with its controller; shut down (and Serve with it) at the end."""
-    from ray import serve
-
+def namespace(sim_cluster, shared_serve) -> Iterator[str]:
+    """A placement namespace with its controller, shut down at the end. The apps deploy on the Serve
+    instance the serving modules on the simulated cluster share (`serve_port`)."""
     ns = f"serving-placer-{uuid.uuid4().hex[:6]}"
     client = PlacementClient(ns, poll_s=0.3)
     yield ns
-    serve.shutdown()
     client.shutdown()
 
 
@@ -91,7 +86,7 @@ def test_replicas_go_where_the_weights_are_and_gpu_replicas_to_gpu_nodes(
     b = sim_cluster.nodes["cpu-b"]
     config = _config(namespace, tmp_path, replicas=1)
     _warm(config, b, specs)  # cpu-b's node cache holds both models' weights
-    url = serve_models(specs, config, port=PORT, proxy_location="HeadOnly")
+    url = serve_models(specs, config, port=serve_port(), proxy_location="HeadOnly")
     try:
         client = PlacementClient(namespace)
         decision = client.explain_sync(slot_name(config.app_name, 0))
@@ -109,7 +104,7 @@ def test_replicas_go_where_the_weights_are_and_gpu_replicas_to_gpu_nodes(
     # A GPU replica goes to the GPU node although the weights are on cpu-b.
     gpu_config = _config(namespace, tmp_path, replicas=1, replica_gpus=1)
     _warm(gpu_config, b, specs)
-    url = serve_models(specs, gpu_config, port=PORT, proxy_location="HeadOnly")
+    url = serve_models(specs, gpu_config, port=serve_port(), proxy_location="HeadOnly")
     try:
         decision = client.explain_sync(slot_name(gpu_config.app_name, 0))
         assert decision is not None and decision.node_id == sim_cluster.nodes["gpu"]
@@ -130,7 +125,7 @@ def test_replica_of_a_lost_node_is_replaced_where_the_weights_are(
     config = _config(namespace, tmp_path, replicas=1)
     _warm(config, doomed, specs)  # both models on the doomed node
     _warm(config, a, specs[:1])  # one on cpu-a: the next best
-    url = serve_models(specs, config, port=PORT, proxy_location="HeadOnly")
+    url = serve_models(specs, config, port=serve_port(), proxy_location="HeadOnly")
     client = PlacementClient(namespace)
     name = slot_name(config.app_name, 0)
     try:
@@ -187,7 +182,7 @@ def test_a_replica_no_node_can_hold_fails_fast_and_deploys_nothing(
     config = _config(namespace, tmp_path, replicas=1, replica_gpus=2)  # no node has 2 GPUs
     start = time.monotonic()
     with pytest.raises(InfeasibleDemandError, match="GPU") as raised:
-        serve_models(_fresh(s3_specs[:1]), config, port=PORT, proxy_location="HeadOnly")
+        serve_models(_fresh(s3_specs[:1]), config, port=serve_port(), proxy_location="HeadOnly")
     assert type(raised.value) is InfeasibleDemandError  # the placement error itself, unwrapped
     assert time.monotonic() - start < 30
     assert PlacementClient(namespace).explain_sync(slot_name(config.app_name, 0)) is None
@@ -201,7 +196,7 @@ def test_an_app_deleted_behind_the_placers_back_is_not_resurrected(
     from ray import serve
 
     config = _config(namespace, tmp_path, replicas=1)
-    serve_models(_fresh(s3_specs[:1]), config, port=PORT, proxy_location="HeadOnly")
+    serve_models(_fresh(s3_specs[:1]), config, port=serve_port(), proxy_location="HeadOnly")
     client = PlacementClient(namespace)
     name = slot_name(config.app_name, 0)
     decision = client.explain_sync(name)
@@ -238,7 +233,7 @@ def test_the_journal_holds_no_api_key_or_s3_secret_and_an_adopted_slot_still_red
     specs = _fresh(s3_specs[:1])
     s3_secret = str(specs[0].storage_options["secret"])
     config = _config(namespace, tmp_path, replicas=1, api_key=api_key)
-    url = serve_models(specs, config, port=PORT, proxy_location="HeadOnly")
+    url = serve_models(specs, config, port=serve_port(), proxy_location="HeadOnly")
     client = PlacementClient(namespace)
     name = slot_name(config.app_name, 0)
     try:

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from placement.client import PlacementClient
-from serving.app import ServingConfig, serve_models, stop_models
-from serving.cache import CacheConfig, kill_node_caches
+from serving.app import ServingConfig
+from serving.cache import CacheConfig
 from serving.placer import ReplicaPlacement
 from serving.spec import ModelSpec
-from tests.harness import free_port
+from tests.harness import serving_app
 
 pytestmark = pytest.mark.slow
 
@@ -67,9 +67,7 @@ class App:
 
 
 @pytest.fixture(scope="module")
-def app(sim_cluster, s3_specs, tmp_path_factory) -> Iterator[App]:
-    from ray import serve
-
+def app(sim_cluster, shared_serve, s3_specs, tmp_path_factory) -> Iterator[App]:
     ns = f"routing-{uuid.uuid4().hex[:6]}"
     client = PlacementClient(ns, poll_s=0.3)
     suffix = uuid.uuid4().hex[:6]
@@ -92,11 +90,8 @@ def app(sim_cluster, s3_specs, tmp_path_factory) -> Iterator[App]:
             placement_namespace=ns,
         ),
     )
-    url = serve_models(specs, config, port=free_port(), proxy_location="HeadOnly")
-    yield App(url, config, specs)
-    stop_models(config)
-    kill_node_caches(config.cache)
-    serve.shutdown()
+    with serving_app(specs, config, proxy_location="HeadOnly") as served:
+        yield App(served.url, config, specs)
     client.shutdown()
 
 

@@ -25,7 +25,7 @@ from serving.versions import (
     resolve_version,
     set_current_version,
 )
-from tests.harness import Served, free_port
+from tests.harness import Served, serving_app, use_local_ray
 
 
 def _versioned(s3_server: Any, model_bucket: str, **fields: Any) -> ModelSpec:
@@ -128,17 +128,16 @@ def test_a_superseded_version_drains_before_it_unloads() -> None:
 @pytest.fixture(scope="module")
 def versioned_app(
     ray_local: None,
+    shared_serve: None,
     s3_server: Any,
     model_bucket: str,
     tiny_model_dirs: list[Path],
     tmp_path_factory,
 ) -> Iterator[tuple[Served, ModelSpec]]:
     """One replica serving a versioned tiny model (version 1 published) that polls every 0.2 s."""
-    from ray import serve
+    from serving.app import ServingConfig
 
-    from serving.app import ServingConfig, serve_models, stop_models
-    from serving.cache import kill_node_caches
-
+    use_local_ray()
     spec = _versioned(s3_server, model_bucket, version_poll_seconds=0.2)
     publish_version(tiny_model_dirs[0], spec.weights_uri, s3_server.storage_options)
     key = f"sk-test-{uuid.uuid4().hex}"
@@ -153,11 +152,8 @@ def versioned_app(
             namespace=f"versions-test-{uuid.uuid4().hex[:8]}",
         ),
     )
-    url = serve_models([spec], config, port=free_port())
-    yield Served(url, key, config), spec
-    stop_models(config)
-    serve.shutdown()
-    kill_node_caches(config.cache)
+    with serving_app([spec], config) as app:
+        yield app, spec
 
 
 def test_requests_during_a_version_update_are_all_answered_by_one_version_or_the_other(

@@ -15,7 +15,7 @@ import pytest
 
 from serving.engines.vllm_cpu import vllm_venv
 from serving.spec import ModelSpec
-from tests.harness import free_port
+from tests.harness import serving_app, use_local_ray
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -30,18 +30,16 @@ def _venv_or_skip() -> Path:
 
 
 def test_vllm_cpu_serves_switches_and_streams(
-    ray_local: None, s3_specs: list[ModelSpec], tmp_path: Path
+    ray_local: None, shared_serve: None, s3_specs: list[ModelSpec], tmp_path: Path
 ) -> None:
-    import ray
     from ray import serve
 
-    from serving.app import ServingConfig, serve_models, stop_models
-    from serving.cache import CacheConfig, kill_node_caches
+    from serving.app import ServingConfig
+    from serving.cache import CacheConfig
     from serving.engines.vllm_cpu import runtime_env
 
     venv = _venv_or_skip()
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    use_local_ray()
     specs = [
         s.model_copy(
             update={"id": f"vllm-{i}", "engine": "vllm", "engine_args": {"dtype": "float32"}}
@@ -58,9 +56,8 @@ def test_vllm_cpu_serves_switches_and_streams(
             namespace=f"vllm-test-{uuid.uuid4().hex[:8]}",
         ),
     )
-    url = serve_models(specs, config, port=free_port())
-    try:
-        client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=300)
+    with serving_app(specs, config) as app:
+        client = openai.OpenAI(base_url=app.url, api_key="unused", max_retries=0, timeout=300)
         prompt = "The agent asked the model to rank candidate linkers"  # 5+ tokens (vLLM CPU)
         first = client.completions.create(
             model="vllm-0", prompt=prompt, max_tokens=8, temperature=0
@@ -89,7 +86,3 @@ def test_vllm_cpu_serves_switches_and_streams(
         assert stats.unloads == ["vllm-0"]  # the first engine was shut down once on eviction
         with pytest.raises(openai.BadRequestError):
             client.completions.create(model="vllm-1", prompt="word " * 400, max_tokens=4)
-    finally:
-        stop_models(config)
-        serve.shutdown()
-        kill_node_caches(config.cache)
