@@ -308,13 +308,14 @@ async def test_lookup_waits_while_the_agent_is_placed_again(sim_cluster, client)
 
     doomed = sim_cluster.add("doomed-l", num_cpus=2)
     await client.report(doomed, "checkpoint:slowpoke", 50_000_000, "checkpoint")
-    # A launcher that leaves the name free for 4 s while it re-creates the actor (injected delay).
-    launcher = PlainLauncher(client.namespace, state="slow", delay_s=4.0)
+    # A launcher that leaves the name free for 2 s while it re-creates the actor (injected delay): forty
+    # times the 0.05 s the gap is looked for at.
+    launcher = PlainLauncher(client.namespace, state="slow", delay_s=2.0)
     first = await client.place(
         Demand(name="slowpoke", cpus=1, checkpoint_key="checkpoint:slowpoke"), launcher
     )
     assert first.node_id == doomed
-    await asyncio.sleep(4.5)  # the first launch's delay
+    await asyncio.sleep(2.5)  # the first launch's delay
     assert not await client.actor.replacing.remote("slowpoke")
     sim_cluster.kill("doomed-l")
     deadline = time.monotonic() + 60
