@@ -1,7 +1,9 @@
 """Placement policies compared in the discrete-event simulator at 1,000 and 10,000 nodes.
 
-Runs the same traces (a Globus-Compute-shaped function trace and a long-lived stateful-agent trace)
-through our LocalityPolicy and the baselines (Ray's default hybrid pack-then-spread, spread, random)
+Runs the same traces (a Globus-Compute-shaped function trace, a long-lived stateful-agent trace and
+model replicas with tensor-parallel sizes 1-8, each N one-GPU bundles on one node; sizes above the
+nodes' 4 GPUs are refused and counted as infeasible) through our LocalityPolicy and the baselines
+(Ray's default hybrid pack-then-spread, spread, random)
 and prints a table plus a JSON document with every figure and the goal checks:
 
 * stateful trace: at least 50% fewer bytes moved than ray-default,
@@ -19,7 +21,14 @@ import json
 import time
 
 from placement.policy import make_policy
-from placement.sim import ClusterSpec, build_cluster, globus_trace, simulate, stateful_trace
+from placement.sim import (
+    ClusterSpec,
+    build_cluster,
+    globus_trace,
+    model_replica_trace,
+    simulate,
+    stateful_trace,
+)
 
 POLICIES = ("locality", "ray-default", "spread", "random")
 
@@ -33,6 +42,9 @@ def run(sizes: list[int], agents_per_node: float, endpoints_per_node: float, see
         traces = [
             stateful_trace(nodes, gpu_rows, agents=int(agents_per_node * nodes), seed=seed + 1),
             globus_trace(nodes, endpoints=max(1, int(endpoints_per_node * nodes)), seed=seed + 2),
+            model_replica_trace(
+                gpu_rows, replicas=nodes // 5, models=max(1, nodes // 50), seed=seed + 3
+            ),
         ]
         for trace in traces:
             for name in POLICIES:
@@ -45,15 +57,18 @@ def run(sizes: list[int], agents_per_node: float, endpoints_per_node: float, see
 
 
 def goals(results: list[dict]) -> dict:
-    out: dict = {"stateful_bytes_reduction_vs_ray_default": {}, "misplaced_gpu_total": 0}
+    out: dict = {
+        "stateful_bytes_reduction_vs_ray_default": {},
+        "model_replicas_bytes_reduction_vs_ray_default": {},
+        "misplaced_gpu_total": 0,
+    }
     by = {(r["nodes"], r["trace"], r["policy"]): r for r in results}
     for (nodes, trace, policy), r in by.items():
         out["misplaced_gpu_total"] += r["misplaced_gpu"]
-        if trace == "stateful" and policy == "locality":
+        if trace in ("stateful", "model-replicas") and policy == "locality":
             base = by[(nodes, trace, "ray-default")]["bytes_moved"]
-            out["stateful_bytes_reduction_vs_ray_default"][str(nodes)] = (
-                1 - r["bytes_moved"] / base if base else 0.0
-            )
+            key = f"{trace.replace('-', '_')}_bytes_reduction_vs_ray_default"
+            out[key][str(nodes)] = 1 - r["bytes_moved"] / base if base else 0.0
     big = max(n for n, _, _ in by)
     out["locality_decision_ms_median_at_max_nodes"] = max(
         r["decision_ms_median"] for (n, _, p), r in by.items() if n == big and p == "locality"
@@ -67,7 +82,8 @@ def goals(results: list[dict]) -> dict:
 
 def table(results: list[dict]) -> str:
     head = (
-        f"{'nodes':>6} {'trace':<8} {'policy':<12} {'acts':>6} {'GB moved':>9} {'vs ray':>7} "
+        f"{'nodes':>6} {'trace':<14} {'policy':<12} {'acts':>6} {'infeas':>6} {'GB moved':>9} "
+        f"{'vs ray':>7} "
         f"{'delay med s':>11} {'delay p99 s':>11} {'GPU util':>8} {'misGPU':>6} {'GPUblk':>6} "
         f"{'CPU@GPU':>7} {'dec med ms':>10} {'dec p99 ms':>10}"
     )
@@ -78,8 +94,9 @@ def table(results: list[dict]) -> str:
     for r in results:
         b = base.get((r["nodes"], r["trace"])) or 1
         lines.append(
-            f"{r['nodes']:>6} {r['trace']:<8} {r['policy']:<12} {r['activations']:>6} "
-            f"{r['bytes_moved'] / 1e9:>9.1f} {r['bytes_moved'] / b:>7.2f} {r['start_delay_median_s']:>11.3f} "
+            f"{r['nodes']:>6} {r['trace']:<14} {r['policy']:<12} {r['activations']:>6} "
+            f"{r['infeasible']:>6} {r['bytes_moved'] / 1e9:>9.1f} {r['bytes_moved'] / b:>7.2f} "
+            f"{r['start_delay_median_s']:>11.3f} "
             f"{r['start_delay_p99_s']:>11.1f} {r['gpu_utilisation']:>8.3f} {r['misplaced_gpu']:>6} "
             f"{r['gpu_blocked_by_cpu']:>6} {r['cpu_on_gpu_nodes']:>7} {r['decision_ms_median']:>10.3f} "
             f"{r['decision_ms_p99']:>10.3f}"
