@@ -1,4 +1,5 @@
-"""Shared serving fixtures: tiny models made here and published to the real S3 server."""
+"""Shared serving fixtures: tiny models made here and published to the real S3 server, and one Serve instance
+that the modules' apps share (`shared_serve`, `tests.harness.serving_app`)."""
 
 from __future__ import annotations
 
