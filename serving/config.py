@@ -76,7 +76,9 @@ class ServingConfig(BaseModel):
         max_models_per_replica: models each replica keeps loaded (LRU beyond).
         max_parked_engines: sleeping engines kept per replica (vLLM on CUDA).
         replica_cpus: logical CPUs each model replica reserves (fractions are fine).
-        replica_gpus: GPUs each model replica reserves.
+        replica_gpus: GPUs each model replica reserves. Serving a model with
+            ``tensor_parallel_size=N`` raises it to N, reserved as N one-GPU bundles on one node
+            (:mod:`serving.tensor_parallel`); more than N is refused.
         ingress_cpus: logical CPUs the HTTP ingress reserves.
         max_ongoing_requests: requests each model replica runs at once (Serve's
             ``max_ongoing_requests``).
