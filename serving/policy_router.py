@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -155,6 +155,9 @@ class PolicyRouter:
         self._adding: set[str] = set()
         self._draining: dict[str, ReplicaView] = {}
         self._silent: Counter[str] = Counter()
+        self._evicting: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self._loading: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self._ops: Counter[str] = Counter()  # operations sent to each replica
         self._add_after = 0.0
         self.desired = len(self.replicas)
         self.scaled: Counter[str] = Counter()
@@ -202,6 +205,7 @@ class PolicyRouter:
     async def _refresh(self) -> None:
         """Reads every replica's state into the views (queues stay the router's own counts)."""
         views = list(self.cluster.replicas)
+        sent = {v.replica_id: self._ops[v.replica_id] for v in views}
         states = await asyncio.gather(
             *(self.handles[v.replica_id].state.remote() for v in views), return_exceptions=True
         )
@@ -212,10 +216,18 @@ class PolicyRouter:
                 continue
             self._silent.pop(view.replica_id, None)
             view.node_id = state.node_id
-            view.resident = {m: 1.0 for m in state.resident}
-            view.loading = {m: 1.0 for m in state.loading if m not in view.resident}
             view.parked = set(state.parked)
             self.cluster.disk[state.node_id] = set(state.disk)
+            # A state read before the replica saw the router's latest evictions and loads would
+            # undo them in the view (a model shown resident again is routed to and loaded beside
+            # the new one: more models than the replica holds): a state older than the router's
+            # last operation on the replica is not applied, and operations in flight win.
+            if self._ops[view.replica_id] != sent[view.replica_id]:
+                continue
+            evicting = {m for m, n in self._evicting[view.replica_id].items() if n > 0}
+            loading = {m for m, n in self._loading[view.replica_id].items() if n > 0}
+            view.resident = {m: 1.0 for m in state.resident if m not in evicting}
+            view.loading = {m: 1.0 for m in {*state.loading, *loading} if m not in view.resident}
         self.changed.set()
 
     async def _adopt(self) -> None:
@@ -246,9 +258,9 @@ class PolicyRouter:
                     self.cluster, self.tracker.live(time.monotonic()), self.targets
                 )
                 for eviction in plan.evictions:
-                    self._send(self.handles[eviction.replica_id].evict.remote(eviction.model_id))
+                    self._evict(eviction.replica_id, eviction.model_id)
                 for load in plan.loads:
-                    self._send(self.handles[load.replica_id].ensure.remote(load.model_id))
+                    self._ensure(load.replica_id, load.model_id)
                 if self.scaler is not None:
                     self._scale(self.scaler)
             except Exception:  # noqa: BLE001 - the next tick tries again
@@ -273,7 +285,7 @@ class PolicyRouter:
             self._drain(step.drain)
         for copy in step.copies:
             self.cluster.replica(copy.replica_id).loading[copy.model_id] = 1.0
-            self._send(self.handles[copy.replica_id].ensure.remote(copy.model_id))
+            self._ensure(copy.replica_id, copy.model_id)
 
     async def _add_replica(self) -> None:
         assert self.pool is not None
@@ -320,12 +332,33 @@ class PolicyRouter:
         self._pending_ops.add(task)
         task.add_done_callback(self._pending_ops.discard)
 
-    def _send(self, response: Any) -> None:
+    def _evict(self, replica_id: str, model_id: str) -> None:
+        """Sends an eviction; until it is answered the view never shows the model resident."""
+        self._evicting[replica_id][model_id] += 1
+        self._ops[replica_id] += 1
+        self._send(
+            self.handles[replica_id].evict.remote(model_id),
+            lambda: self._evicting[replica_id].subtract([model_id]),
+        )
+
+    def _ensure(self, replica_id: str, model_id: str) -> None:
+        """Sends a load; until it is answered the view shows the model loading."""
+        self._loading[replica_id][model_id] += 1
+        self._ops[replica_id] += 1
+        self._send(
+            self.handles[replica_id].ensure.remote(model_id),
+            lambda: self._loading[replica_id].subtract([model_id]),
+        )
+
+    def _send(self, response: Any, done: Any = None) -> None:
         async def wait() -> None:
             try:
                 await response
             except Exception as exc:  # noqa: BLE001 - logged; the next tick sees the state
                 logger.warning("replica operation failed: %r", exc)
+            finally:
+                if done is not None:
+                    done()
             self.changed.set()
 
         self._background(wait())
@@ -367,12 +400,21 @@ class PolicyRouter:
             view.queue += 1  # counted before any await: a drain waits for it
             view.model_queue[model_id] = view.model_queue.get(model_id, 0) + 1
             view.last_used[model_id] = start
+            loads = route.tier >= Tier.PARKED
+            for victim in route.evict:
+                view.resident.pop(victim, None)
+                self._evicting[route.replica_id][victim] += 1
+                self._ops[route.replica_id] += 1
+            if loads:  # shown loading here until this request ends (see _refresh)
+                view.loading[model_id] = 1.0
+                self._loading[route.replica_id][model_id] += 1
+                self._ops[route.replica_id] += 1
             try:
-                for victim in route.evict:
-                    view.resident.pop(victim, None)
-                    await replica.evict.remote(victim)
-                if route.tier >= Tier.PARKED:
-                    view.loading[model_id] = 1.0
+                try:
+                    for victim in route.evict:
+                        await replica.evict.remote(victim)
+                finally:
+                    self._evicting[route.replica_id].subtract(route.evict)
                 self.routed[route.tier.label] += 1
                 stream = replica.options(stream=True).generate.remote(payload, model_id)
                 async for item in stream:
@@ -383,8 +425,10 @@ class PolicyRouter:
                 view.model_queue[model_id] -= 1
                 if not view.model_queue[model_id]:
                     del view.model_queue[model_id]
-                if route.tier >= Tier.PARKED and model_id in view.loading:
-                    view.resident[model_id] = view.loading.pop(model_id)
+                if loads:
+                    self._loading[route.replica_id].subtract([model_id])
+                    if model_id in view.loading:
+                        view.resident[model_id] = view.loading.pop(model_id)
                 self.changed.set()
         finally:
             self.tracker.finished(model_id, latency)
