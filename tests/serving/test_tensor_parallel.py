@@ -22,7 +22,7 @@ from serving.tensor_parallel import (
     tensor_parallel_size,
 )
 from serving.tiny import make_tiny_llama
-from tests.harness import free_port
+from tests.harness import serve_port
 
 
 def _spec(model_id: str, tp: int = 1, uri: str = "file:///nowhere", **extra: object) -> ModelSpec:
@@ -121,16 +121,14 @@ def two_gpu_node(sim_cluster) -> str:
 
 
 @pytest.fixture(scope="module")
-def tp_namespace(sim_cluster, two_gpu_node) -> Iterator[str]:
-    """A placement namespace with its controller; Serve and the controller stop at the end."""
-    from ray import serve
-
+def tp_namespace(sim_cluster, shared_serve, two_gpu_node) -> Iterator[str]:
+    """A placement namespace with its controller, shut down at the end. The apps deploy on the Serve
+    instance the serving modules on the simulated cluster share (`serve_port`)."""
     from placement.client import PlacementClient
 
     ns = f"tp-{uuid.uuid4().hex[:6]}"
     client = PlacementClient(ns, poll_s=0.3)
     yield ns
-    serve.shutdown()
     client.shutdown()
 
 
@@ -204,7 +202,7 @@ def test_a_tp2_replica_gets_two_gpu_bundles_on_one_node_and_serves_or_is_refused
         )
 
     app = config()
-    serve_models([spec], app, port=free_port(), proxy_location="HeadOnly")
+    serve_models([spec], app, port=serve_port(), proxy_location="HeadOnly")
     try:
         decision = PlacementClient(tp_namespace).explain_sync(slot_name(app.app_name, 0))
         assert decision is not None and decision.node_id == two_gpu_node
@@ -224,7 +222,7 @@ def test_a_tp2_replica_gets_two_gpu_bundles_on_one_node_and_serves_or_is_refused
         # No node has 2 free GPUs now: a second TP=2 app waits its timeout and is refused.
         busy = config(placement=ReplicaPlacement(namespace=tp_namespace, timeout_s=2))
         with pytest.raises(PlacementTimeoutError):
-            serve_models([spec], busy, port=free_port(), proxy_location="HeadOnly")
+            serve_models([spec], busy, port=serve_port(), proxy_location="HeadOnly")
         assert busy.app_name not in serve.status().applications
     finally:
         stop_models(app)
@@ -235,7 +233,7 @@ def test_a_tp2_replica_gets_two_gpu_bundles_on_one_node_and_serves_or_is_refused
         never = config(placement=placement)
         with pytest.raises(InfeasibleDemandError, match="3 GPUs on one node"):
             serve_models(
-                [_spec("tp3", 3, uri=uri)], never, port=free_port(), proxy_location="HeadOnly"
+                [_spec("tp3", 3, uri=uri)], never, port=serve_port(), proxy_location="HeadOnly"
             )
         assert never.app_name not in serve.status().applications
 
