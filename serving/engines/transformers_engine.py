@@ -146,7 +146,8 @@ class TransformersEngine(TokenizerPrompts):
             import accelerate  # noqa: F401 - transformers needs it for a device map
         except ImportError as exc:
             raise EngineError(
-                f"spreading a model over {tp} GPUs needs the accelerate package ({exc})"
+                f"spreading a model over {tp} GPUs needs the accelerate package "
+                f"(pip install 'academy-ray[multi-gpu]'; {exc})"
             ) from exc
         memory = {index: int(torch.cuda.mem_get_info(index)[0]) for index in gpus[:tp]}
         return {"device_map": "auto", "max_memory": memory}
