@@ -58,7 +58,8 @@ def write_outputs(
 def plot(
     rows: list[dict[str, Any]], status: dict[str, Any], out: Path, threshold: float
 ) -> list[str]:
-    """``similarity_per_gene.png`` (identity to the parent per gene, by round) and
+    """``similarity_per_gene.png`` (identity to the parent per gene, by round, with the served model
+    version that wrote it) and
     ``repository_growth.png`` (promising genes over time, as the User agent saw it)."""
     import matplotlib
 
@@ -70,7 +71,12 @@ def plot(
         genes = [r for r in rows if r["round"] == number]
         xs = [rows.index(r) for r in genes]
         temp = genes[0]["temperature"]
-        ax.bar(xs, [r["identity"] for r in genes], label=f"round {number} (T={temp})")
+        versions = ",".join(sorted({str(r.get("model_version")) for r in genes}))
+        ax.bar(
+            xs,
+            [r["identity"] for r in genes],
+            label=f"round {number} (T={temp}, model v{versions})",
+        )
     ax.axhline(threshold, color="k", ls="--", lw=0.8, label="promising")
     ax.set_xlabel("gene")
     ax.set_ylabel("identity to parent protein")
