@@ -14,6 +14,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(scope="package", autouse=True)
+def _this_process_leaves_ray() -> None:
+    """The examples run as processes of their own: the embedded Ray the tests before left running in this
+    process (idle, four CPUs) is stopped so that it takes no CPU time from them; the tests after start it
+    again on demand (`tests.harness.use_local_ray`)."""
+    import ray
+
+    ray.shutdown()
+
+
 def example_env() -> dict[str, str]:
     """The environment of an example process (token auth when this machine's Ray uses it)."""
     env = dict(os.environ)
