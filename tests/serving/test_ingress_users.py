@@ -90,7 +90,9 @@ def client(served: Served, secret: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=served.url, api_key=secret, max_retries=0, timeout=120)
 
 
-def complete(served: Served, secret: str, max_tokens: int = 4, model: str = "tiny-0") -> object:
+def complete(
+    served: Served, secret: str, max_tokens: int = 4, model: str = "tiny-0"
+) -> openai.types.Completion:
     return client(served, secret).completions.create(
         model=model, prompt="The agent asked the model", max_tokens=max_tokens
     )
@@ -178,7 +180,8 @@ def test_over_its_tokens_per_minute_a_key_gets_rate_limit_error(users: tuple[Ser
     with pytest.raises(openai.RateLimitError) as caught:
         for _ in range(12):
             answer = complete(served, SECRETS["tok"], max_tokens=20)
-            used.append(answer.usage.total_tokens)  # type: ignore[attr-defined]
+            assert answer.usage is not None
+            used.append(answer.usage.total_tokens)
     refilled = (time.monotonic() - started) * 40 / 60
     assert used, "the key's first request was refused"
     # Each answered request was charged its reservation or its usage: between the smaller and the larger.
