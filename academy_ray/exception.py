@@ -145,6 +145,11 @@ class CheckpointNotFoundError(CheckpointError, LookupError):
     """No checkpoint with that sequence number."""
 
 
+class CheckpointNotWrittenError(CheckpointNotFoundError):
+    """The checkpoint's name is reserved (an empty manifest) but nothing was written there: its writer is
+    about to, or stopped before it did. Never a checkpoint that was acknowledged."""
+
+
 class UnsafeStoreError(CheckpointError):
     """The store cannot guarantee "create if absent" atomically, so epoch fencing would not hold."""
 

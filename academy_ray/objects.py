@@ -18,10 +18,11 @@ import inspect
 import logging
 import mmap
 import os
+import stat
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -38,6 +39,11 @@ logger = logging.getLogger(__name__)
 _CHUNK = 8 << 20
 MEMORY_LOCK = threading.Lock()
 _PROBE_DIR = ".academy-probes"
+RESERVED_MODE = 0o200
+"""The mode of an empty object made by ``ObjectBackend.reserve`` (owner may write, nobody reads)."""
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+_WRITTEN_MODE = 0o644 & ~_UMASK  # what an ordinary create gets
 # Unnamed temporary files (Linux O_TMPFILE + linkat through /proc); turned off at the first refusal.
 _TMPFILE_WORKS = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
 
@@ -406,6 +412,78 @@ class ObjectBackend:
                 os.unlink(tmp)
         return digest
 
+    def reserve(self, paths: Sequence[str]) -> int:
+        """Local only: creates ``paths`` empty and exclusively, in order, and makes their names durable
+        with one fsync of their folder (all in one folder).
+
+        A reserved name is owned by its creator: it fills it once with :meth:`fill`. Readers treat an
+        empty object as "not written". Reserving ahead takes the folder's fsync (a journal commit) off
+        each write: a fill makes only its own bytes durable.
+
+        Returns:
+            How many were created: a prefix of ``paths``, which ends at the first name that exists.
+        """
+        if not paths:
+            return 0
+        directory = os.path.dirname(paths[0])
+        if not os.path.isdir(directory):
+            os.makedirs(directory, exist_ok=True)
+            fsync_dir(os.path.dirname(directory))
+        created = 0
+        try:
+            for path in paths:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, RESERVED_MODE)
+                try:
+                    os.fchmod(
+                        fd, RESERVED_MODE
+                    )  # whatever the umask: this mode marks a reservation
+                finally:
+                    os.close(fd)
+                created += 1
+        except FileExistsError:
+            pass
+        finally:
+            if created:
+                dir_fd = os.open(directory, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+        return created
+
+    def fill(self, path: str, body: bytes) -> None:
+        """Local only: writes ``body`` into the empty object ``path`` made by :meth:`reserve` and makes it
+        durable (``fdatasync``: the name is durable already).
+
+        Raises:
+            FileNotFoundError: The reservation is gone (deleted meanwhile).
+            FileExistsError: It is not empty: the object was written already.
+        """
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            if os.fstat(fd).st_size:
+                raise FileExistsError(path)
+            view = memoryview(body)
+            offset = 0
+            while offset < view.nbytes:
+                offset += os.pwrite(fd, view[offset:], offset)
+            _datasync(fd)
+            # After the data is durable: an empty file in the written mode is a lost write, never a
+            # reservation (the mode change itself needs no sync: a non-empty file counts as written).
+            os.fchmod(fd, _WRITTEN_MODE)
+        finally:
+            os.close(fd)
+
+    def is_reserved(self, path: str) -> bool:
+        """Whether ``path`` is a name reserved by :meth:`reserve` and not written (local only)."""
+        if not self.local:
+            return False
+        try:
+            status = os.stat(path)
+        except FileNotFoundError:
+            return False
+        return status.st_size == 0 and stat.S_IMODE(status.st_mode) == RESERVED_MODE
+
     def read(
         self, path: str, expected_size: int | None = None, algorithm: str = CHECKSUM_ALGORITHM
     ) -> tuple[memoryview, str]:
@@ -469,8 +547,13 @@ class ObjectBackend:
 
     def read_small(self, path: str) -> bytes:
         if self.local:
-            with open(path, "rb") as f:
-                return f.read()
+            try:
+                with open(path, "rb") as f:
+                    return f.read()
+            except PermissionError:
+                if self.is_reserved(path):  # not readable by design: nothing is in it yet
+                    return b""
+                raise
         return bytes(self.fs.cat_file(path))
 
     def names(self, path: str) -> list[str]:
@@ -484,6 +567,14 @@ class ObjectBackend:
                 self.fs.rm_file(path)
         except FileNotFoundError:
             pass
+
+
+def _datasync(fd: int) -> None:
+    """Makes a file's data (and its size) durable: ``fdatasync`` where the system has it."""
+    if hasattr(os, "fdatasync"):
+        os.fdatasync(fd)
+    else:  # pragma: no cover - macOS
+        os.fsync(fd)
 
 
 def fsync_dir(directory: str) -> None:

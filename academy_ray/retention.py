@@ -8,7 +8,11 @@ from collections.abc import Mapping
 from contextlib import suppress
 from typing import Any, Protocol
 
-from academy_ray.exception import CheckpointNotFoundError, CorruptCheckpointError
+from academy_ray.exception import (
+    CheckpointNotFoundError,
+    CheckpointNotWrittenError,
+    CorruptCheckpointError,
+)
 from academy_ray.fencing import is_fenced
 from academy_ray.manifest import CheckpointInfo
 from academy_ray.objects import ObjectBackend
@@ -93,8 +97,8 @@ class Retention:
             old: CheckpointInfo | None
             try:
                 old = manifests.get(seq) or agent._retained.get(seq) or agent._manifest(seq)
-            except CorruptCheckpointError:
-                old = None
+            except (CorruptCheckpointError, CheckpointNotWrittenError):
+                old = None  # unreadable, or a name reserved by a writer that stopped before writing it
             except CheckpointNotFoundError:
                 with suppress(ValueError):
                     agent._seqs_seen.remove(seq)  # deleted by someone else

@@ -26,7 +26,8 @@ import re
 import threading
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from typing import Any
 
@@ -37,6 +38,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 from academy_ray.exception import (
     CheckpointError,
     CheckpointNotFoundError,
+    CheckpointNotWrittenError,
     CorruptCheckpointError,
     NoValidCheckpointError,
     StaleEpochError,
@@ -72,6 +74,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointInfo",
     "CheckpointNotFoundError",
+    "CheckpointNotWrittenError",
     "CheckpointStore",
     "CorruptCheckpointError",
     "NoValidCheckpointError",
@@ -84,6 +87,8 @@ logger = logging.getLogger(__name__)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:@+=-]{0,199}$")
 _SEQ_RE = re.compile(r"^(\d{12})\.json$")
+RESERVE_AHEAD = 16
+"""Manifest names a writer on a local store reserves at a time (see ``AgentCheckpoints._fill_reserved``)."""
 _CLAIM_RE = re.compile(r"^(\d{12})\.claim$")
 _START_RE = re.compile(r"^(\d{12})\.start$")
 # s3fs defaults retry for minutes against a dead endpoint: keep connecting bounded.
@@ -327,6 +332,10 @@ class AgentCheckpoints:
         self._retention = Retention(self)
         self._confirmed_epochs: set[int] = set()  # acquired here, or seen current after a save
         self._retention_due: tuple[dict[int, int], int] | None = None
+        # Local stores: manifest names reserved ahead (empty), filled in increasing order, one at a time.
+        self._reserved: deque[int] = deque()
+        self._reserved_epoch: int | None = None
+        self._write_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"AgentCheckpoints({self.store.uri!r}, {self.namespace!r}, {self.name!r})"
@@ -384,6 +393,11 @@ class AgentCheckpoints:
             raise CheckpointNotFoundError(
                 f"agent {self.namespace}/{self.name} has no checkpoint {seq} in {self.store.uri}"
             ) from None
+        if not raw and self._b.is_reserved(self._manifest_path(seq)):
+            raise CheckpointNotWrittenError(
+                f"agent {self.namespace}/{self.name} has no checkpoint {seq} in {self.store.uri} (its name "
+                "is reserved, nothing was written there)"
+            )
         try:
             doc = json.loads(raw)
             inline = doc.pop("inline_payload", None) if isinstance(doc, dict) else None
@@ -536,7 +550,8 @@ class AgentCheckpoints:
         if due is None:
             return
         try:
-            with self._guard("apply retention"):
+            # A small save may run on the agent's event loop while this runs in its I/O thread.
+            with self._guard("apply retention"), self._write_lock:
                 self._retention.apply(*due)
         except Exception:
             logger.warning("retention failed for %s/%s", self.namespace, self.name, exc_info=True)
@@ -616,10 +631,7 @@ class AgentCheckpoints:
         extra: dict[str, Any],
         compression: str | None,
     ) -> CheckpointInfo:
-        for attempt in range(1000):
-            # Write-once names: guess the next seq from what this object knows, list only after a clash.
-            seqs = list(self._seqs_seen) if self._listed and attempt == 0 else self._seqs()
-            seq = max(seqs, default=0) + 1
+        def describe(seq: int) -> tuple[CheckpointInfo, bytes]:
             info = CheckpointInfo(
                 namespace=self.namespace,
                 name=self.name,
@@ -639,7 +651,15 @@ class AgentCheckpoints:
             if inline is not None:
                 doc["inline_payload"] = base64.b64encode(inline).decode()
                 info._inline_payload = inline
-            body = json.dumps(doc, separators=(",", ":")).encode()
+            return info, json.dumps(doc, separators=(",", ":")).encode()
+
+        if self._b.local:
+            return self._fill_reserved(epoch, describe)
+        for attempt in range(1000):
+            # Write-once names: guess the next seq from what this object knows, list only after a clash.
+            seqs = list(self._seqs_seen) if self._listed and attempt == 0 else self._seqs()
+            seq = max(seqs, default=0) + 1
+            info, body = describe(seq)
             try:
                 self._b.create(self._manifest_path(seq), body)
                 self._seqs_seen = [*seqs, seq]
@@ -647,15 +667,85 @@ class AgentCheckpoints:
                 return info
             except FileExistsError:
                 # Lost the race for this seq: a newer activation may be the winner.
-                newer = max(self._epochs(), default=0)
-                if newer > epoch:
-                    raise StaleEpochError(
-                        f"agent {self.namespace}/{self.name}: epoch {epoch} is stale, lost checkpoint {seq} to "
-                        f"a newer activation {newer}"
-                    ) from None
+                self._raise_if_newer_epoch(epoch, seq)
         raise CheckpointError(
             f"could not allocate a checkpoint seq for {self.namespace}/{self.name}"
         )
+
+    def _raise_if_newer_epoch(self, epoch: int, seq: int) -> None:
+        newer = max(self._epochs(), default=0)
+        if newer > epoch:
+            raise StaleEpochError(
+                f"agent {self.namespace}/{self.name}: epoch {epoch} is stale, lost checkpoint {seq} to "
+                f"a newer activation {newer}"
+            )
+
+    def _fill_reserved(
+        self, epoch: int, describe: Callable[[int], tuple[CheckpointInfo, bytes]]
+    ) -> CheckpointInfo:
+        """Local stores: writes the manifest into the next name this object reserved for ``epoch``.
+
+        Names are reserved :data:`RESERVE_AHEAD` at a time (exclusive creates of empty files and one fsync
+        of the folder), so a save makes only its own bytes durable. Fencing holds as for a create: a
+        reservation is exclusive like a create, it lies above the epoch's recorded start (it is made after
+        the start and above every name listed), and one object fills its names in increasing order, one at
+        a time. A newer activation that lists an empty name treats it as not written, so its start lies
+        below that seq, and a later fill there is fenced (the check after the write sees that start).
+        """
+        with self._write_lock:
+            if self._reserved_epoch != epoch:
+                self._reserved.clear()
+                self._reserved_epoch = epoch
+            for _ in range(1000):
+                if not self._reserved:
+                    self._reserve(epoch)
+                seq = self._reserved.popleft()
+                info, body = describe(seq)
+                path = self._manifest_path(seq)
+                try:
+                    self._b.fill(path, body)
+                except (FileExistsError, FileNotFoundError):
+                    # Not ours any more (deleted, or written by someone who reused the name): skip it.
+                    self._raise_if_newer_epoch(epoch, seq)
+                    continue
+                except BaseException:
+                    self._b.remove(
+                        path
+                    )  # a failed write leaves a gap in the seqs, never a torn manifest
+                    raise
+                self._seqs_seen.append(seq)
+                self._retained[seq] = info
+                return info
+        raise CheckpointError(
+            f"could not allocate a checkpoint seq for {self.namespace}/{self.name}"
+        )
+
+    def _reserve(self, epoch: int) -> None:
+        """Reserves the next :data:`RESERVE_AHEAD` manifest names (fewer where a name is taken)."""
+        for _ in range(1000):
+            seqs = self._seqs()
+            first = max(seqs, default=0) + 1
+            wanted = range(first, first + RESERVE_AHEAD)
+            created = self._b.reserve([self._manifest_path(seq) for seq in wanted])
+            self._reserved.extend(wanted[:created])
+            self._seqs_seen, self._listed = seqs, True
+            if created:
+                return
+            self._raise_if_newer_epoch(epoch, first)
+        raise CheckpointError(
+            f"could not reserve a checkpoint seq for {self.namespace}/{self.name}"
+        )
+
+    def release_reservations(self) -> None:
+        """Deletes the manifest names reserved and not written (when the writer stops); best effort."""
+        with self._write_lock:
+            while self._reserved:
+                seq = self._reserved.pop()
+                try:
+                    if not self._b.read_small(self._manifest_path(seq)):
+                        self._b.remove(self._manifest_path(seq))
+                except OSError:
+                    logger.debug("could not release reserved checkpoint %d", seq, exc_info=True)
 
     def _payload_path(self, info: CheckpointInfo) -> str:
         return f"{self._dir}/payloads/{info.path.rstrip('/').rsplit('/', 1)[-1]}"
@@ -820,3 +910,4 @@ class AgentCheckpoints:
             self._seqs_seen, self._listed = [], False
             self._confirmed_epochs.clear()
             self._retention_due = None
+            self._reserved.clear()

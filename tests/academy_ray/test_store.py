@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 import threading
 import uuid
@@ -23,6 +24,7 @@ from academy_ray import objects
 from academy_ray.state import encode_state, encode_state_segments
 from academy_ray.store import (
     INLINE_MAX,
+    RESERVE_AHEAD,
     AgentCheckpoints,
     CheckpointError,
     CheckpointInfo,
@@ -150,8 +152,15 @@ def test_existing_checkpoint_is_never_overwritten(agent: AgentCheckpoints) -> No
     with pytest.raises(FileExistsError):
         agent._b.create(agent._epoch_path(epoch, "claim"), b"{}")
     assert agent.load(1) == {"i": 1}
-    # A seq taken by someone else (here: a foreign manifest) is skipped, not overwritten.
-    agent._b.create(agent._manifest_path(2), b"not a manifest")
+    # A seq taken by someone else (here: a foreign manifest) is skipped, not overwritten. On a local
+    # store the writer reserved its next names ahead, so the foreign create is refused until it lets go.
+    foreign = agent._manifest_path(2)
+    if agent._b.local:
+        with pytest.raises(FileExistsError):
+            agent._b.create(foreign, b"not a manifest")
+        agent.release_reservations()
+        assert not os.path.exists(foreign)
+    agent._b.create(foreign, b"not a manifest")
     info = agent.save({"i": 3}, epoch=epoch, agent_class=AGENT_CLASS)
     assert info.seq == 3
     assert agent._b.read_small(agent._manifest_path(2)) == b"not a manifest"
@@ -415,12 +424,15 @@ def test_write_landing_between_claim_and_start_is_fenced(store_config: dict[str,
     with pytest.raises(StaleEpochError):
         new._check_epoch = lambda epoch: None  # type: ignore[method-assign]
         new.save({"count": 300}, epoch=new_epoch, agent_class=AGENT_CLASS)
-    # ``new`` guessed seq 3 (taken by the stale write) and learnt that it is stale without writing.
-    assert [(i.seq, i.fenced) for i in newer.list()] == [(1, False), (2, False), (3, True)]
+    # ``new`` learnt that it is stale: without writing where it guessed seq 3 (taken by the stale write);
+    # on a local store after filling a name it had reserved above every listed one, which is fenced.
+    listed = [(i.seq, i.fenced) for i in newer.list()]
+    assert listed[:3] == [(1, False), (2, False), (3, True)]
+    assert all(fenced for _, fenced in listed[3:]) and len(listed) <= 4
     latest = newer.load_latest()
     assert latest is not None and latest[0].seq == 2 and latest[1] == {"count": 100}
     info = newer.save({"count": 101}, epoch=newer_epoch, agent_class=AGENT_CLASS)
-    assert info.seq == 4
+    assert info.seq > max(seq for seq, _ in listed) and not newer.info(info.seq).fenced
     latest = newer.load_latest()
     assert latest is not None and latest[1] == {"count": 101}
 
@@ -661,3 +673,89 @@ def test_retention_left_for_later_runs_when_applied(tmp_path: Path) -> None:
     agent.apply_retention()
     assert info.seq == 5 and [i.seq for i in agent.list()] == [4, 5]
     assert agent.load_latest() is not None and agent.load_latest()[1] == {"count": 5}  # type: ignore[index]
+
+
+def _manifest_files(agent: AgentCheckpoints) -> dict[int, tuple[int, int]]:
+    """seq -> (size, permission bits) of every manifest file, reserved ones included."""
+    folder = Path(agent._manifest_path(1)).parent
+    return {
+        int(path.stem): (path.stat().st_size, path.stat().st_mode & 0o777)
+        for path in folder.glob("*.json")
+    }
+
+
+def test_local_saves_fill_names_reserved_ahead_and_readers_skip_the_rest(tmp_path: Path) -> None:
+    """A local writer reserves its next manifest names (empty, in a mode of their own) so that a save makes
+    only its own bytes durable; readers never take a reservation for a checkpoint, corrupt or not."""
+    agent = CheckpointStore(f"file://{tmp_path}/ckpt", keep_last=None).for_agent("ns", "ahead")
+    epoch = agent.acquire_epoch()
+    agent.save({"count": 1}, epoch=epoch, agent_class=AGENT_CLASS)
+    files = _manifest_files(agent)
+    assert sorted(files) == list(range(1, 1 + RESERVE_AHEAD))
+    assert files[1][0] > 0 and files[1][1] != objects.RESERVED_MODE
+    assert all(files[seq] == (0, objects.RESERVED_MODE) for seq in range(2, len(files) + 1))
+    assert [info.seq for info in agent.list()] == [1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a reservation is not a corrupt checkpoint: no warning
+        latest = agent.load_latest(strict=True)
+    assert latest is not None and latest[1] == {"count": 1}
+    with pytest.raises(CheckpointNotFoundError, match="reserved"):
+        agent.load(2)
+    # A written manifest that later reads empty is a lost write, never mistaken for a reservation.
+    Path(agent._manifest_path(1)).write_bytes(b"")
+    with pytest.raises(CorruptCheckpointError):
+        agent.load(1)
+
+
+def test_reservations_left_by_a_crash_are_skipped_then_deleted_by_retention(tmp_path: Path) -> None:
+    """A copy that dies leaves its reserved names; the next activation restores the newest written
+    checkpoint, writes above the leftovers, and retention deletes them with the old checkpoints."""
+    uri = f"file://{tmp_path}/ckpt"
+    crashed = CheckpointStore(uri, keep_last=2).for_agent("ns", "crash")
+    first = crashed.acquire_epoch()
+    for count in (1, 2):
+        crashed.save({"count": count}, epoch=first, agent_class=AGENT_CLASS)
+    leftovers = [seq for seq, (size, _) in _manifest_files(crashed).items() if size == 0]
+    assert leftovers and min(leftovers) == 3  # the crash: no release_reservations()
+    relaunched = CheckpointStore(uri, keep_last=2).for_agent("ns", "crash")
+    second = relaunched.acquire_epoch()
+    latest = relaunched.load_latest(strict=True)
+    assert latest is not None and latest[1] == {"count": 2}
+    infos = [
+        relaunched.save({"count": count}, epoch=second, agent_class=AGENT_CLASS) for count in (3, 4)
+    ]
+    assert infos[0].seq > max(leftovers)
+    assert [info.seq for info in relaunched.list()] == [info.seq for info in infos]
+    files = _manifest_files(relaunched)
+    assert not [seq for seq in leftovers if seq in files]  # deleted with the checkpoints below
+    relaunched.release_reservations()  # a clean stop lets go of the names it did not use
+    assert sorted(_manifest_files(relaunched)) == [info.seq for info in infos]
+    # The stale copy's next save lands on a name it reserved, which is gone: it learns it is stale.
+    with pytest.raises(StaleEpochError):
+        crashed.save({"count": 99}, epoch=first, agent_class=AGENT_CLASS)
+
+
+def test_a_failed_fill_leaves_a_gap_not_a_torn_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails (here: a full disk, injected) removes its reservation: no torn manifest is left
+    for a reader, the error is a typed storage error, and the next save succeeds after the gap."""
+    agent = CheckpointStore(f"file://{tmp_path}/ckpt", keep_last=None).for_agent("ns", "full")
+    epoch = agent.acquire_epoch()
+    agent.save({"count": 1}, epoch=epoch, agent_class=AGENT_CLASS)
+    real_pwrite = os.pwrite
+
+    def full_disk(fd: int, data: Any, offset: int) -> int:
+        real_pwrite(fd, bytes(data)[:10], offset)  # a partial write, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(objects.os, "pwrite", full_disk)
+    with pytest.raises(StorageUnavailableError):
+        agent.save({"count": 2}, epoch=epoch, agent_class=AGENT_CLASS)
+    monkeypatch.setattr(objects.os, "pwrite", real_pwrite)
+    assert 2 not in _manifest_files(agent)
+    info = agent.save({"count": 3}, epoch=epoch, agent_class=AGENT_CLASS)
+    assert info.seq == 3 and [i.seq for i in agent.list()] == [1, 3]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert agent.load_latest(strict=True)[1] == {"count": 3}  # type: ignore[index]
