@@ -7,13 +7,21 @@ import asyncio
 import os
 import signal
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from academy_ray import AgentUnavailableError, Runtime
-from academy_ray.checkpoint import CheckpointFencedError, CheckpointPolicy, Persistence
+from academy_ray.checkpoint import (
+    LOOP_SAVE_MAX_S,
+    CheckpointFencedError,
+    CheckpointPolicy,
+    Persistence,
+)
 from academy_ray.store import StorageUnavailableError
 from tests.academy_ray.agents import Counter, Journal
 from tests.harness import S3Server
@@ -192,3 +200,58 @@ async def test_s3_storage_outage_gives_typed_error_and_recovers(
         await rt.stop("outage")
     finally:
         server.stop()
+
+
+def _recording_writes(persistence: Persistence, delay_s: float = 0.0) -> list[str]:
+    """Wraps the store's save so that each write records the thread it ran in (and, as an injected
+    fault, takes ``delay_s`` longer: a slow disk)."""
+    threads: list[str] = []
+    save_encoded = persistence.checkpoints.save_encoded
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        time.sleep(delay_s)
+        return save_encoded(*args, **kwargs)
+
+    persistence.checkpoints.save_encoded = recorded  # type: ignore[method-assign]
+    return threads
+
+
+async def test_concurrent_small_saves_on_the_loop_share_one_write(tmp_path: Path) -> None:
+    """A small local save runs on the event loop, yet concurrent state changes still share one write (the
+    group commit): the save yields once before its snapshot, so changes already delivered are in it."""
+    persistence = Persistence(
+        CheckpointPolicy(uri=f"file://{tmp_path}/ckpt"), "ns", "group", "tests.Counter"
+    )
+    await persistence.activate()
+    writes = _recording_writes(persistence)
+    state = {"n": 0}
+
+    async def change() -> None:
+        state["n"] += 1
+        await persistence.save(lambda: dict(state))
+
+    await asyncio.gather(*(change() for _ in range(20)))
+    assert writes and set(writes) == {threading.current_thread().name}  # on the loop
+    assert len(writes) <= 2  # 20 acknowledged changes, one or two writes
+    latest = persistence.checkpoints.load_latest(strict=True)
+    assert latest is not None and latest[1] == {"n": 20}
+    await persistence.close(None)
+
+
+async def test_a_slow_disk_moves_small_saves_off_the_event_loop(tmp_path: Path) -> None:
+    """While small writes average over `LOOP_SAVE_MAX_S` (here an injected slow disk), they go to the I/O
+    thread so that the agent's loops keep running; every save is still durable when it returns."""
+    persistence = Persistence(
+        CheckpointPolicy(uri=f"file://{tmp_path}/ckpt"), "ns", "slow", "tests.Counter"
+    )
+    await persistence.activate()
+    writes = _recording_writes(persistence, delay_s=4 * LOOP_SAVE_MAX_S)
+    for n in range(6):
+        await persistence.save(lambda n=n: {"n": n})  # type: ignore[misc]
+        latest = persistence.checkpoints.load_latest()
+        assert latest is not None and latest[1] == {"n": n}
+    loop_thread = threading.current_thread().name
+    assert writes[0] == loop_thread  # fast until measured otherwise
+    assert all(thread.startswith("checkpoint-") for thread in writes[-3:])  # once the average is over
+    await persistence.close(None)
