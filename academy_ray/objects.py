@@ -4,7 +4,9 @@ Nothing here knows about agents or checkpoints. Every object is created once and
 locally an unnamed file (``O_TMPFILE``; a named temporary where the filesystem lacks it) is written
 and fsynced, then hard-linked to its name (``linkat`` fails if the name exists) and the directory is
 fsynced; on S3 a ``PUT`` with ``If-None-Match: *``; on
-``memory://`` a locked check-and-set. Checksums detect corruption (not tampering): ``xxh3_128:<hex>``
+``memory://`` a locked check-and-set. Locally a name can also be reserved ahead (created empty and
+exclusively, in the mode ``RESERVED_MODE``) and filled once later (write + ``fdatasync``): the exclusive
+part is done by the reservation, so the fill needs no fsync of the folder. Checksums detect corruption (not tampering): ``xxh3_128:<hex>``
 (xxHash XXH3, 128 bits); a bare hex digest is a sha256 (an older format that still verifies).
 """
 

@@ -7,7 +7,10 @@ Layout under ``<uri>/<namespace>/<name>/``::
     payloads/<e:012d>-<token>.arrow  the encoded state (academy_ray.state format), unique name
     checkpoints/<s:012d>.json        manifest of checkpoint s (exclusive create: the commit point); a
                                      payload <= 64 KiB is stored inside it (base64 "inline_payload"),
-                                     so a small checkpoint is one object
+                                     so a small checkpoint is one object. On a local folder the writer
+                                     reserves its next names ahead (empty, mode 0o200) and fills them
+                                     (see ``AgentCheckpoints._fill_reserved``); an empty one is "not
+                                     written" to readers
 
 Each object is written once (see :mod:`academy_ray.objects`); a payload is written before its manifest,
 so a crash never leaves a visible manifest without its full payload; a reader also verifies size and
