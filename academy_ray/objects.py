@@ -6,7 +6,8 @@ and fsynced, then hard-linked to its name (``linkat`` fails if the name exists) 
 fsynced; on S3 a ``PUT`` with ``If-None-Match: *``; on
 ``memory://`` a locked check-and-set. Locally a name can also be reserved ahead (created empty and
 exclusively, in the mode ``RESERVED_MODE``) and filled once later (write + ``fdatasync``): the exclusive
-part is done by the reservation, so the fill needs no fsync of the folder. Checksums detect corruption (not tampering): ``xxh3_128:<hex>``
+part is done by the reservation, so the fill needs no fsync of the folder.
+Checksums detect corruption (not tampering): ``xxh3_128:<hex>``
 (xxHash XXH3, 128 bits); a bare hex digest is a sha256 (an older format that still verifies).
 """
 
