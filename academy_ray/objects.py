@@ -478,14 +478,18 @@ class ObjectBackend:
             os.close(fd)
 
     def is_reserved(self, path: str) -> bool:
-        """Whether ``path`` is a name reserved by :meth:`reserve` and not written (local only)."""
+        """Whether ``path`` is a name reserved by :meth:`reserve` whose fill is not durable yet (local only).
+
+        A fill changes the mode only after its ``fdatasync``, so content read from a reserved-mode object
+        that does not parse was never acknowledged (a fill in progress, or one cut short by a crash).
+        """
         if not self.local:
             return False
         try:
             status = os.stat(path)
         except FileNotFoundError:
             return False
-        return status.st_size == 0 and stat.S_IMODE(status.st_mode) == RESERVED_MODE
+        return stat.S_IMODE(status.st_mode) == RESERVED_MODE
 
     def read(
         self, path: str, expected_size: int | None = None, algorithm: str = CHECKSUM_ALGORITHM
@@ -554,7 +558,7 @@ class ObjectBackend:
                 with open(path, "rb") as f:
                     return f.read()
             except PermissionError:
-                if self.is_reserved(path):  # not readable by design: nothing is in it yet
+                if self.is_reserved(path):  # not readable by design: no durable content in it yet
                     return b""
                 raise
         return bytes(self.fs.cat_file(path))

@@ -396,11 +396,6 @@ class AgentCheckpoints:
             raise CheckpointNotFoundError(
                 f"agent {self.namespace}/{self.name} has no checkpoint {seq} in {self.store.uri}"
             ) from None
-        if not raw and self._b.is_reserved(self._manifest_path(seq)):
-            raise CheckpointNotWrittenError(
-                f"agent {self.namespace}/{self.name} has no checkpoint {seq} in {self.store.uri} (its name "
-                "is reserved, nothing was written there)"
-            )
         try:
             doc = json.loads(raw)
             inline = doc.pop("inline_payload", None) if isinstance(doc, dict) else None
@@ -409,6 +404,13 @@ class AgentCheckpoints:
                 info._inline_payload = base64.b64decode(inline or "", validate=True)
             return info
         except ValueError as exc:
+            if self._b.is_reserved(self._manifest_path(seq)):
+                # Empty or part-written while still in the reserved mode: its writer is filling it now, or
+                # died before the fill was durable (the mode changes only after the fdatasync).
+                raise CheckpointNotWrittenError(
+                    f"agent {self.namespace}/{self.name} has no checkpoint {seq} in {self.store.uri} (its "
+                    "name is reserved, nothing complete was written there)"
+                ) from None
             raise CorruptCheckpointError(
                 f"checkpoint {seq} manifest {self._url(self._manifest_path(seq))} is unreadable: {exc}"
             ) from exc

@@ -701,6 +701,16 @@ def test_local_saves_fill_names_reserved_ahead_and_readers_skip_the_rest(tmp_pat
     assert latest is not None and latest[1] == {"count": 1}
     with pytest.raises(CheckpointNotFoundError, match="reserved"):
         agent.load(2)
+    # A fill seen half done (a reader racing the writer, or a crash before its fdatasync): still in the
+    # reserved mode, so not written; the same bytes in the written mode are corruption.
+    body = Path(agent._manifest_path(1)).read_bytes()
+    Path(agent._manifest_path(2)).write_bytes(body[: len(body) // 2])
+    assert [info.seq for info in agent.list()] == [1]
+    with pytest.raises(CheckpointNotFoundError, match="reserved"):
+        agent.load(2)
+    os.chmod(agent._manifest_path(2), 0o644)
+    with pytest.raises(CorruptCheckpointError):
+        agent.load(2)
     # A written manifest that later reads empty is a lost write, never mistaken for a reservation.
     Path(agent._manifest_path(1)).write_bytes(b"")
     with pytest.raises(CorruptCheckpointError):
