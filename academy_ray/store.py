@@ -614,7 +614,8 @@ class AgentCheckpoints:
                 self._retention_due = (epochs, epoch)
                 return info
             try:
-                self._retention.apply(epochs, epoch)
+                with self._write_lock:
+                    self._retention.apply(epochs, epoch)
             except StorageUnavailableError:
                 raise
             except Exception:
