@@ -32,6 +32,10 @@ logger = logging.getLogger(__name__)
 LOOP_SAVE_MAX_S = 0.002
 """Small saves to a local disk run on the agent's event loop while they average under this (seconds)."""
 
+RETENTION_BATCH = 16
+"""A running agent deletes its old checkpoints every this many saves (so up to ``keep_last`` + this - 1
+are on storage between two rounds)."""
+
 Snapshot = Callable[[], Mapping[str, Any]]
 """Returns the state to persist now (the agent's ``agent_checkpoint``); called on the event loop."""
 
@@ -73,6 +77,7 @@ class Persistence:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"checkpoint-{name}")
         # Small saves to a local disk run on the event loop while they stay quick (see `save`).
         self._loop_save_s: float | None = 0.0 if self.checkpoints.store.local else None
+        self._saves_since_retention = 0
         self._lock = asyncio.Lock()
         self._version = 0
         self._durable_version = 0
@@ -204,9 +209,12 @@ class Persistence:
             self._durable_version = max(self._durable_version, snapshot_version)
             if self.on_saved is not None:
                 self.on_saved(time.perf_counter() - started, info.size)
-            # Old checkpoints are deleted after the caller is answered (same I/O thread, before the next
-            # save): deleting is not part of what makes this state durable.
-            if self.policy.keep_last is not None:
+            # Old checkpoints are deleted after the caller is answered, in the I/O thread: deleting is not
+            # part of what makes this state durable. They go RETENTION_BATCH at a time: each deletion is
+            # a change to the folder that the next save's sync would otherwise have to commit.
+            self._saves_since_retention += 1
+            if self.policy.keep_last is not None and self._saves_since_retention >= RETENTION_BATCH:
+                self._saves_since_retention = 0
                 self._io.submit(self.checkpoints.apply_retention)
             return info  # type: ignore[no-any-return]
 
@@ -277,6 +285,8 @@ class Persistence:
                 logger.exception("%s: final checkpoint at shutdown failed", self.checkpoints)
         # Names reserved ahead and never written go with this copy (a crash leaves them to retention).
         self._io.submit(self.checkpoints.release_reservations)
+        if self.policy.keep_last is not None and self._saves_since_retention:
+            self._io.submit(self.checkpoints.apply_retention)
         self._io.shutdown(wait=False)
 
     async def rollback(self, seq: int) -> tuple[CheckpointInfo, dict[str, Any]]:

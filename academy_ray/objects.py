@@ -563,6 +563,13 @@ class ObjectBackend:
                 raise
         return bytes(self.fs.cat_file(path))
 
+    def exists(self, path: str) -> bool:
+        """Whether ``path`` exists now (local and memory stores: no listing cache in the way)."""
+        if self.local:
+            return os.path.lexists(path)
+        with MEMORY_LOCK if self.memory else contextlib.nullcontext():
+            return bool(self.fs.exists(path))
+
     def names(self, path: str) -> list[str]:
         return ls_names(self.fs, path)
 

@@ -65,7 +65,7 @@ class Retention:
         self._removals = 0
 
     def apply(self, epochs: Mapping[int, int], writer_epoch: int) -> None:
-        """Deletes the checkpoints beyond the newest ``keep_last`` valid ones (epochs as a save saw them)."""
+        """Deletes the checkpoints beyond the newest ``keep_last`` valid ones (``epochs`` listed after the save)."""
         agent = self.agent
         keep_last = agent.store.keep_last
         if keep_last is None:

@@ -334,7 +334,9 @@ class AgentCheckpoints:
         self._listed = False
         self._retention = Retention(self)
         self._confirmed_epochs: set[int] = set()  # acquired here, or seen current after a save
-        self._retention_due: tuple[dict[int, int], int] | None = None
+        self._retention_due: int | None = (
+            None  # the writer epoch of a save whose retention is deferred
+        )
         # Local stores: manifest names reserved ahead (empty), filled in increasing order, one at a time.
         self._reserved: deque[int] = deque()
         self._reserved_epoch: int | None = None
@@ -474,6 +476,14 @@ class AgentCheckpoints:
         with self._guard("list epochs"):
             return max(self._epochs(), default=0)
 
+    def _newer_epoch_may_exist(self, epoch: int) -> bool:
+        """False only when no activation newer than ``epoch`` exists: claims are made one above the
+        newest (exclusively, never deleted), so any newer activation has claimed ``epoch + 1``. One
+        lookup instead of listing every epoch (local and memory stores; elsewhere: True, list them)."""
+        if not (self._b.local or self._b.memory):
+            return True
+        return self._b.exists(self._epoch_path(epoch + 1, "claim"))
+
     def _check_epoch(self, epoch: int) -> None:
         epochs = self._epochs()
         if epoch not in epochs:
@@ -551,13 +561,13 @@ class AgentCheckpoints:
 
         Failures are logged, never raised: a checkpoint kept too long is harmless.
         """
-        due, self._retention_due = self._retention_due, None
-        if due is None:
+        writer_epoch, self._retention_due = self._retention_due, None
+        if writer_epoch is None:
             return
         try:
             # A small save may run on the agent's event loop while this runs in its I/O thread.
             with self._guard("apply retention"), self._write_lock:
-                self._retention.apply(*due)
+                self._retention.apply(self._epochs(), writer_epoch)
         except Exception:
             logger.warning("retention failed for %s/%s", self.namespace, self.name, exc_info=True)
 
@@ -601,21 +611,22 @@ class AgentCheckpoints:
                 if payload_path is not None:
                     self._b.remove(payload_path)
                 raise
-            epochs = self._epochs()
-            if writer_is_fenced(info.seq, epoch, epochs):
-                # The manifest stays (write-once; a newer activation may even have restored it), but
-                # readers ignore it unless that activation did.
-                raise StaleEpochError(
-                    f"agent {self.namespace}/{self.name}: epoch {epoch} is stale, fenced by activation "
-                    f"{max(epochs)} while writing checkpoint {info.seq}"
-                )
+            if self._newer_epoch_may_exist(epoch):
+                epochs = self._epochs()
+                if writer_is_fenced(info.seq, epoch, epochs):
+                    # The manifest stays (write-once; a newer activation may even have restored it),
+                    # but readers ignore it unless that activation did.
+                    raise StaleEpochError(
+                        f"agent {self.namespace}/{self.name}: epoch {epoch} is stale, fenced by "
+                        f"activation {max(epochs)} while writing checkpoint {info.seq}"
+                    )
             self._confirmed_epochs.add(epoch)
             if not retain:
-                self._retention_due = (epochs, epoch)
+                self._retention_due = epoch
                 return info
             try:
                 with self._write_lock:
-                    self._retention.apply(epochs, epoch)
+                    self._retention.apply(self._epochs(), epoch)
             except StorageUnavailableError:
                 raise
             except Exception:
