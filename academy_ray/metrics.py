@@ -262,6 +262,8 @@ class AgentMetrics:
         self._checkpointing: Checkpointing | None = None
         self._exported_calls: dict[tuple[str, str], int] = {}
         self._unexported_latencies: list[tuple[str, float]] = []
+        self._unexported_saves: list[float] = []
+        self._exported_bytes = 0
         self._exported_gauges: tuple[int, int] | None = None
         if self._ray is not None:
             _exporting(self)
@@ -291,7 +293,7 @@ class AgentMetrics:
             if len(self._unexported_latencies) < MAX_UNEXPORTED_LATENCIES:
                 self._unexported_latencies.append((label, seconds))
 
-    # ---- loops and checkpoints (rare: recorded at once) ------------------------------------------------------
+    # ---- loops (rare: recorded at once) and checkpoints (every action may save: batched like calls) ----------
 
     def loop_restarted(self, loop: str) -> None:
         """A loop raised (it is run again, ignored or shuts the agent down, by its policy)."""
@@ -301,13 +303,14 @@ class AgentMetrics:
             self._ray.loop_restarts.inc(1, {**self._tags, "loop": label})
 
     def checkpoint_saved(self, seconds: float, size: int) -> None:
-        """A checkpoint of ``size`` bytes was made durable in ``seconds``."""
+        """A checkpoint of ``size`` bytes was made durable in ``seconds`` (on an action's path: recorded in
+        Ray by the next export, like call latencies)."""
         self.checkpoint_saves += 1
         self.checkpoint_bytes += size
         self.last_save_s = seconds
         if self._ray is not None:
-            self._ray.save_seconds.observe(seconds, self._tags)
-            self._ray.checkpoint_bytes.inc(size, self._tags)
+            if len(self._unexported_saves) < MAX_UNEXPORTED_LATENCIES:
+                self._unexported_saves.append(seconds)
             _CHANGED.add(self)  # its pending changes
 
     def restored(self, source: str) -> None:
@@ -341,6 +344,14 @@ class AgentMetrics:
             if tags is None:
                 tags = tags_of[label] = {**self._tags, "action": label}
             ray_metrics.action_seconds.observe(seconds, tags)
+        saves, self._unexported_saves = self._unexported_saves, []
+        for seconds in saves:
+            ray_metrics.save_seconds.observe(seconds, self._tags)
+        if self.checkpoint_bytes != self._exported_bytes:
+            ray_metrics.checkpoint_bytes.inc(
+                self.checkpoint_bytes - self._exported_bytes, self._tags
+            )
+            self._exported_bytes = self.checkpoint_bytes
         gauges = (self.in_flight, self._pending_now())
         if gauges != self._exported_gauges:
             ray_metrics.in_flight.set(gauges[0], self._tags)
