@@ -31,9 +31,16 @@ from tests.academy_ray.agents import (
     Lifecycle,
     Watcher,
 )
-from tests.academy_ray.waiting import wait_name_freed
+from tests.academy_ray.waiting import until, wait_name_freed
 
 pytestmark = pytest.mark.usefixtures("local_ray")
+
+
+@pytest.fixture
+def namespace(module_namespace: str) -> str:
+    """The module's tests share one namespace (its registry and placement controller); each test's agents
+    are stopped after it, and every test names its agents apart."""
+    return module_namespace
 
 
 @pytest.fixture
@@ -45,8 +52,11 @@ async def test_launch_call_and_concurrent_timer(rt: Runtime) -> None:
     counter = await rt.launch(Counter, args=(5,), name="counter")
     assert await counter.add(3) == 8
     assert await counter.get() == 8
-    await asyncio.sleep(0.4)
-    assert await counter.get_ticks() >= 3  # the timer loop runs beside the actions
+
+    async def ticked() -> bool:
+        return await counter.get_ticks() >= 3
+
+    await until(ticked, "the timer loop did not run beside the actions")
 
 
 async def test_actions_run_concurrently_and_blocking_code_does_not_freeze(rt: Runtime) -> None:
@@ -231,8 +241,13 @@ async def test_loop_error_policy_ignore_keeps_serving(rt: Runtime) -> None:
 
 async def test_loop_error_policy_restart_runs_loop_again(rt: Runtime) -> None:
     agent = await rt.launch(FailingLoopRestarted, name="loop-restart")
-    await asyncio.sleep(1.0)
-    assert await agent.loop_runs() >= 3
+
+    async def ran_again() -> bool:
+        return (
+            await agent.loop_runs() >= 3
+        )  # the third run: ~0.3 s after the first (backoff 0.1, 0.2 s)
+
+    await until(ran_again, "the failed loop was not run again")
 
 
 async def test_startup_failure_is_reported_and_frees_the_name(rt: Runtime) -> None:
