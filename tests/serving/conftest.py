@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 import pytest
@@ -68,39 +69,87 @@ def cache_root(tmp_path: Path) -> str:
     return os.fspath(root)
 
 
+class _SharedServed:
+    """The app of `served`, deployed once for the modules that use it one after another (test_app,
+    test_chaos and test_client, collected in that order): each deployment costs ~7 s to start and ~3 s
+    to delete. Deleted after the last of them (`pytest_runtest_teardown`), or at the end of the session."""
+
+    def __init__(self) -> None:
+        self.app: Served | None = None
+        self.used_by: set[str] = set()  # the modules it was handed to
+        self._stack = ExitStack()
+
+    def get(
+        self, module: str, fresh: bool, make: Callable[[], AbstractContextManager[Served]]
+    ) -> Served:
+        """The app (deployed now if none runs); ``fresh``: one no other module has used."""
+        if self.app is not None and fresh and self.used_by - {module}:
+            self.close()
+        if self.app is None:
+            self.app = self._stack.enter_context(make())
+        self.used_by.add(module)
+        return self.app
+
+    def close(self) -> None:
+        """Deletes the app, if one runs."""
+        self.app, self.used_by = None, set()
+        self._stack.close()
+
+
+@pytest.fixture(scope="session")
+def shared_served(request: pytest.FixtureRequest, ray_local: None) -> Iterator[_SharedServed]:
+    """The holder of `served`'s app; at the end of the session the app is deleted already, unless the
+    session ended early."""
+    holder = _SharedServed()
+    request.session.stash[_SHARED_SERVED] = holder
+    yield holder
+    holder.close()
+
+
+_SHARED_SERVED = pytest.StashKey[_SharedServed]()
+
+
 @pytest.fixture(scope="module")
 def served(
+    request: pytest.FixtureRequest,
     ray_local: None,
     shared_serve: None,
+    shared_served: _SharedServed,
     s3_specs: list[ModelSpec],
     bad_specs: list[ModelSpec],
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Served]:
+) -> Served:
     """The four tiny models plus two broken ones on ONE replica that holds at most two.
 
-    An app per module (on the Serve instance the modules share): test_app asserts the replica's whole
-    history and test_chaos kills its processes.
+    One app for the modules that use it one after another (`_SharedServed`), on the Serve instance
+    the modules share. A module that asserts the replica's whole history (test_app) sets
+    ``SERVED_FRESH = True`` and gets an app no other module has used; test_chaos kills the replica
+    and waits until Serve has replaced it, so the next module gets a serving app.
     """
     import uuid
 
     from serving.app import ServingConfig
     from serving.cache import CacheConfig
 
+    def make() -> AbstractContextManager[Served]:
+        use_local_ray()
+        key = f"sk-test-{uuid.uuid4().hex}"
+        config = ServingConfig(
+            app_name=f"serving-test-{uuid.uuid4().hex[:6]}",
+            max_models_per_replica=2,
+            replica_cpus=0.5,
+            ingress_cpus=0.1,
+            api_key=key,
+            cache=CacheConfig(
+                root=str(tmp_path_factory.mktemp("node-cache")),
+                namespace=f"serving-test-{uuid.uuid4().hex[:8]}",
+            ),
+        )
+        return serving_app([*s3_specs, *bad_specs], config)
+
     use_local_ray()
-    key = f"sk-test-{uuid.uuid4().hex}"
-    config = ServingConfig(
-        app_name=f"serving-test-{uuid.uuid4().hex[:6]}",
-        max_models_per_replica=2,
-        replica_cpus=0.5,
-        ingress_cpus=0.1,
-        api_key=key,
-        cache=CacheConfig(
-            root=str(tmp_path_factory.mktemp("node-cache")),
-            namespace=f"serving-test-{uuid.uuid4().hex[:8]}",
-        ),
-    )
-    with serving_app([*s3_specs, *bad_specs], config) as app:
-        yield app
+    fresh = bool(getattr(request.module, "SERVED_FRESH", False))
+    return shared_served.get(request.module.__name__, fresh, make)
 
 
 @pytest.fixture(scope="session")
@@ -109,29 +158,39 @@ def shared_serve() -> None:
     run one after another (tests/conftest.py orders them) and Serve stops after the last of them."""
 
 
-def _shares_serve(item: pytest.Item) -> bool:
-    """Whether a test of ``item``'s module deploys on the shared Serve instance."""
-    by_module: dict[str, bool] | None = item.session.stash.get(_SHARES_SERVE, None)
+def _module_uses(item: pytest.Item, fixture: str) -> bool:
+    """Whether a test of ``item``'s module uses ``fixture``."""
+    by_module: dict[tuple[str, str], bool] | None = item.session.stash.get(_USES, None)
     if by_module is None:
         by_module = {}
-        for other in item.session.items:
-            module = other.nodeid.split("::", 1)[0]
-            by_module[module] = by_module.get(module, False) or "shared_serve" in getattr(
-                other, "fixturenames", ()
-            )
-        item.session.stash[_SHARES_SERVE] = by_module
-    return by_module.get(item.nodeid.split("::", 1)[0], False)
+        item.session.stash[_USES] = by_module
+    module = item.nodeid.split("::", 1)[0]
+    if (module, fixture) not in by_module:
+        by_module[(module, fixture)] = any(
+            fixture in getattr(other, "fixturenames", ())
+            for other in item.session.items
+            if other.nodeid.split("::", 1)[0] == module
+        )
+    return by_module[(module, fixture)]
 
 
-_SHARES_SERVE = pytest.StashKey[dict[str, bool]]()
+_USES = pytest.StashKey[dict[tuple[str, str], bool]]()
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> object:
-    """Stops the shared Serve instance after the last module that deploys on it, once that module's
-    fixtures are torn down: a later test may start Serve its own way (Serve keeps the port of its first
-    start), and an idle Serve would take CPU time from the tests that need none."""
+    """Deletes `served`'s app after the last module in a row that uses it, and stops the shared Serve
+    instance after the last module that deploys on it, once that module's fixtures are torn down: a later
+    test may start Serve its own way (Serve keeps the port of its first start), and an idle Serve would
+    take CPU time from the tests that need none."""
     result = yield
-    if _shares_serve(item) and (nextitem is None or not _shares_serve(nextitem)):
-        shutdown_serve()
+    for fixture in ("served", "shared_serve"):
+        if _module_uses(item, fixture) and (
+            nextitem is None or not _module_uses(nextitem, fixture)
+        ):
+            if fixture == "served":
+                if (holder := item.session.stash.get(_SHARED_SERVED, None)) is not None:
+                    holder.close()
+            else:
+                shutdown_serve()
     return result

@@ -19,6 +19,10 @@ from hypothesis import strategies as st
 
 from tests.harness import Served
 
+# The first test asserts the replica's whole history: this module gets an app no other module has used
+# (`served`, tests/serving/conftest.py; test_chaos and test_client use it after this module).
+SERVED_FRESH = True
+
 
 def _complete(client: openai.OpenAI, model: str, prompt: str = "The agent asked the model") -> Any:
     return client.completions.create(model=model, prompt=prompt, max_tokens=8, temperature=0)
