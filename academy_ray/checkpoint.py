@@ -32,6 +32,22 @@ logger = logging.getLogger(__name__)
 LOOP_SAVE_MAX_S = 0.002
 """Small saves to a local disk run on the agent's event loop while they average under this (seconds)."""
 
+SHARED_LOOP_WINDOW_S = 0.005
+"""A small save goes to the I/O thread when another agent of this process saved this recently: agents that
+share an event loop (a pool) write in parallel from their threads (the filesystem commits concurrent syncs
+together) instead of one after another on the loop they all need."""
+
+_last_saver: list[float] = [
+    0,
+    0.0,
+]  # id() of the last Persistence that made a small local save, and when
+
+
+def _loop_shared_with_other_savers(persistence: Persistence) -> bool:
+    saver, at = _last_saver
+    return saver != id(persistence) and time.monotonic() - at < SHARED_LOOP_WINDOW_S
+
+
 RETENTION_BATCH = 16
 """A running agent deletes its old checkpoints every this many saves (so up to ``keep_last`` + this - 1
 are on storage between two rounds)."""
@@ -168,7 +184,13 @@ class Persistence:
                 )
             if self.epoch is None:
                 raise CheckpointError(f"{self.checkpoints}: a save before activate()")
-            on_loop = self._loop_save_s is not None and self._loop_save_s < LOOP_SAVE_MAX_S
+            on_loop = (
+                self._loop_save_s is not None
+                and self._loop_save_s < LOOP_SAVE_MAX_S
+                and not _loop_shared_with_other_savers(self)
+            )
+            if self._loop_save_s is not None:
+                _last_saver[0], _last_saver[1] = id(self), time.monotonic()
             if on_loop:
                 # Actions already delivered run their bodies now, so that this one snapshot covers them
                 # too (they find their version durable): the group commit that the I/O thread gives.

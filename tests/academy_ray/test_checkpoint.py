@@ -253,5 +253,25 @@ async def test_a_slow_disk_moves_small_saves_off_the_event_loop(tmp_path: Path) 
         assert latest is not None and latest[1] == {"n": n}
     loop_thread = threading.current_thread().name
     assert writes[0] == loop_thread  # fast until measured otherwise
-    assert all(thread.startswith("checkpoint-") for thread in writes[-3:])  # once the average is over
+    assert all(
+        thread.startswith("checkpoint-") for thread in writes[-3:]
+    )  # once the average is over
     await persistence.close(None)
+
+
+async def test_agents_sharing_a_loop_save_from_their_threads(tmp_path: Path) -> None:
+    """Two agents of one process (a pool shares its event loop) that save at the same time write from their
+    I/O threads, in parallel, rather than one after another on the loop they both need."""
+    policy = CheckpointPolicy(uri=f"file://{tmp_path}/ckpt")
+    pair = [Persistence(policy, "ns", name, "tests.Counter") for name in ("left", "right")]
+    writes = []
+    for persistence in pair:
+        await persistence.activate()
+        writes.append(_recording_writes(persistence))
+    for n in range(5):
+        await asyncio.gather(*(persistence.save(lambda n=n: {"n": n}) for persistence in pair))  # type: ignore[misc]
+    for persistence, threads in zip(pair, writes, strict=True):
+        assert all(thread.startswith("checkpoint-") for thread in threads[-4:]), threads
+        latest = persistence.checkpoints.load_latest(strict=True)
+        assert latest is not None and latest[1] == {"n": 4}
+        await persistence.close(None)
