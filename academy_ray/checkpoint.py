@@ -305,10 +305,14 @@ class Persistence:
                 await self.save(snapshot)
             except Exception:
                 logger.exception("%s: final checkpoint at shutdown failed", self.checkpoints)
-        # Names reserved ahead and never written go with this copy (a crash leaves them to retention).
-        self._io.submit(self.checkpoints.release_reservations)
-        if self.policy.keep_last is not None and self._saves_since_retention:
-            self._io.submit(self.checkpoints.apply_retention)
+        # Names reserved ahead and never written go with this copy (a crash leaves them to retention),
+        # and so do the old checkpoints that the last saves left for the next round of retention.
+        try:
+            await self._run_io(self.checkpoints.release_reservations)
+            if self.policy.keep_last is not None and self._saves_since_retention:
+                await self._run_io(self.checkpoints.apply_retention)
+        except Exception:
+            logger.warning("%s: tidying up at shutdown failed", self.checkpoints, exc_info=True)
         self._io.shutdown(wait=False)
 
     async def rollback(self, seq: int) -> tuple[CheckpointInfo, dict[str, Any]]:

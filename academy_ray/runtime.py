@@ -488,7 +488,10 @@ class Runtime:
                 return await handle._call("agent_rollback", name, seq)  # type: ignore[no-any-return]
 
             def roll_back() -> CheckpointInfo:
-                return checkpoints.rollback(seq, epoch=checkpoints.acquire_epoch())
+                try:
+                    return checkpoints.rollback(seq, epoch=checkpoints.acquire_epoch())
+                finally:
+                    checkpoints.release_reservations()  # one write: leave no names reserved ahead
 
             return await asyncio.get_running_loop().run_in_executor(None, roll_back)
         finally:

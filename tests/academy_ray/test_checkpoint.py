@@ -161,6 +161,9 @@ async def test_rollback_running_and_stopped(rt: Runtime) -> None:
     await counter.add(5)
     await rt.stop("roll")
     await rt.rollback("roll", seq_at_one)  # not running: rolls back in the store
+    folder = Path(rt.checkpoints("roll")._manifest_path(1)).parent
+    # A clean stop and an offline rollback leave no manifest names reserved ahead.
+    assert all(path.stat().st_size for path in folder.glob("*.json"))
     again = await rt.launch(Counter, name="roll")
     assert await again.get() == 1
 
