@@ -8,8 +8,7 @@ other agents, loops that shut their agent down, timers and events.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -22,6 +21,7 @@ from academy_ray.compat.logging.recommended import recommended_logging
 from academy_ray.compat.manager import Manager
 from academy_ray.exception import AgentNotFoundError, AgentTerminatedError
 from academy_ray.runtime import Runtime
+from tests.academy_ray.waiting import until
 
 # ---- the programs' agents ----------------------------------------------------------------------------------
 
@@ -145,6 +145,11 @@ class Preset(Agent):
 
 
 @pytest.fixture
+def namespace(module_namespace: str) -> str:
+    return module_namespace  # one for the module: its tests name their agents apart
+
+
+@pytest.fixture
 def in_namespace(
     local_ray: None, make_runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
 ) -> Runtime:
@@ -153,13 +158,6 @@ def in_namespace(
     runtime = make_runtime()
     monkeypatch.setenv("ACADEMY_RAY_NAMESPACE", runtime.namespace)
     return runtime
-
-
-async def _until(probe: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await probe():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_counter_program(in_namespace: Runtime) -> None:
@@ -207,13 +205,13 @@ async def test_timer_event_and_shutdown(in_namespace: Runtime) -> None:
         async def beating() -> bool:
             return (await heart.counts())["beats"] >= 3
 
-        await _until(beating)
+        await until(beating, "the timer did not beat")
         await heart.poke()
 
         async def poked() -> bool:
             return (await heart.counts())["pokes"] == 1
 
-        await _until(poked)
+        await until(poked, "the event handler did not run")
         await manager.shutdown(heart, blocking=True, timeout=30)
         assert manager.running() == set()
         with pytest.raises(BadEntityIdError):

@@ -130,6 +130,11 @@ async def _hosted_async(namespace: str, name: str) -> Any:
 
 
 @pytest.fixture
+def namespace(module_namespace: str) -> str:
+    return module_namespace  # one for the module: its tests name their agents apart
+
+
+@pytest.fixture
 def rt(local_ray: None, make_runtime: Callable[..., Runtime], tmp_path: Path) -> Runtime:
     return make_runtime(checkpoint=f"file://{tmp_path}/ckpt")
 

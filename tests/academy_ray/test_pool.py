@@ -24,6 +24,11 @@ pytestmark = pytest.mark.usefixtures("local_ray")
 
 
 @pytest.fixture
+def namespace(module_namespace: str) -> str:
+    return module_namespace  # one for the module: its tests name their agents apart
+
+
+@pytest.fixture
 def rt(make_runtime: Callable[..., Runtime], tmp_path: Path) -> Runtime:
     return make_runtime(checkpoint=f"file://{tmp_path}/ckpt")
 

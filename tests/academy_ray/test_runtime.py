@@ -38,9 +38,7 @@ pytestmark = pytest.mark.usefixtures("local_ray")
 
 @pytest.fixture
 def namespace(module_namespace: str) -> str:
-    """The module's tests share one namespace (its registry and placement controller); each test's agents
-    are stopped after it, and every test names its agents apart."""
-    return module_namespace
+    return module_namespace  # one for the module: its tests name their agents apart
 
 
 @pytest.fixture
