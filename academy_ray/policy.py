@@ -19,7 +19,8 @@ class CheckpointPolicy(BaseModel):
             new state is durable. Actions declared ``@action(checkpoint=False)`` never trigger one.
         interval_s: Also checkpoint every this many seconds (None: never on a timer).
         on_shutdown: Checkpoint when the agent shuts down gracefully.
-        keep_last: Checkpoints kept per agent (None keeps all).
+        keep_last: Checkpoints kept per agent (None keeps all). A running agent deletes older ones every
+            16 saves (`RETENTION_BATCH`) and at a clean stop, so up to ``keep_last`` + 15 exist in between.
         compression: ``None`` or ``"lz4"``.
         retry_initial_s: First back-off delay when the storage fails; doubles up to ``retry_max_s``.
         retry_max_s: Largest back-off delay.
