@@ -12,6 +12,8 @@ import errno
 import hashlib
 import json
 import os
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
@@ -41,20 +43,40 @@ def _entry(data: bytes) -> dict[str, Any]:
     return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
 
 
-def _plant(s3_server: Any, names: list[str], tiny_dir: Path) -> ModelSpec:
-    """A model prefix whose manifest, written by hand, also lists ``names`` (objects planted too)."""
+@dataclass
+class Published:
+    """A tiny model published once for the module (a bucket and a publish took ~1 s a test; copies
+    within the store take milliseconds), and one client of the store."""
+
+    fs: Any
+    bucket: str
+    files: dict[str, Any]  # the manifest's entries
+
+
+@pytest.fixture(scope="module")
+def published(s3_server: Any, tiny_model_dirs: list[Path]) -> Published:
     bucket = s3_server.new_bucket()
-    uri = f"s3://{bucket}/models/evil"
-    manifest = publish_model(tiny_dir, uri, s3_server.storage_options)
-    fs = s3_server.filesystem()
-    files = manifest.model_dump()["files"]
+    manifest = publish_model(tiny_model_dirs[0], f"s3://{bucket}/base", s3_server.storage_options)
+    return Published(s3_server.filesystem(), bucket, manifest.model_dump()["files"])
+
+
+def _plant(s3_server: Any, names: list[str], published: Published) -> ModelSpec:
+    """A model prefix of its own holding the published model (its files and manifest), whose
+    manifest, written by hand, also lists ``names`` (objects planted too)."""
+    fs, bucket = published.fs, published.bucket
+    prefix = f"{bucket}/evil-{uuid.uuid4().hex[:8]}"
+    files = dict(published.files)
+    for name in files:
+        fs.copy(f"{bucket}/base/{name}", f"{prefix}/{name}")
     for name in names:
         files[name] = _entry(EVIL)
         # The object the hostile entry points at, where the store accepts such a key.
         with contextlib.suppress(OSError, ValueError):
-            fs.pipe_file(f"{bucket}/models/evil/{name}", EVIL)
-    fs.pipe_file(f"{bucket}/models/evil/{MANIFEST_NAME}", json.dumps({"files": files}).encode())
-    return ModelSpec(id="evil", weights_uri=uri, storage_options=s3_server.storage_options)
+            fs.pipe_file(f"{prefix}/{name}", EVIL)
+    fs.pipe_file(f"{prefix}/{MANIFEST_NAME}", json.dumps({"files": files}).encode())
+    return ModelSpec(
+        id="evil", weights_uri=f"s3://{prefix}", storage_options=s3_server.storage_options
+    )
 
 
 def _tree(root: Path) -> list[str]:
@@ -65,7 +87,7 @@ def _tree(root: Path) -> list[str]:
 
 
 async def test_hostile_manifest_writes_nothing_outside_the_cache(
-    s3_server: Any, tiny_model_dirs: list[Path], tmp_path: Path
+    s3_server: Any, published: Published, tmp_path: Path
 ) -> None:
     root = tmp_path / "cache"  # the fetch folder is root/.partial-<name>-<hex>/
     root.mkdir()
@@ -74,7 +96,7 @@ async def test_hostile_manifest_writes_nothing_outside_the_cache(
     absolute = tmp_path / "absolute"
     absolute.mkdir()
     names = ["../../outside/evil.pth", f"{absolute}/evil.pth"]
-    spec = _plant(s3_server, names, tiny_model_dirs[0])
+    spec = _plant(s3_server, names, published)
     cache = ModelCache(CacheConfig(root=str(root)))
     with pytest.raises(WeightsError) as err:
         await cache.ensure(spec)
@@ -104,9 +126,9 @@ async def test_hostile_manifest_writes_nothing_outside_the_cache(
     ],
 )
 def test_unsafe_manifest_names_are_refused_before_any_byte(
-    s3_server: Any, tiny_model_dirs: list[Path], tmp_path: Path, name: str
+    s3_server: Any, published: Published, tmp_path: Path, name: str
 ) -> None:
-    spec = _plant(s3_server, [name], tiny_model_dirs[0])
+    spec = _plant(s3_server, [name], published)
     with pytest.raises(UnsafeModelFileError, match="unsafe file name"):
         read_manifest(spec.weights_uri, spec.storage_options)
     with pytest.raises(UnsafeModelFileError):
