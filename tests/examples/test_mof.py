@@ -1,4 +1,5 @@
-"""The MOF pipeline end to end, as ``python -m examples.mof`` on an embedded Ray, on a small budget."""
+"""The MOF pipeline end to end, as ``python -m examples.mof`` on a small budget: what it records and the
+results it writes (checked on the run shared with `test_job_submit`, `tests.examples.conftest.mof_job`)."""
 
 from __future__ import annotations
 
@@ -7,21 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.examples.conftest import read_summary, run_module
+from tests.examples.conftest import MOF_JOB_BUDGET as BUDGET
+from tests.examples.conftest import MofJob, read_summary
+from tests.examples.conftest import mof_run as output_of
 
 pytestmark = pytest.mark.slow
 
-BUDGET = 30
-
 
 @pytest.fixture(scope="module")
-def mof_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("mof")
-    run_module(
-        "examples.mof", "--budget", str(BUDGET), "--retrain-every", "5", "--insertions", "500",
-        "--learned", "trigram", "--out", str(out), "--quiet",
-    )  # fmt: skip
-    return out
+def mof_run(mof_job: MofJob) -> Path:
+    return output_of(mof_job)
 
 
 def test_every_candidate_is_recorded_and_the_funnel_narrows(mof_run: Path) -> None:
