@@ -15,7 +15,7 @@ from academy_ray import AgentNotFoundError, Runtime
 from academy_ray.names import POOL_PREFIX
 from academy_ray.registry import registry_actor
 from placement import PlacementClient
-from tests.harness import free_port, stop_cluster, use_local_ray
+from tests.harness import free_port, stop_cluster
 
 
 @pytest.fixture(scope="package")
@@ -42,20 +42,20 @@ _MODULE_NAMESPACES: set[str] = set()
 
 
 @pytest.fixture(scope="module")
-def module_namespace(ray_local: None) -> Iterator[str]:
-    """One namespace for all the tests of a module, on the embedded Ray.
+def module_namespace() -> Iterator[str]:
+    """One namespace for all the tests of a module (on whichever Ray the module's tests use).
 
     A module opts in by overriding ``namespace`` with it. Its registry, placement controller and secrets
     holder (three processes, ~1.5 s to start on 2 cores) then start once per module instead of once per
     test; each test's agents, pool hosts and reservations are still removed after it (`make_runtime`), so
     a test finds the namespace as empty as a new one, apart from those three.
     """
-    use_local_ray()
     namespace = f"test-{uuid.uuid4().hex[:10]}"
     _MODULE_NAMESPACES.add(namespace)
     yield namespace
     _MODULE_NAMESPACES.discard(namespace)
-    _remove_namespace(namespace)
+    if ray.is_initialized():
+        _remove_namespace(namespace)
 
 
 @pytest.fixture

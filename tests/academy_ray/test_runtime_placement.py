@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,12 +17,13 @@ from tests.harness import SimCluster
 
 
 @pytest.fixture
-async def rt(sim_cluster: SimCluster, namespace: str, tmp_path: Path) -> AsyncIterator[Runtime]:
-    runtime = Runtime(namespace=namespace, checkpoint=f"file://{tmp_path}/ckpt")
-    yield runtime
-    for info in await runtime.list():
-        await runtime.stop(info.name, timeout=5)
-    runtime.stop_placement()
+def namespace(module_namespace: str) -> str:
+    return module_namespace  # one for the module: its tests name their agents apart
+
+
+@pytest.fixture
+def rt(sim_cluster: SimCluster, make_runtime: Callable[..., Runtime], tmp_path: Path) -> Runtime:
+    return make_runtime(checkpoint=f"file://{tmp_path}/ckpt")
 
 
 async def test_data_already_on_a_node_brings_the_agent_there(
