@@ -315,7 +315,8 @@ async def test_lookup_waits_while_the_agent_is_placed_again(sim_cluster, client)
         Demand(name="slowpoke", cpus=1, checkpoint_key="checkpoint:slowpoke"), launcher
     )
     assert first.node_id == doomed
-    await asyncio.sleep(2.5)  # the first launch's delay
+    # place() returned after the launcher (its delay included); the first copy runs on the doomed node
+    assert _where("slowpoke", client.namespace) == (doomed, 1, "slow")
     assert not await client.actor.replacing.remote("slowpoke")
     sim_cluster.kill("doomed-l")
     deadline = time.monotonic() + 60
