@@ -37,14 +37,12 @@ SHARED_LOOP_WINDOW_S = 0.005
 share an event loop (a pool) write in parallel from their threads (the filesystem commits concurrent syncs
 together) instead of one after another on the loop they all need."""
 
-_last_saver: list[float] = [
-    0,
-    0.0,
-]  # id() of the last Persistence that made a small local save, and when
+# The last Persistence of this process that saved to a local store (its id()), and when (monotonic s).
+_last_local_save: tuple[int, float] = (0, 0.0)
 
 
 def _loop_shared_with_other_savers(persistence: Persistence) -> bool:
-    saver, at = _last_saver
+    saver, at = _last_local_save
     return saver != id(persistence) and time.monotonic() - at < SHARED_LOOP_WINDOW_S
 
 
@@ -190,7 +188,8 @@ class Persistence:
                 and not _loop_shared_with_other_savers(self)
             )
             if self._loop_save_s is not None:
-                _last_saver[0], _last_saver[1] = id(self), time.monotonic()
+                global _last_local_save
+                _last_local_save = (id(self), time.monotonic())
             if on_loop:
                 # Actions already delivered run their bodies now, so that this one snapshot covers them
                 # too (they find their version durable): the group commit that the I/O thread gives.

@@ -330,9 +330,7 @@ class ObjectBackend:
         self, path: str, views: Callable[[], Iterator[memoryview]], *, unique: bool = False
     ) -> str:
         directory = os.path.dirname(path)
-        if not os.path.isdir(directory):
-            os.makedirs(directory, exist_ok=True)
-            fsync_dir(os.path.dirname(directory))
+        _ensure_folder(directory)
         dir_fd = os.open(directory, os.O_RDONLY)
         try:
             digest = None
@@ -429,17 +427,14 @@ class ObjectBackend:
         if not paths:
             return 0
         directory = os.path.dirname(paths[0])
-        if not os.path.isdir(directory):
-            os.makedirs(directory, exist_ok=True)
-            fsync_dir(os.path.dirname(directory))
+        _ensure_folder(directory)
         created = 0
         try:
             for path in paths:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, RESERVED_MODE)
                 try:
-                    os.fchmod(
-                        fd, RESERVED_MODE
-                    )  # whatever the umask: this mode marks a reservation
+                    # Whatever the umask: this mode marks a reservation.
+                    os.fchmod(fd, RESERVED_MODE)
                 finally:
                     os.close(fd)
                 created += 1
@@ -581,6 +576,13 @@ class ObjectBackend:
                 self.fs.rm_file(path)
         except FileNotFoundError:
             pass
+
+
+def _ensure_folder(directory: str) -> None:
+    """Creates ``directory`` if missing, with its new name made durable in its parent."""
+    if not os.path.isdir(directory):
+        os.makedirs(directory, exist_ok=True)
+        fsync_dir(os.path.dirname(directory))
 
 
 def _datasync(fd: int) -> None:

@@ -334,9 +334,8 @@ class AgentCheckpoints:
         self._listed = False
         self._retention = Retention(self)
         self._confirmed_epochs: set[int] = set()  # acquired here, or seen current after a save
-        self._retention_due: int | None = (
-            None  # the writer epoch of a save whose retention is deferred
-        )
+        # The writer epoch of a save whose retention is deferred.
+        self._retention_due: int | None = None
         # Local stores: manifest names reserved ahead (empty), filled in increasing order, one at a time.
         self._reserved: deque[int] = deque()
         self._reserved_epoch: int | None = None
@@ -611,6 +610,7 @@ class AgentCheckpoints:
                 if payload_path is not None:
                     self._b.remove(payload_path)
                 raise
+            epochs: dict[int, int] | None = None
             if self._newer_epoch_may_exist(epoch):
                 epochs = self._epochs()
                 if writer_is_fenced(info.seq, epoch, epochs):
@@ -626,7 +626,7 @@ class AgentCheckpoints:
                 return info
             try:
                 with self._write_lock:
-                    self._retention.apply(self._epochs(), epoch)
+                    self._retention.apply(self._epochs() if epochs is None else epochs, epoch)
             except StorageUnavailableError:
                 raise
             except Exception:
@@ -726,9 +726,8 @@ class AgentCheckpoints:
                     self._raise_if_newer_epoch(epoch, seq)
                     continue
                 except BaseException:
-                    self._b.remove(
-                        path
-                    )  # a failed write leaves a gap in the seqs, never a torn manifest
+                    # A failed write leaves a gap in the seqs, never a torn manifest.
+                    self._b.remove(path)
                     raise
                 self._seqs_seen.append(seq)
                 self._retained[seq] = info
@@ -757,10 +756,10 @@ class AgentCheckpoints:
         """Deletes the manifest names reserved and not written (when the writer stops); best effort."""
         with self._write_lock:
             while self._reserved:
-                seq = self._reserved.pop()
+                path = self._manifest_path(seq := self._reserved.pop())
                 try:
-                    if not self._b.read_small(self._manifest_path(seq)):
-                        self._b.remove(self._manifest_path(seq))
+                    if self._b.is_reserved(path):  # still unwritten (the mode changes after a fill)
+                        self._b.remove(path)
                 except OSError:
                     logger.debug("could not release reserved checkpoint %d", seq, exc_info=True)
 
