@@ -24,25 +24,23 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0", "COLUMNS": "200"}
 
 
-def _cli(address: str, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Runs ``academy-ray --address ... --namespace ... *args`` as a process of its own."""
+def _python(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Runs this Python with ``args`` as a process of its own, in the repository, output captured."""
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "academy_ray.cli",
-            "--address",
-            address,
-            "--namespace",
-            namespace,
-            *args,
-        ],
+        [sys.executable, *args],
         cwd=REPO,
         env=_env(),
         capture_output=True,
         check=False,
         text=True,
-        timeout=120,
+        timeout=timeout,
+    )
+
+
+def _cli(address: str, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Runs ``academy-ray --address ... --namespace ... *args`` as a process of its own."""
+    return _python(
+        "-m", "academy_ray.cli", "--address", address, "--namespace", namespace, *args, timeout=120
     )
 
 
@@ -69,15 +67,7 @@ def _cli_in_turn(
     the ``python -m academy_ray.cli`` entry point itself.
     """
     argvs = [["--address", address, "--namespace", namespace, *command] for command in commands]
-    done = subprocess.run(
-        [sys.executable, "-c", _COMMANDS_IN_TURN, json.dumps(argvs)],
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=300,
-    )
+    done = _python("-c", _COMMANDS_IN_TURN, json.dumps(argvs), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return [
         subprocess.CompletedProcess(argv, status, out, err)
